@@ -113,7 +113,7 @@ def test_context_chunks_for_cnn_are_centred_on_windows():
     assert seen == [(12, 10 * SR)]
     # A 10-s chunk centred on window w sees half of each neighbour (zeros beyond the ends).
     padded = np.concatenate([[0], levels, [0]])
-    expected = (padded[:-2] * 0.25 + padded[1:-1] * 0.5 + padded[2:] * 0.25)
+    expected = padded[:-2] * 0.25 + padded[1:-1] * 0.5 + padded[2:] * 0.25
     np.testing.assert_allclose(windows[:, 0], expected, atol=1e-6)
 
 
