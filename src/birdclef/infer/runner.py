@@ -1,0 +1,347 @@
+"""Streaming inference over a folder of soundscapes: decode once per file, run every member, combine, post-process.
+
+Files are spread over worker processes (``multiprocessing.Pool.imap``, so results come back in file order
+whatever the scheduling); each worker builds its predictors once, with ``threads`` intra-op threads, so
+``workers * threads`` never exceeds the cores given. The parent only collects the small per-file window scores.
+
+Speed figures (``InferenceReport``): ``seconds_per_soundscape_minute`` = processing wall time (first file
+started -> last result, excluding worker start-up and model loading) / minutes of audio processed, measured with
+``cores = workers * threads`` cores;
+``projected_kaggle_minutes = (700 * seconds_per_soundscape_minute * cores / 4 + startup_seconds) / 60``:
+700 one-minute test soundscapes on Kaggle's 4 CPU cores, assuming throughput scales linearly with cores and a
+Kaggle core is as fast as a local one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import resource
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from birdclef import SAMPLE_RATE, WINDOW_SECONDS
+from birdclef.audio.decode import AudioError, load_audio
+from birdclef.infer import ensemble, postprocess
+from birdclef.infer.windows import Predictor, n_windows_for, predict_file
+
+log = logging.getLogger(__name__)
+
+PredictorFactory = Callable[[Mapping[str, Any], int], Predictor]
+"""``(member spec, intra-op threads) -> Predictor``; called once per member inside each worker."""
+
+PREDICT_DEFAULTS = {"chunk_s": 5.0, "stride_s": 5.0, "window_s": 5.0, "pool": "mean", "pad": True, "batch_size": 16}
+KAGGLE_SOUNDSCAPES = 700
+KAGGLE_CORES = 4
+AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
+
+
+class InferenceError(ValueError):
+    """A soundscape that could not be predicted; the message names the file."""
+
+
+SPEC_FORMAT = "birdclef-ensemble"
+
+
+def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check an ensemble spec (written by the ensemble stage, see ``ensemble.build_spec``)."""
+    spec = json.loads(Path(path).read_text())
+    if spec.get("format") != SPEC_FORMAT:
+        raise ValueError(f"{path}: not an ensemble spec (format {spec.get('format')!r}, expected {SPEC_FORMAT!r})")
+    for key in ("classes", "members", "combination", "postprocess", "predict"):
+        if key not in spec:
+            raise ValueError(f"{path}: ensemble spec has no {key!r}")
+    if not spec["members"]:
+        raise ValueError(f"{path}: ensemble spec has no members")
+    for i, m in enumerate(spec["members"]):
+        missing = [k for k in ("name", "checkpoint", "weight", "classes") if k not in m]
+        if missing:
+            raise ValueError(f"{path}: member {i} lacks {missing}")
+    return spec
+
+
+def torch_factory(member: Mapping[str, Any], threads: int) -> Predictor:
+    """Eager torch predictor for a member's checkpoint (``PredictorFactory``)."""
+    # Imported here: onnxruntime workers never need torch, and the parent must not start torch's thread pool
+    # before forking the workers.
+    import torch
+
+    from birdclef.infer.backends import TorchPredictor
+    from birdclef.models import load_checkpoint
+
+    torch.set_num_threads(threads)
+    model, _ = load_checkpoint(member["checkpoint"])
+    return TorchPredictor(model)
+
+
+@dataclass(frozen=True)
+class OrtFactory:
+    """onnxruntime predictor for ``<onnx_dir>/<member name>.onnx`` (a picklable ``PredictorFactory``)."""
+
+    onnx_dir: str
+
+    def __call__(self, member: Mapping[str, Any], threads: int) -> Predictor:
+        from birdclef.infer.backends import OrtPredictor
+
+        path = Path(self.onnx_dir) / f"{member['name']}.onnx"
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX model for member {member['name']!r} at {path}")
+        return OrtPredictor(path, threads)
+
+
+@dataclass
+class FolderPredictions:
+    """Member-level window scores of a folder of soundscapes (before combination).
+
+    Attributes:
+        stems: file stems in output order.
+        n_windows: windows per file.
+        members: per member, (sum(n_windows), C_m) window probabilities; rows of failed files are NaN.
+        failed: stem -> reason for the files that fell back (``on_error: fallback``).
+        audio_seconds: seconds of audio decoded, all files.
+        process_seconds: wall time from the first file started to the last result.
+        startup_seconds: wall time to start the workers and build the predictors.
+        peak_rss_mb: parent peak RSS + the peak RSS of every worker (upper bound on the concurrent total).
+        cores: workers * threads.
+    """
+
+    stems: list[str]
+    n_windows: list[int]
+    members: list[np.ndarray]
+    failed: dict[str, str] = field(default_factory=dict)
+    audio_seconds: float = 0.0
+    process_seconds: float = 0.0
+    startup_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    cores: int = 1
+
+    def speed(self) -> dict[str, float]:
+        """Speed and memory figures for metrics (see the module docstring for the formulas)."""
+        spm = self.process_seconds / max(self.audio_seconds / 60.0, 1e-9)
+        projected = (KAGGLE_SOUNDSCAPES * spm * self.cores / KAGGLE_CORES + self.startup_seconds) / 60.0
+        return {
+            "seconds_per_soundscape_minute": round(spm, 4),
+            "projected_kaggle_minutes": round(projected, 2),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "startup_seconds": round(self.startup_seconds, 2),
+            "cores": self.cores,
+            "n_files": len(self.stems),
+            "n_failed": len(self.failed),
+        }
+
+
+def list_soundscapes(folder: str | os.PathLike[str]) -> list[Path]:
+    """Audio files of ``folder`` sorted by name (deterministic output order)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"soundscape folder {folder} does not exist")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def member_predict_cfg(member: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Chunking config of one member: ``PREDICT_DEFAULTS`` < ensemble ``predict`` < the member's ``predict``."""
+    cfg = {**PREDICT_DEFAULTS, **(defaults or {}), **(member.get("predict") or {})}
+    unknown = set(cfg) - set(PREDICT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"member {member.get('name')!r}: unknown predict key(s) {sorted(unknown)}")
+    return cfg
+
+
+def predict_folder(
+    files: Sequence[str | os.PathLike[str]],
+    members: Sequence[Mapping[str, Any]],
+    factory: PredictorFactory,
+    predict: Mapping[str, Any] | None = None,
+    post: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    on_error: str = "raise",
+    file_seconds: float | None = 60.0,
+    start_method: str = "fork",
+) -> FolderPredictions:
+    """Run every member over every file; member-level post-processing (peak TTA, delta shift) included.
+
+    Args:
+        files: audio files, predicted and returned in this order.
+        members: member specs (``name``, optional ``predict`` overrides, whatever ``factory`` needs).
+        factory: builds one member's predictor (see ``PredictorFactory``).
+        predict: ensemble-wide chunking config (keys of ``PREDICT_DEFAULTS``).
+        post: post-processing params (``postprocess`` module); only member-level steps are used here.
+        workers: worker processes (1 = in this process).
+        threads: intra-op threads per worker; default ``cpu_count // workers``.
+        on_error: ``raise`` (stop with an error naming the file) or ``fallback`` (warn; the file's rows are
+            filled later by ``finish`` with each class's mean score over the other files).
+        file_seconds: fit every file to this duration (pad/cut, with a warning when it differs by more than
+            0.1 s); ``None`` keeps each file's own length (``windows.n_windows_for``).
+        start_method: multiprocessing start method (``fork``: predictors are built after the fork, so no
+            thread pool or session crosses it; ``spawn`` needs a picklable ``factory``).
+    """
+    if on_error not in ("raise", "fallback"):
+        raise ValueError(f"on_error must be 'raise' or 'fallback', not {on_error!r}")
+    if on_error == "fallback" and file_seconds is None:
+        raise ValueError("on_error='fallback' needs file_seconds to size a failed file's rows")
+    workers = max(1, min(int(workers), len(files) or 1))
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    job = _Job(members, factory, predict or {}, post or {}, threads, on_error, file_seconds)
+    t0 = time.perf_counter()
+    if workers == 1:
+        _init_worker(job)
+        startup = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        outcomes = [_predict_one(str(f)) for f in files]
+    else:
+        ctx = mp.get_context(start_method)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+            # One warm-up task per worker would hide start-up; measure it from the first result instead.
+            it = pool.imap(_predict_one, [str(f) for f in files], chunksize=1)
+            first = next(it)
+            startup = time.perf_counter() - t0 - first.seconds
+            t1 = time.perf_counter() - first.seconds
+            outcomes = [first, *it]
+    process = time.perf_counter() - t1
+    return _collect(outcomes, members, startup, process, workers * threads)
+
+
+def finish(
+    preds: FolderPredictions,
+    classes: Sequence[str],
+    weights: Sequence[float],
+    member_classes: Sequence[Sequence[str] | None],
+    combination: str = "mean",
+    post: Mapping[str, Any] | None = None,
+    class_counts: np.ndarray | None = None,
+) -> np.ndarray:
+    """Combine member scores and apply file-level post-processing; fill failed files' rows.
+
+    Returns:
+        (sum(n_windows), C) float32 scores in [0, 1], rows in file order.
+    """
+    ok_rows = np.concatenate(
+        [np.full(n, s not in preds.failed) for s, n in zip(preds.stems, preds.n_windows, strict=True)]
+    )
+    if not ok_rows.any():
+        raise InferenceError(f"every file failed: {dict(list(preds.failed.items())[:5])}")
+    combined = ensemble.combine([m[ok_rows] for m in preds.members], weights, classes, member_classes, combination)
+    out = np.empty((len(ok_rows), len(classes)), dtype=np.float32)
+    out[ok_rows] = combined
+    start = 0
+    for stem, n in zip(preds.stems, preds.n_windows, strict=True):
+        if stem not in preds.failed:
+            out[start : start + n] = postprocess.apply_file(out[start : start + n], post, class_counts)
+        start += n
+    out[~ok_rows] = out[ok_rows].mean(axis=0)
+    return out
+
+
+@dataclass
+class _Job:
+    members: Sequence[Mapping[str, Any]]
+    factory: PredictorFactory
+    predict: Mapping[str, Any]
+    post: Mapping[str, Any]
+    threads: int
+    on_error: str
+    file_seconds: float | None
+
+
+@dataclass
+class _Outcome:
+    stem: str
+    n_windows: int
+    windows: list[np.ndarray] | None
+    error: str | None
+    audio_seconds: float
+    seconds: float
+    pid: int
+    rss_mb: float
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(job: _Job) -> None:
+    # Runs once per worker process: predictors (and their thread pools / sessions) are built here.
+    frame_tf = postprocess.frame_transform(job.post)
+    _STATE["job"] = job
+    _STATE["members"] = [
+        (postprocess.wrap_predictor(job.factory(m, job.threads), job.post), member_predict_cfg(m, job.predict))
+        for m in job.members
+    ]
+    _STATE["frame_transform"] = frame_tf
+
+
+def _predict_one(path: str) -> _Outcome:
+    job: _Job = _STATE["job"]
+    stem = Path(path).stem
+    t0 = time.perf_counter()
+    n_windows = n_windows_for(round(job.file_seconds * SAMPLE_RATE)) if job.file_seconds else 0
+    audio_seconds, windows, error = 0.0, None, None
+    try:
+        wave = load_audio(path)
+        audio_seconds = wave.shape[0] / SAMPLE_RATE
+        _warn_odd_input(path, wave, job.file_seconds)
+        n_windows = n_windows or n_windows_for(wave.shape[0])
+        windows = []
+        for predictor, cfg in _STATE["members"]:
+            w, _ = predict_file(predictor, wave, n_windows=n_windows, frame_transform=_STATE["frame_transform"], **cfg)
+            windows.append(w)
+    except (AudioError, ValueError, RuntimeError) as err:
+        if job.on_error == "raise":
+            raise InferenceError(f"{path}: {err}") from err
+        log.warning("%s: prediction failed, its rows get the fallback (class means): %s", path, err)
+        error, windows = str(err), None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return _Outcome(stem, n_windows, windows, error, audio_seconds, time.perf_counter() - t0, os.getpid(), rss)
+
+
+def _warn_odd_input(path: str, wave: np.ndarray, file_seconds: float | None) -> None:
+    seconds = wave.shape[0] / SAMPLE_RATE
+    if file_seconds and abs(seconds - file_seconds) > 0.1:
+        action = "zero-padded" if seconds < file_seconds else "cut"
+        log.warning("%s: %.2f s long, %s to %.0f s", path, seconds, action, file_seconds)
+    if not np.any(wave):
+        log.warning("%s: silent (all samples are zero)", path)
+
+
+def _collect(
+    outcomes: list[_Outcome], members: Sequence[Mapping[str, Any]], startup: float, process: float, cores: int
+) -> FolderPredictions:
+    widths = [None] * len(members)
+    for o in outcomes:
+        if o.windows is not None:
+            widths = [w.shape[1] for w in o.windows]
+            break
+    stems = [o.stem for o in outcomes]
+    dup = {s for s in stems if stems.count(s) > 1}
+    if dup:
+        raise InferenceError(f"several files share the stem(s) {sorted(dup)[:5]}: row ids would collide")
+    blocks: list[list[np.ndarray]] = [[] for _ in members]
+    for o in outcomes:
+        for m in range(len(members)):
+            if o.windows is not None:
+                blocks[m].append(o.windows[m])
+            else:
+                blocks[m].append(np.full((o.n_windows, widths[m] or 1), np.nan, dtype=np.float32))
+    worker_rss: dict[int, float] = {}
+    for o in outcomes:
+        worker_rss[o.pid] = max(worker_rss.get(o.pid, 0.0), o.rss_mb)
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    worker_rss.pop(os.getpid(), None)
+    return FolderPredictions(
+        stems=stems,
+        n_windows=[o.n_windows for o in outcomes],
+        members=[np.concatenate(b) if b else np.zeros((0, 0), np.float32) for b in blocks],
+        failed={o.stem: o.error for o in outcomes if o.error is not None},
+        audio_seconds=sum(o.audio_seconds for o in outcomes) or WINDOW_SECONDS * sum(o.n_windows for o in outcomes),
+        process_seconds=process,
+        startup_seconds=startup,
+        peak_rss_mb=parent + sum(worker_rss.values()),
+        cores=cores,
+    )
