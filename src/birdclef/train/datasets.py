@@ -1,0 +1,217 @@
+"""Training datasets: labelled focal segments and pseudo-labelled soundscape windows, read from the wave cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from birdclef import SAMPLE_RATE, WINDOW_SECONDS
+
+CROP_POLICIES = ("random", "first", "rms")
+
+
+class WaveSource(Protocol):
+    """What the datasets need from the waveform cache (birdclef.features.cache.WaveCache)."""
+
+    rms_hop: int
+
+    def length(self, key: str) -> int: ...
+
+    def read(self, key: str, start: int = 0, length: int | None = None) -> np.ndarray: ...
+
+    def rms(self, key: str) -> np.ndarray: ...
+
+
+def crop_start(n: int, crop: int, policy: str, rng: np.random.Generator, rms: np.ndarray | None, hop: int) -> int:
+    """Pick the first sample of a crop (TECHNIQUES.md S1).
+
+    Args:
+        n: samples in the source.
+        crop: crop length in samples.
+        policy: ``random`` (uniform), ``first`` (start of the file) or ``rms`` (start drawn with probability
+            proportional to the RMS energy inside the crop, so crops land on calls rather than gaps).
+        rng: random generator.
+        rms: (frames,) per-frame RMS of the source, required for ``rms``.
+        hop: samples per RMS frame.
+    """
+    if policy not in CROP_POLICIES:
+        raise ValueError(f"crop policy must be one of {CROP_POLICIES}, not {policy!r}")
+    if n <= crop or policy == "first":
+        return 0
+    if policy == "random" or rms is None or len(rms) == 0:
+        return int(rng.integers(0, n - crop + 1))
+    win = max(1, crop // hop)
+    energy = np.convolve(rms.astype(np.float64) ** 2, np.ones(win), mode="valid")
+    last = max(1, min(len(energy), (n - crop) // hop + 1))
+    energy = energy[:last] + 1e-12
+    frame = int(rng.choice(last, p=energy / energy.sum()))
+    jitter = int(rng.integers(0, hop))
+    return int(min(frame * hop + jitter, n - crop))
+
+
+def tile_to(wave: np.ndarray, crop: int) -> np.ndarray:
+    """Repeat a short clip until it fills ``crop`` samples (a call repeated beats silence padding)."""
+    if len(wave) >= crop:
+        return wave[:crop]
+    if len(wave) == 0:
+        return np.zeros(crop, dtype=np.float32)
+    reps = -(-crop // len(wave))
+    return np.tile(wave, reps)[:crop]
+
+
+class FocalDataset(Dataset):
+    """Labelled focal segments (the clean stage's segment table) as fixed-length crops.
+
+    Items are addressed by ``(row, item_seed)`` pairs from :class:`~birdclef.train.sampling.EpochSampler`,
+    so every crop is a function of the seed alone.
+
+    Args:
+        segments: segment table (birdclef.schema.SEGMENTS columns).
+        cache: waveform cache holding every segment under its ``segment_id``.
+        classes: the species order of the target vectors.
+        crop_s: crop length in seconds.
+        policy: crop policy (see :func:`crop_start`).
+        secondary_value: target value of secondary labels, or ``"mask"`` to leave them out of the loss.
+
+    Returns (per item): dict with ``wave`` (samples,) float32, ``target`` (C,), ``mask`` (C,), ``weight`` ().
+    """
+
+    def __init__(
+        self,
+        segments: pd.DataFrame,
+        cache: WaveSource,
+        classes: Sequence[str],
+        crop_s: float,
+        policy: str = "random",
+        secondary_value: float | str = 0.5,
+    ) -> None:
+        self.df = segments.reset_index(drop=True)
+        self.cache = cache
+        self.classes = list(classes)
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.crop = int(round(crop_s * SAMPLE_RATE))
+        self.policy = policy
+        self.secondary_value = secondary_value
+        self.primary = np.array([self.index.get(c, -1) for c in self.df["primary_label"]])
+        if (self.primary < 0).any():
+            bad = self.df.loc[self.primary < 0, "primary_label"].unique()[:5]
+            raise ValueError(f"segments have primary labels outside the class list: {list(bad)}")
+        self.secondary = [
+            [self.index[s] for s in (sec if sec is not None else []) if s in self.index]
+            for sec in self.df["secondary_labels"]
+        ]
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def target(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C,) target and (C,) loss mask of one row."""
+        target = np.zeros(len(self.classes), dtype=np.float32)
+        mask = np.ones(len(self.classes), dtype=np.float32)
+        for s in self.secondary[row]:
+            if self.secondary_value == "mask":
+                mask[s] = 0.0
+            else:
+                target[s] = float(self.secondary_value)
+        target[self.primary[row]] = 1.0
+        mask[self.primary[row]] = 1.0
+        return target, mask
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
+        row, seed = item if isinstance(item, tuple) else (item, 0)
+        key = self.df.at[row, "segment_id"]
+        rng = np.random.default_rng(seed)
+        n = self.cache.length(key)
+        rms = self.cache.rms(key) if self.policy == "rms" else None
+        start = crop_start(n, self.crop, self.policy, rng, rms, self.cache.rms_hop)
+        wave = tile_to(self.cache.read(key, start, min(self.crop, n)), self.crop)
+        target, mask = self.target(row)
+        return {
+            "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
+            "target": torch.from_numpy(target),
+            "mask": torch.from_numpy(mask),
+            "weight": torch.tensor(float(self.df.at[row, "weight"]), dtype=torch.float32),
+        }
+
+
+class PseudoBank:
+    """Pseudo-labelled soundscape windows to mix into training batches (TECHNIQUES.md P1, P3, P4, P8).
+
+    Args:
+        labels: the pseudo stage's window table: ``soundscape_id``, ``start_s``, ``end_s``, ``weight`` and one
+            probability column per class in ``classes``.
+        sampler_weights: ``soundscape_id`` -> sampler weight (P3: sum over species of the max over time).
+        cache: waveform cache holding the train soundscapes under their ``soundscape_id``.
+        classes: species order of the label vectors.
+        crop_s: crop length in seconds (a whole number of 5-s windows; longer crops take the max over windows).
+    """
+
+    def __init__(
+        self,
+        labels: pd.DataFrame,
+        sampler_weights: dict[str, float],
+        cache: WaveSource,
+        classes: Sequence[str],
+        crop_s: float,
+    ) -> None:
+        missing = [c for c in classes if c not in labels.columns]
+        if missing:
+            raise ValueError(f"pseudo labels lack class column(s) {missing[:5]}")
+        self.cache = cache
+        self.crop = int(round(crop_s * SAMPLE_RATE))
+        self.span = max(1, int(round(crop_s / WINDOW_SECONDS)))
+        labels = labels.sort_values(["soundscape_id", "start_s"]).reset_index(drop=True)
+        self.ids = labels["soundscape_id"].to_numpy()
+        self.starts = np.round(labels["start_s"].to_numpy() * SAMPLE_RATE).astype(np.int64)
+        self.probs = labels[list(classes)].to_numpy(dtype=np.float32)
+        self.loss_weight = labels["weight"].to_numpy(dtype=np.float32) if "weight" in labels else None
+        # A crop of `span` windows may start at window i only if windows i..i+span-1 are in the same file.
+        same = np.ones(len(labels), dtype=bool)
+        for j in range(1, self.span):
+            shifted = np.roll(self.ids, -j)
+            shifted[-j:] = None
+            same &= shifted == self.ids
+        self.valid = np.flatnonzero(same)
+        if len(self.valid) == 0:
+            raise ValueError("no pseudo-labelled crop fits the crop length")
+        w = np.array([max(float(sampler_weights.get(s, 0.0)), 0.0) for s in self.ids[self.valid]])
+        self.p = w / w.sum() if w.sum() > 0 else np.full(len(self.valid), 1.0 / len(self.valid))
+        self.argmax = self.probs.argmax(axis=1)
+        self.maxp = self.probs.max(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    def _crop(self, i: int) -> tuple[np.ndarray, np.ndarray, float]:
+        key = self.ids[i]
+        wave = tile_to(self.cache.read(key, int(self.starts[i]), self.crop), self.crop)
+        label = self.probs[i : i + self.span].max(axis=0)
+        w = float(self.loss_weight[i : i + self.span].mean()) if self.loss_weight is not None else 1.0
+        return wave, label, w
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw ``n`` crops by sampler weight. Returns wave (n, samples), labels (n, C), loss weights (n,)."""
+        picks = self.valid[rng.choice(len(self.valid), size=n, p=self.p)]
+        return self._stack([self._crop(int(i)) for i in picks])
+
+    def sample_class(
+        self, classes: Sequence[int], min_prob: float, rng: np.random.Generator
+    ) -> list[tuple[np.ndarray, np.ndarray, float] | None]:
+        """For each class index, a crop whose argmax is that class with max prob >= ``min_prob`` (or None)."""
+        out: list[tuple[np.ndarray, np.ndarray, float] | None] = []
+        for c in classes:
+            pool = self.valid[(self.argmax[self.valid] == c) & (self.maxp[self.valid] >= min_prob)]
+            out.append(self._crop(int(rng.choice(pool))) if len(pool) else None)
+        return out
+
+    @staticmethod
+    def _stack(items: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        waves = torch.from_numpy(np.stack([i[0] for i in items]).astype(np.float32))
+        labels = torch.from_numpy(np.stack([i[1] for i in items]).astype(np.float32))
+        weights = torch.tensor([i[2] for i in items], dtype=torch.float32)
+        return waves, labels, weights

@@ -1,0 +1,197 @@
+"""Train one ensemble member (iteration k, model name): build data, model, loss and policies, fit, save outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from birdclef.train.augment import NoiseBank, SpecAugment, WaveAugment
+
+from birdclef import SAMPLE_RATE, WINDOW_SECONDS
+from birdclef.io import write_csv, write_parquet
+from birdclef.models import create_model, load_checkpoint, save_checkpoint
+from birdclef.track import NullRun, params_digest
+from birdclef.train.datasets import FocalDataset, PseudoBank, WaveSource
+from birdclef.train.evaluate import Evaluator, macro_auc
+from birdclef.train.fit import FitConfig, clear_resume, fit
+from birdclef.train.losses import build_loss
+from birdclef.train.selftrain import PseudoMixer
+
+
+@dataclass
+class MemberInputs:
+    """Everything one member's training reads (tables already loaded; paths for what is read lazily)."""
+
+    segments: pd.DataFrame  # the clean stage's segment table
+    taxonomy: pd.DataFrame  # primary_label, class_name, ... in submission column order
+    cache: WaveSource  # waveform cache: segments and soundscapes
+    soundscape_labels: pd.DataFrame | None = None  # labelled soundscapes (submission format), if any
+    pseudo_labels: pd.DataFrame | None = None  # pseudo stage windows of the teacher iteration
+    pseudo_weights: dict[str, float] | None = None  # soundscape_id -> sampler weight (P3)
+    teacher_checkpoint: Path | None = None  # same model from the previous iteration (student init)
+    init_checkpoint: Path | None = None  # a pre-trained member to fine-tune from (D1), head re-created
+    voice_clips: list[np.ndarray] | None = None  # voiced audio cut by the clean stage (A10)
+
+
+def member_classes(taxonomy: pd.DataFrame, class_filter: list[str] | None) -> list[str]:
+    """Species of a member: all, or those of the taxon classes in ``class_filter`` (D3 taxon-group models)."""
+    tax = taxonomy if not class_filter else taxonomy[taxonomy["class_name"].isin(class_filter)]
+    if tax.empty:
+        raise ValueError(f"class filter {class_filter} leaves no species")
+    return tax["primary_label"].tolist()
+
+
+def quiet_soundscape_clips(cache: WaveSource, keys: list[str], share: float = 0.3) -> list[np.ndarray]:
+    """The quietest ``share`` of 5-s windows of the train soundscapes: background noise for A9 (rank 2)."""
+    window = WINDOW_SECONDS * SAMPLE_RATE
+    scored: list[tuple[float, str, int]] = []
+    for key in keys:
+        n = cache.length(key)
+        rms = cache.rms(key)
+        per = max(1, window // cache.rms_hop)
+        for w in range(n // window):
+            scored.append((float(np.mean(rms[w * per : (w + 1) * per] ** 2)), key, w))
+    scored.sort()
+    keep = scored[: max(1, int(len(scored) * share))] if scored else []
+    return [cache.read(k, w * window, window) for _, k, w in keep]
+
+
+def fingerprint(*parts: Any) -> str:
+    """Identify a training run by its settings and inputs (a resume checkpoint must match it)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, pd.DataFrame):
+            h.update(pd.util.hash_pandas_object(p.astype(str), index=False).values.tobytes())
+        else:
+            h.update(params_digest({"p": p}).encode())
+    return h.hexdigest()[:16]
+
+
+def train_member(
+    name: str,
+    model_name: str,
+    params: Mapping[str, Any],
+    iteration: Mapping[str, Any],
+    inputs: MemberInputs,
+    out_dir: Path,
+    resume_dir: Path | None = None,
+    run: NullRun | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Train one member and write ``out_dir``: model.pt, history.csv, val/soundscape predictions (parquet).
+
+    Args:
+        name: member name (``it<k>_<model>``).
+        model_name: key into ``params["models"]``.
+        params: the whole params dict (reads ``models``, ``mels``, ``train``, ``selftrain``).
+        iteration: this iteration's entry of ``params["iterations"]`` (``k``, ``teacher``, ...).
+        inputs: loaded tables and caches.
+        out_dir: the member's output folder.
+        resume_dir: resume checkpoint folder (kept across a killed run).
+        run: experiment recorder.
+        device: torch device.
+
+    Returns:
+        Flat metrics: ``val_auc``, ``soundscape_auc`` (+ per taxon class), timing.
+    """
+    run = run or NullRun()
+    tcfg = dict(params["train"])
+    st_cfg = dict(params.get("selftrain", {}))
+    model_cfg = dict(params["models"][model_name])
+    mel_cfg = dict(params["mels"][model_cfg.pop("mel")])
+    class_filter = model_cfg.pop("classes", None)
+    classes = member_classes(inputs.taxonomy, class_filter)
+    student = inputs.pseudo_labels is not None
+    if student and st_cfg.get("drop_path_rate") is not None:
+        model_cfg["drop_path_rate"] = float(st_cfg["drop_path_rate"])  # drop_path only while self-training (P1)
+
+    seed = int(tcfg["loop"].get("seed", 0))
+    torch.manual_seed(seed)
+    model = create_model(model_cfg, len(classes), mel_cfg)
+    model.classes = classes
+    _initialise(model, classes, inputs, st_cfg if student else {}, tcfg)
+
+    segs = inputs.segments[inputs.segments["primary_label"].isin(classes)].reset_index(drop=True)
+    val_fold = int(tcfg.get("val_fold", 0))
+    train_segs = segs[segs["fold"] != val_fold] if val_fold >= 0 else segs
+    val_segs = segs[segs["fold"] == val_fold] if val_fold >= 0 else None
+    train_set = FocalDataset(
+        train_segs, inputs.cache, classes, float(tcfg["crop_s"]), tcfg.get("crop_policy", "random"),
+        tcfg.get("secondary_value", 0.5),
+    )
+    aug_cfg = dict(tcfg.get("augment", {}))
+    noise_keys = [k for k in inputs.cache.keys("train_soundscape")] if hasattr(inputs.cache, "keys") else []
+    noise = NoiseBank(quiet_soundscape_clips(inputs.cache, noise_keys)) if noise_keys else None
+    voice = NoiseBank(inputs.voice_clips) if inputs.voice_clips else None
+    transforms = []
+    if student:
+        bank = PseudoBank(
+            inputs.pseudo_labels, inputs.pseudo_weights or {}, inputs.cache, classes, float(tcfg["crop_s"])
+        )
+        transforms.append(PseudoMixer(bank, st_cfg))
+    transforms.append(WaveAugment(aug_cfg, noise_bank=noise, voice_bank=voice))
+    spec_aug = SpecAugment(aug_cfg)
+    taxa = dict(zip(inputs.taxonomy["primary_label"], inputs.taxonomy["class_name"], strict=True))
+    evaluator = Evaluator(classes, inputs.cache, val_segs, inputs.soundscape_labels, float(tcfg["crop_s"]), taxa)
+    loop = FitConfig.from_dict(tcfg["loop"])
+    fp = fingerprint(name, model_cfg, mel_cfg, tcfg, st_cfg if student else {}, iteration, train_segs,
+                     inputs.pseudo_labels if student else 0)
+    result = fit(
+        model, train_set, loop, build_loss(tcfg.get("loss", {})), transforms=transforms, spec_augment=spec_aug,
+        evaluate=evaluator, resume_dir=resume_dir, fingerprint=fp, run=run, device=device,
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"member": name, "iteration": int(iteration["k"]), "model_name": model_name, "fingerprint": fp}
+    save_checkpoint(out_dir / "model.pt", model, meta)
+    history = pd.DataFrame(result.history)
+    history.insert(0, "member", name)
+    write_csv(history, out_dir / "history.csv")
+    metrics: dict[str, float] = {
+        "train_seconds": round(result.seconds, 1),
+        "train_samples_per_second": round(result.samples_seen / max(result.seconds, 1e-9), 2),
+    }
+    model.eval()
+    if evaluator.val is not None:
+        val_pred = evaluator.focal_predictions(model, device)
+        write_parquet(val_pred, out_dir / "val_predictions.parquet")
+        metrics["val_auc"] = macro_auc(evaluator.focal_solution(), val_pred.rename(columns={"segment_id": "row_id"}))[
+            "auc"
+        ]
+    if evaluator.solution is not None:
+        ss_pred = evaluator.soundscape_predictions(model, device)
+        write_parquet(ss_pred, out_dir / "soundscape_predictions.parquet")
+        scores = macro_auc(evaluator.solution, ss_pred, taxa)
+        metrics.update({f"soundscape_{k}": v for k, v in scores.items()})
+    clear_resume(resume_dir)
+    run.log_metrics(metrics)
+    run.log_artifact(out_dir / "model.pt", artifact_path="checkpoint")
+    return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def _initialise(
+    model: torch.nn.Module, classes: list[str], inputs: MemberInputs, st_cfg: Mapping[str, Any], tcfg: Mapping
+) -> None:
+    """Start from the teacher (student iterations, ``selftrain.init: teacher``) or a pre-trained member (D1)."""
+    source = None
+    if st_cfg.get("init", "teacher") == "teacher" and inputs.teacher_checkpoint is not None:
+        source = inputs.teacher_checkpoint
+    elif inputs.init_checkpoint is not None:
+        source = inputs.init_checkpoint
+    if source is None:
+        return
+    donor, meta = load_checkpoint(source)
+    if list(meta.get("classes", [])) == classes:
+        model.load_state_dict(donor.state_dict())
+    else:
+        # New class set: keep the backbone (and the head's input layers), learn fresh class layers.
+        donor.replace_head(len(classes))
+        model.load_state_dict(donor.state_dict(), strict=False)
+    if tcfg.get("freeze_backbone", False):
+        model.freeze_backbone(True)

@@ -1,0 +1,75 @@
+"""Epoch sampling: class balancing (none / sqrt / equal), rare-class copies, per-item seeds for exact resume."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+BALANCE_MODES = ("none", "sqrt", "equal")
+
+
+def class_balance_weights(labels: Sequence[str], copies: Sequence[int], mode: str) -> np.ndarray:
+    """Per-row sampling weights that rebalance classes (TECHNIQUES.md S2).
+
+    Args:
+        labels: primary label of each row.
+        copies: times each row counts (rare-class duplication from the clean stage).
+        mode: ``none`` (rows as they are), ``sqrt`` (class mass proportional to sqrt of its count) or ``equal``
+            (every class the same mass).
+
+    Returns:
+        (rows,) float64 weights summing to 1.
+    """
+    if mode not in BALANCE_MODES:
+        raise ValueError(f"balance must be one of {BALANCE_MODES}, not {mode!r}")
+    labels = np.asarray(labels)
+    w = np.asarray(copies, dtype=np.float64)
+    if mode != "none":
+        uniq, inverse = np.unique(labels, return_inverse=True)
+        mass = np.bincount(inverse, weights=w, minlength=len(uniq))
+        target = np.sqrt(mass) if mode == "sqrt" else np.ones_like(mass)
+        w = w * (target / mass)[inverse]
+    return w / w.sum()
+
+
+def item_seed(seed: int, epoch: int, position: int) -> int:
+    """A seed for one item of one epoch, independent of worker count or a resume in the middle of the epoch."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
+
+
+class EpochSampler:
+    """Yields ``(row, item_seed)`` pairs for one epoch, drawn with replacement from the row weights.
+
+    The order depends only on (seed, epoch), so an interrupted epoch resumes at the same place: skip the first
+    ``start`` items.
+
+    Args:
+        weights: (rows,) sampling weights summing to 1.
+        num_samples: items per epoch.
+        seed: base seed.
+    """
+
+    def __init__(self, weights: np.ndarray, num_samples: int, seed: int) -> None:
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch to draw, and how many of its items were already consumed."""
+        self.epoch, self.start = int(epoch), int(start)
+
+    def rows(self) -> np.ndarray:
+        """The full row order of the current epoch, (num_samples,) int64."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.choice(len(self.weights), size=self.num_samples, replace=True, p=self.weights)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rows = self.rows()
+        for pos in range(self.start, self.num_samples):
+            yield int(rows[pos]), item_seed(self.seed, self.epoch, pos)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start

@@ -1,0 +1,73 @@
+"""DVC stage `train@k`: train every member of iteration k (supervised for k = 0, students of pseudo labels after)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+from birdclef.features.cache import WaveCache
+
+from birdclef.io import atomic_path, load_params, write_json
+from birdclef.track import stage_run
+from birdclef.train.member import MemberInputs, train_member
+from birdclef.train.voice import voice_clips
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--iteration", type=int, required=True, help="index k into params `iterations`")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", type=Path, required=True, help="raw data root (voiced spans are read from it)")
+    ap.add_argument("--acquire", type=Path, required=True, help="acquire stage output folder")
+    ap.add_argument("--clean", type=Path, required=True, help="clean stage output folder")
+    ap.add_argument("--features", type=Path, required=True, help="waveform cache folder")
+    ap.add_argument("--labels", type=Path, required=True,
+                    help="what the iteration learns from: the segment table (k = 0) or a pseudo stage output folder")
+    ap.add_argument("--train-root", type=Path, required=True, help="parent of the it<k> train folders (teacher init)")
+    ap.add_argument("--out", type=Path, required=True, help="this iteration's output folder (one subfolder a member)")
+    ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints (persist across a kill)")
+    ap.add_argument("--metrics", type=Path, required=True)
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    iteration = params["iterations"][args.iteration]
+    torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
+    device = "cuda" if torch.cuda.is_available() and params["train"].get("device", "auto") != "cpu" else "cpu"
+    labels = pd.read_parquet(args.acquire / "soundscape_labels.parquet")
+    teacher = iteration.get("teacher")
+    if teacher is not None and not (args.labels / "labels.parquet").exists():
+        raise SystemExit(f"iteration {iteration['k']} has teacher {teacher} but {args.labels} holds no labels.parquet")
+    pseudo = pd.read_parquet(args.labels / "labels.parquet") if teacher is not None else None
+    weights = pd.read_parquet(args.labels / "soundscapes.parquet") if teacher is not None else None
+    inputs = MemberInputs(
+        segments=pd.read_parquet(args.clean / "segments.parquet"),
+        taxonomy=pd.read_parquet(args.acquire / "taxonomy.parquet"),
+        cache=WaveCache(args.features),
+        soundscape_labels=labels[labels["split"] == "test"].drop(columns=["split", "soundscape_id"]),
+        pseudo_labels=pseudo,
+        pseudo_weights=dict(zip(weights["soundscape_id"], weights["sampler_weight"], strict=True))
+        if weights is not None
+        else None,
+        voice_clips=voice_clips(args.data, pd.read_parquet(args.clean / "voice_spans.parquet")),
+    )
+    section = {k: params[k] for k in ("train", "selftrain", "models", "mels") if k in params}
+    metrics: dict[str, dict[str, float]] = {}
+    with atomic_path(args.out) as out:
+        for model_name in iteration["members"]:
+            name = f"it{iteration['k']}_{model_name}"
+            ckpt = args.train_root / f"it{teacher}" / model_name / "model.pt" if teacher is not None else None
+            inputs.teacher_checkpoint = ckpt if ckpt is not None and ckpt.exists() else None
+            with stage_run(f"train@{args.iteration}", {**section, "member": name}, params.get("tracking")) as run:
+                metrics[model_name] = train_member(
+                    name, model_name, params, iteration, inputs, out / model_name, args.resume / model_name, run,
+                    device,
+                )
+            print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in metrics[model_name].items()))
+    write_json(args.metrics, metrics)
+
+
+if __name__ == "__main__":
+    main()

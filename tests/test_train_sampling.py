@@ -1,0 +1,38 @@
+"""Tests for epoch sampling and class balancing."""
+
+import numpy as np
+import pytest
+
+from birdclef.train.sampling import EpochSampler, class_balance_weights
+
+
+def test_balance_modes_give_expected_class_mass():
+    labels = ["a"] * 9 + ["b"]
+    copies = [1] * 10
+    mass = lambda w: (w[:9].sum(), w[9])  # noqa: E731
+    assert mass(class_balance_weights(labels, copies, "none")) == pytest.approx((0.9, 0.1))
+    assert mass(class_balance_weights(labels, copies, "equal")) == pytest.approx((0.5, 0.5))
+    a, b = mass(class_balance_weights(labels, copies, "sqrt"))
+    assert a / b == pytest.approx(3.0)
+
+
+def test_copies_count_as_rows():
+    w = class_balance_weights(["a", "b"], [3, 1], "none")
+    assert w == pytest.approx([0.75, 0.25])
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(ValueError, match="balance"):
+        class_balance_weights(["a"], [1], "log")
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch_and_resumes_midway():
+    w = np.full(20, 0.05)
+    s = EpochSampler(w, 12, seed=3)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_epoch(2, start=5)
+    assert list(s) == full[5:]
+    s.set_epoch(3)
+    assert list(s) != full
+    assert len({seed for _, seed in full}) == 12
