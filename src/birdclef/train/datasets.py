@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
+from birdclef.train.targets import make_targets
 
 CROP_POLICIES = ("random", "first", "rms")
 
@@ -109,18 +110,11 @@ class FocalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.df)
 
-    def target(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+    def target(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(C,) target and (C,) loss mask of one row."""
-        target = np.zeros(len(self.classes), dtype=np.float32)
-        mask = np.ones(len(self.classes), dtype=np.float32)
-        for s in self.secondary[row]:
-            if self.secondary_value == "mask":
-                mask[s] = 0.0
-            else:
-                target[s] = float(self.secondary_value)
-        target[self.primary[row]] = 1.0
-        mask[self.primary[row]] = 1.0
-        return target, mask
+        target, mask = make_targets([int(self.primary[row])], [self.secondary[row]], len(self.classes),
+                                    self.secondary_value)
+        return target[0], mask[0]
 
     def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
         row, seed = item if isinstance(item, tuple) else (item, 0)
@@ -133,8 +127,8 @@ class FocalDataset(Dataset):
         target, mask = self.target(row)
         return {
             "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
-            "target": torch.from_numpy(target),
-            "mask": torch.from_numpy(mask),
+            "target": target,
+            "mask": mask,
             "weight": torch.tensor(float(self.df.at[row, "weight"]), dtype=torch.float32),
         }
 
