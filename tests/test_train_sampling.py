@@ -28,11 +28,22 @@ def test_unknown_mode_is_an_error():
 
 def test_epoch_order_depends_only_on_seed_and_epoch_and_resumes_midway():
     w = np.full(20, 0.05)
-    s = EpochSampler(w, 12, seed=3)
+    s = EpochSampler(w, 12, seed=3, batch_size=4)
     s.set_epoch(2)
     full = list(s)
-    s.set_epoch(2, start=5)
-    assert list(s) == full[5:]
+    s.set_epoch(2, start_batch=2)
+    assert list(s) == full[8:]
     s.set_epoch(3)
     assert list(s) != full
     assert len({seed for _, seed in full}) == 12
+
+
+def test_ranks_split_every_global_batch_between_them():
+    w = np.full(20, 0.05)
+    single = EpochSampler(w, 12, seed=1, batch_size=4)
+    ranks = [EpochSampler(w, 12, seed=1, batch_size=4, rank=r, world=2) for r in range(2)]
+    one, r0, r1 = list(single), list(ranks[0]), list(ranks[1])
+    for b in range(3):
+        assert one[4 * b : 4 * b + 4] == r0[2 * b : 2 * b + 2] + r1[2 * b : 2 * b + 2]
+    with pytest.raises(ValueError, match="divisible"):
+        EpochSampler(w, 12, seed=1, batch_size=3, world=2)

@@ -75,11 +75,11 @@ def toy_segments(n_per_class: int = 4, classes: tuple[str, ...] = ("a", "b", "c"
 class TinyModel(nn.Module):
     """Log-power spectrum -> linear: the BirdModel interface (clip and frame logits) at toy cost."""
 
-    def __init__(self, num_classes: int, frames: int = 4):
+    def __init__(self, num_classes: int, frames: int = 4, dropout: float = 0.1):
         super().__init__()
         self.frames = frames
         self.proj = nn.Linear(64, num_classes)
-        self.drop = nn.Dropout(0.1)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, wave: torch.Tensor, spec_augment=None) -> dict[str, torch.Tensor]:
         b, n = wave.shape

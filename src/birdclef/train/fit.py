@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -110,11 +111,13 @@ def fit(
     run = run or NullRun()
     device = torch.device(device)
     model.to(device)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     t0 = time.perf_counter()
     weights = class_balance_weights(train_set.df["primary_label"], train_set.df["copies"], cfg.balance)
     n_samples = cfg.samples_per_epoch or int(train_set.df["copies"].sum())
     batches = max(1, n_samples // cfg.batch_size)
-    sampler = EpochSampler(weights, batches * cfg.batch_size, cfg.seed)
+    sampler = EpochSampler(weights, batches * cfg.batch_size, cfg.seed, cfg.batch_size, rank, world)
     accum = max(1, int(cfg.grad_accum))
     steps_per_epoch = max(1, batches // accum)
     opt = build_optimizer(model.parameters(), cfg.optimizer)
@@ -139,8 +142,11 @@ def fit(
             soup_states, history = state["soup"], state["history"]
             epoch, done_batches, global_step = state["epoch"], state["batches"], state["step"]
 
+    # Gradients are averaged over ranks; every rank keeps identical weights, EMA and soup, rank 0 writes them.
+    net = nn.parallel.DistributedDataParallel(model) if distributed else model
+
     def save_resume() -> None:
-        if ckpt is None:
+        if ckpt is None or rank != 0:
             return
         state = {
             "fingerprint": fingerprint,
@@ -163,10 +169,10 @@ def fit(
     )
     while epoch < cfg.epochs:
         model.train()
-        sampler.set_epoch(epoch, done_batches * cfg.batch_size)
+        sampler.set_epoch(epoch, done_batches)
         loader = DataLoader(
             train_set,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size // world,
             sampler=sampler,
             num_workers=cfg.num_workers,
             collate_fn=_collate_items,
@@ -177,13 +183,13 @@ def fit(
             total=batches,
             initial=done_batches,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not cfg.progress or rank != 0,
             leave=False,
         )
         losses: list[float] = []
         for batch in bar:
             b = done_batches
-            seed = item_seed(cfg.seed, epoch, 1_000_000 + b)
+            seed = item_seed(cfg.seed, epoch, 1_000_000 + b * world + rank)
             torch.manual_seed(seed)  # dropout / drop_path draws
             gen = torch.Generator().manual_seed(seed)
             rng = np.random.default_rng(seed)
@@ -192,7 +198,7 @@ def fit(
             batch = {k: v.to(device) for k, v in batch.items()}
             spec = (lambda mel, g=gen: spec_augment(mel, g)) if spec_augment is not None else None
             with amp_ctx():
-                out = model(batch["wave"], spec_augment=spec)
+                out = net(batch["wave"], spec_augment=spec)
                 loss = loss_fn(out, batch["target"], batch.get("mask"), batch.get("weight"))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {b + 1}")
@@ -217,10 +223,10 @@ def fit(
         eval_state = ema.state_dict() if ema is not None else model.state_dict()
         row: dict[str, float] = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": _mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), distributed),
             "lr": float(sched.get_last_lr()[0]),
         }
-        if evaluate is not None:
+        if evaluate is not None and rank == 0:
             row.update(_evaluate_with(model, eval_state, evaluate, epoch + 1))
         history.append(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
@@ -230,6 +236,8 @@ def fit(
         epoch += 1
         done_batches = 0
         save_resume()
+        if distributed:
+            dist.barrier()
 
     if cfg.soup.get("enabled") and soup_states:
         final = soup(soup_states)
@@ -237,6 +245,14 @@ def fit(
         final = {k: v.detach().cpu().clone() for k, v in (ema.state_dict() if ema else model.state_dict()).items()}
     model.load_state_dict(final)
     return FitResult(final, history, time.perf_counter() - t0, cfg.epochs * batches * cfg.batch_size)
+
+
+def _mean_over_ranks(value: float, distributed: bool) -> float:
+    if not distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
 
 
 def _evaluate_with(

@@ -41,35 +41,51 @@ def item_seed(seed: int, epoch: int, position: int) -> int:
 class EpochSampler:
     """Yields ``(row, item_seed)`` pairs for one epoch, drawn with replacement from the row weights.
 
-    The order depends only on (seed, epoch), so an interrupted epoch resumes at the same place: skip the first
-    ``start`` items.
+    The order depends only on (seed, epoch), so an interrupted epoch resumes at the same place, and under
+    torch.distributed every rank reads its own slice of each global batch (a distributed weighted sampler:
+    the ranks together see exactly the items one process would).
 
     Args:
         weights: (rows,) sampling weights summing to 1.
-        num_samples: items per epoch.
+        num_samples: items per epoch (a multiple of ``batch_size``).
         seed: base seed.
+        batch_size: global batch size (all ranks together).
+        rank: this process's rank.
+        world: number of processes; ``batch_size`` must be divisible by it.
     """
 
-    def __init__(self, weights: np.ndarray, num_samples: int, seed: int) -> None:
+    def __init__(
+        self, weights: np.ndarray, num_samples: int, seed: int, batch_size: int = 1, rank: int = 0, world: int = 1
+    ) -> None:
+        if batch_size % world:
+            raise ValueError(f"global batch size {batch_size} is not divisible by the {world} processes")
         self.weights = np.asarray(weights, dtype=np.float64)
         self.num_samples = int(num_samples)
         self.seed = int(seed)
+        self.batch_size, self.rank, self.world = int(batch_size), int(rank), int(world)
         self.epoch = 0
-        self.start = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch to draw, and how many of its items were already consumed."""
-        self.epoch, self.start = int(epoch), int(start)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch to draw, and how many of its global batches were already consumed."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def rows(self) -> np.ndarray:
-        """The full row order of the current epoch, (num_samples,) int64."""
+        """The full (all ranks) row order of the current epoch, (num_samples,) int64."""
         rng = np.random.default_rng([self.seed, self.epoch])
         return rng.choice(len(self.weights), size=self.num_samples, replace=True, p=self.weights)
 
+    def positions(self) -> np.ndarray:
+        """Epoch positions this rank reads, in order, from ``start_batch`` on."""
+        local = self.batch_size // self.world
+        batches = np.arange(self.start_batch, self.num_samples // self.batch_size)
+        offsets = self.rank * local + np.arange(local)
+        return (batches[:, None] * self.batch_size + offsets[None, :]).reshape(-1)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rows = self.rows()
-        for pos in range(self.start, self.num_samples):
-            yield int(rows[pos]), item_seed(self.seed, self.epoch, pos)
+        for pos in self.positions():
+            yield int(rows[pos]), item_seed(self.seed, self.epoch, int(pos))
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        return len(self.positions())
