@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 from birdclef.features.cache import WaveCache
 
-from birdclef.io import atomic_path, load_params, write_json
+from birdclef.io import atomic_path, load_params, scratch_dir, write_json
 from birdclef.track import stage_run
 from birdclef.train.member import MemberInputs, train_member
 from birdclef.train.voice import voice_clips
@@ -34,8 +35,18 @@ def main() -> None:
 
     params = load_params(args.params)
     iteration = params["iterations"][args.iteration]
+    nproc = int(params["train"].get("nproc", 1))
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:  # relaunch this very command under torchrun (DDP)
+        os.execvp("torchrun", ["torchrun", f"--nproc-per-node={nproc}", *sys.argv])
     torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
     device = "cuda" if torch.cuda.is_available() and params["train"].get("device", "auto") != "cpu" else "cpu"
+    rank = 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
+        rank = torch.distributed.get_rank()
+        if device == "cuda":
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+            torch.cuda.set_device(device)
     labels = pd.read_parquet(args.acquire / "soundscape_labels.parquet")
     teacher = iteration.get("teacher")
     if teacher is not None and not (args.labels / "labels.parquet").exists():
@@ -54,19 +65,24 @@ def main() -> None:
         voice_clips=voice_clips(args.data, pd.read_parquet(args.clean / "voice_spans.parquet")),
     )
     section = {k: params[k] for k in ("train", "selftrain", "models", "mels") if k in params}
+    tracking = params.get("tracking", {}) if rank == 0 else {"enabled": False}
     metrics: dict[str, dict[str, float]] = {}
-    with atomic_path(args.out) as out:
+    # Only rank 0 publishes outputs; other DDP ranks write into a scratch folder that is thrown away.
+    with atomic_path(args.out) if rank == 0 else scratch_dir() as out:
         for model_name in iteration["members"]:
             name = f"it{iteration['k']}_{model_name}"
             ckpt = args.train_root / f"it{teacher}" / model_name / "model.pt" if teacher is not None else None
             inputs.teacher_checkpoint = ckpt if ckpt is not None and ckpt.exists() else None
-            with stage_run(f"train@{args.iteration}", {**section, "member": name}, params.get("tracking")) as run:
+            with stage_run(f"train@{args.iteration}", {**section, "member": name}, tracking) as run:
                 metrics[model_name] = train_member(
                     name, model_name, params, iteration, inputs, out / model_name, args.resume / model_name, run,
                     device,
                 )
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in metrics[model_name].items()))
-    write_json(args.metrics, metrics)
+    if rank == 0:
+        write_json(args.metrics, metrics)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """Yield a fresh temporary directory, removed afterwards (work whose outputs are not published)."""
+    tmp = Path(tempfile.mkdtemp(prefix="birdclef-scratch-"))
+    try:
+        yield tmp / "out"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as stable, pretty JSON (sorted keys, trailing newline) atomically."""
     with atomic_path(path) as tmp:

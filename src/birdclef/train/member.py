@@ -147,6 +147,8 @@ def train_member(
         evaluate=evaluator, resume_dir=resume_dir, fingerprint=fp, run=run, device=device,
     )
 
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return {}  # rank 0 writes the outputs; the other ranks only shared the work
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"member": name, "iteration": int(iteration["k"]), "model_name": model_name, "fingerprint": fp}
     save_checkpoint(out_dir / "model.pt", model, meta)
