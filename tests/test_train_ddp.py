@@ -7,10 +7,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from train_fixtures import TinyModel, toy_segments
 
 from birdclef.train.datasets import FocalDataset
 from birdclef.train.fit import FitConfig, fit
+
+from train_fixtures import TinyModel, toy_segments
 
 CLASSES = ["a", "b", "c"]
 LOOP = {"epochs": 2, "batch_size": 4, "progress": False, "ema": {"enabled": True, "decay": 0.9}}

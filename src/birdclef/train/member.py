@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from birdclef.train.augment import NoiseBank, SpecAugment, WaveAugment
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.io import write_csv, write_parquet
 from birdclef.models import create_model, load_checkpoint, save_checkpoint
 from birdclef.track import NullRun, params_digest
+from birdclef.train.augment import NoiseBank, SpecAugment, WaveAugment
 from birdclef.train.datasets import FocalDataset, PseudoBank, WaveSource
 from birdclef.train.evaluate import Evaluator, macro_auc
 from birdclef.train.fit import FitConfig, clear_resume, fit
