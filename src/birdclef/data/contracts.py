@@ -175,7 +175,7 @@ def check_contracts(
         if site is not None:
             sites["birdclef"] = {"class_name": "SiteBuilder",
                                  "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                                                   "base_directory": str(site)},
+                                                   "base_directory": str(site.resolve())},
                                  "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
         config = DataContextConfig(
             store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
