@@ -1,0 +1,35 @@
+"""DVC stage `features`: segments + soundscapes -> one memory-mapped 32 kHz int16 waveform cache + RMS index."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from birdclef.features.waves import FeaturesConfig, build_wave_cache
+from birdclef.io import atomic_path, load_params, write_json
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", required=True, help="data root the table paths are relative to")
+    p.add_argument("--segments", required=True, help="clean stage's segments.parquet")
+    p.add_argument("--soundscapes", help="acquire stage's soundscapes.parquet (optional)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True, help="cache folder: waves.npy, rms.npy, index.parquet, meta.json")
+    p.add_argument("--metrics", required=True, help="flat JSON metrics file")
+    args = p.parse_args(argv)
+
+    cfg = FeaturesConfig.from_params(load_params(args.params, "features"))
+    segments = pd.read_parquet(args.segments)
+    soundscapes = pd.read_parquet(args.soundscapes) if args.soundscapes else None
+    with atomic_path(args.out) as tmp:
+        metrics = build_wave_cache(segments, soundscapes, args.data, tmp, cfg)
+    write_json(args.metrics, metrics)
+    print(f"features: {sum(v for k, v in metrics.items() if k.startswith('keys_'))} keys, "
+          f"{metrics['cache_mb']} MB, {metrics['failed']} failed -> {Path(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
