@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from birdclef.io import load_params
 from birdclef.train.augment import WAVE_DEFAULTS, NoiseBank, SpecAugment, WaveAugment, mix
 from birdclef.train.augment_ops import rms
 
@@ -171,3 +173,11 @@ def test_bad_options_are_rejected_naming_the_key(cfg, message):
 
 def test_public_names_are_importable_from_augment():
     assert callable(mix) and callable(SpecAugment({}))
+
+
+def test_params_augment_section_builds():
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = params["augment"] if "augment" in params else params["train"]["augment"]
+    aug = WaveAugment(cfg, **_banks())
+    assert set(aug.options) <= set(WAVE_DEFAULTS) and aug.options
+    assert SpecAugment(cfg).options

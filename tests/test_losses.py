@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from birdclef.io import load_params
 from birdclef.train.losses import SoftAUCLoss, build_loss, smooth_labels
 
 # Two clips, two species: clip 0 has species 0, clip 1 has species 1.
@@ -168,3 +170,10 @@ def test_bad_loss_config_is_rejected(cfg, message):
 def test_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match="clip logits"):
         build_loss({"name": "bce"})(_out(), torch.zeros(2, 3))
+
+
+def test_params_loss_section_builds():
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = params["loss"] if "loss" in params else params["train"]["loss"]
+    loss = build_loss(cfg)
+    assert torch.isfinite(loss(_out(), TARGET))
