@@ -137,3 +137,16 @@ def test_taxonomy_and_submission_must_agree(layout):
     (layout / "sample_submission.csv").write_text("\n".join([header + ",extra1", *(r + ",0" for r in rows)]))
     with pytest.raises(TableError, match=r"only in sample_submission \['extra1'\]"):
         build_manifest(layout, params(), progress=False)
+
+
+def test_manifest_of_the_synthclef_tiny_preset(tmp_path):
+    synth = pytest.importorskip("birdclef.synth")
+    summary = synth.generate("tiny", 0, tmp_path / "data", workers=1, progress=False,
+                             overrides={"soundscape.seconds": 10})  # the layout, not the scenes, is under test
+    m = build_manifest(tmp_path / "data", params(), progress=False)  # on_bad=fail: the generator's data is clean
+    assert len(m.recordings) == summary["train_files"] and len(m.taxonomy) == summary["species"]
+    assert m.recordings["duration_s"].sum() == pytest.approx(summary["audio_seconds"]["train_audio"], abs=0.1)
+    assert m.stats["soundscapes_train"] == summary["train_soundscapes"]
+    assert m.stats["soundscapes_test"] == summary["test_soundscapes"]
+    assert m.taxonomy["class_name"].value_counts().to_dict() == summary["classes"]
+    assert set(m.recordings["sample_rate"]) == {32000}
