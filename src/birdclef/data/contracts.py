@@ -104,7 +104,8 @@ def _suites(tables: dict[str, pd.DataFrame], taxonomy: pd.DataFrame, n_folds: in
             E.ExpectTableColumnsToMatchOrderedList(column_list=["row_id", *species]),
             E.ExpectColumnValuesToBeUnique(column="row_id"),
             E.ExpectColumnValuesToMatchRegex(column="row_id", regex=r"^.+_\d+$"),
-            *[E.ExpectColumnValuesToBeBetween(column=s, min_value=0, max_value=1) for s in species],
+            *not_null("row_id"),
+            # no per-species value checks: the values are placeholders, and 206 expectations cost ~15 s
         ],
         "recordings": [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(schema.RECORDINGS)),
