@@ -66,7 +66,7 @@ def _break(root):
     append_train_rows(root, [
         train_row("zzzunk/XC94.ogg"),  # line 10: unknown primary label
         train_row("amerob/XC90.ogg", secondary="['bkcdon', 'nosuch']"),  # 11: unknown secondary label
-        train_row("amerob/XC90.ogg"),  # 12: duplicate filename
+        train_row("bkcdon/XC4.ogg"),  # 12: repeats line 5 (which stays)
         train_row("amerob/XC99.ogg"),  # 13: missing file
         ["amerob", "[]", "call"],  # 14: wrong field count
         train_row("amerob/XC91.ogg", rating="9"),  # 15: rating out of range
@@ -76,7 +76,8 @@ def _break(root):
     a = "train_audio/amerob/"
     return {("truncated", "train.csv:2", a + "XC1.ogg"),
             ("unknown_label", "train.csv:10", "train_audio/zzzunk/XC94.ogg"),
-            ("unknown_label", "train.csv:11", a + "XC90.ogg"), ("duplicate", "train.csv:12", a + "XC90.ogg"),
+            ("unknown_label", "train.csv:11", a + "XC90.ogg"),
+            ("duplicate", "train.csv:12", "train_audio/bkcdon/XC4.ogg"),
             ("missing", "train.csv:13", a + "XC99.ogg"), ("malformed", "train.csv:14", ""),
             ("malformed", "train.csv:15", ""), ("empty", "train.csv:16", a + "XC92.ogg"),
             ("unreadable", "train.csv:17", a + "XC93.ogg"),
@@ -97,7 +98,7 @@ def test_skip_quarantines_and_counts(layout):
     m = build_manifest(layout, params(on_bad="skip"), progress=False)
     assert sorted(m.recordings["recording_id"]) == sorted(
         ["amerob/XC2.ogg", "amerob/iNat3.ogg", "bkcdon/XC4.ogg", "bkcdon/XC5.mp3", "1139490/CSA6.ogg",
-         "frog1/XC7.wav", "frog1/XC8.ogg"])  # XC90's first row had an unknown label, its repeat is a duplicate
+         "frog1/XC7.wav", "frog1/XC8.ogg"])
     assert m.soundscapes["soundscape_id"].tolist() == ["H02_20230420_074000", "soundscape_8123"]
     assert m.quarantine["kind"].tolist()[:2] == ["malformed", "malformed"]  # grouped by reason
     assert m.stats["quarantined_truncated"] == 2 and m.stats["quarantined_unknown_label"] == 2

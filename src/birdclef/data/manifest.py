@@ -115,8 +115,7 @@ def _read_sources(root: Path, params: AcquireParams) -> tuple[pd.DataFrame, list
         rows["recording_id"] = [prefix + f if f else "" for f in rows["filename"]]
         rows["path"] = [f"{audio_dir}/{f}" if f else "" for f in rows["filename"]]
         frames.append(rows)
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return rows, problems, train_csv, n_unparsed
+    return pd.concat(frames, ignore_index=True), problems, train_csv, n_unparsed
 
 
 def _label_problems(rows: pd.DataFrame, known: set[str]) -> list[Problem]:
@@ -228,7 +227,7 @@ def build_manifest(root: Path, params: AcquireParams, progress: bool | None = No
     if problems and params.on_bad == "fail":
         raise BadInputError(problems)
 
-    bad_files = {p.file for p in problems if p.file}
+    bad_files = {p.file for p in audio_problems + scape_problems}  # row problems drop rows, not shared files
     probe = probe.assign(
         duration_s=[i.duration_s for i in infos],
         sample_rate=np.array([i.sample_rate for i in infos], dtype=np.int64),
@@ -266,7 +265,7 @@ def _output_stats(
         "soundscapes_test": int((soundscapes["split"] == "test").sum()),
         "species": len(taxonomy),
         "species_without_recordings": int((~taxonomy["primary_label"].isin(present)).sum()),
-        "quarantined_items": len({(p.row, p.file) for p in problems}),
+        "quarantined_items": len({p.row or p.file for p in problems}),  # CSV rows, and files no row names
     }
     stats.update({f"quarantined_{kind}": n for kind, n in count_by_reason(problems).items()})
     return stats
