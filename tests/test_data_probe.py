@@ -23,14 +23,14 @@ def test_good_files_report_their_stored_format(tmp_path, fmt, sr, channels):
     assert info.duration_s == pytest.approx(1.5, abs=1e-6)
 
 
-@pytest.mark.parametrize("fmt", ["OGG", "WAV", "MP3"])
+@pytest.mark.parametrize("fmt", ["OGG", "WAV", "FLAC", "MP3"])
 def test_cut_files_are_truncated(tmp_path, fmt):
     path = tmp_path / f"a.{fmt.lower()}"
     write_audio(path, seconds=3.0, sr=44100 if fmt == "MP3" else 32000, channels=2 if fmt == "MP3" else 1, fmt=fmt)
     truncate_file(path, 0.5)
     info = probe_audio(path)
     assert info.problem_kind == "truncated", info
-    assert 0 < info.duration_s < 2.9  # what does decode is still measured
+    assert info.duration_s < 2.9  # what decodes (in whole blocks) is still measured
 
 
 def test_ogg_cut_anywhere_is_caught(tmp_path):
@@ -55,12 +55,19 @@ def test_missing_unreadable_and_empty(tmp_path):
     assert probe_audio(tmp_path / "silent.wav").problem_kind == "empty"
 
 
-def test_header_only_probe_skips_the_decode(tmp_path):
-    path = tmp_path / "a.ogg"
-    write_audio(path, seconds=3.0)
-    truncate_file(path, 0.6)
-    assert probe_audio(path, decode=False).ok  # libsndfile's header view of a cut Ogg file looks whole
-    assert not probe_audio(path, decode=True).ok
+def test_header_only_probe_misses_what_only_decoding_finds(tmp_path):
+    path = tmp_path / "a.mp3"
+    write_audio(path, seconds=3.0, sr=44100, channels=2, fmt="MP3")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    assert probe_audio(path, decode=False).ok
+    assert probe_audio(path, decode=True).problem_kind == "truncated"
+    cut = tmp_path / "b.ogg"
+    write_audio(cut, seconds=3.0)
+    truncate_file(cut, 0.6)
+    assert probe_audio(cut, decode=False).problem_kind == "truncated"  # the Ogg tail check needs no decode
 
 
 def test_probe_many_keeps_order_across_threads(tmp_path):
