@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="flat JSON metrics file")
     args = p.parse_args(argv)
 
-    cfg = CleanConfig.from_params(load_params(args.params, "clean"), seed=int(load_params(args.params).get("seed", 0)))
+    cfg = CleanConfig.from_params(load_params(args.params, "clean"))
     recordings = pd.read_parquet(Path(args.manifest) / "recordings.parquet")
     exclusions = load_exclusions(cfg.exclude_csv) if cfg.exclude_csv else None
     truth_csv = Path(args.data) / "synth_truth" / "voice.csv"

@@ -25,7 +25,7 @@ QUARANTINE_COLUMNS = ("recording_id", "path", "reason", "detail", "start_s", "en
 
 @dataclass(frozen=True)
 class CleanConfig:
-    """The ``clean:`` params section (plus the global seed). Durations in seconds, levels in dBFS.
+    """The ``clean:`` params section. Durations in seconds, levels in dBFS.
 
     Attributes:
         workers: processes decoding files in parallel (1 = in this process).
@@ -63,9 +63,9 @@ class CleanConfig:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, section: dict[str, Any], seed: int = 0) -> CleanConfig:
+    def from_params(cls, section: dict[str, Any]) -> CleanConfig:
         """Build from the ``clean:`` params dict; unknown keys raise (a typo must not pass silently)."""
-        known = {f.name for f in fields(cls)} - {"seed"}
+        known = {f.name for f in fields(cls)}
         unknown = set(section) - known
         if unknown:
             raise ValueError(f"params clean: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -75,7 +75,7 @@ class CleanConfig:
             raise ValueError(f"params clean.on_bad must be skip or fail, not {kw['on_bad']!r}")
         if not 0.0 <= float(kw.get("voice_remove_fraction", 1.0)) <= 1.0:
             raise ValueError("params clean.voice_remove_fraction must be in [0, 1]")
-        return cls(**kw, seed=seed)
+        return cls(**kw)
 
 
 @dataclass
@@ -124,15 +124,22 @@ def _process(task: tuple[str, str, list[tuple[float, float]]]) -> _FileResult:
         res.voice = _WORKER["vad"].detect(wave, SAMPLE_RATE)
     res.cleaned = bool(res.voice) and rules.unit_hash(rid, cfg.seed) < cfg.voice_remove_fraction
     cuts = list(manual_cuts) + (res.voice if res.cleaned else [])
-    pieces = rules.subtract_spans(0.0, res.duration_s, cuts)
-    pieces = rules.trim_pieces(pieces, cfg.trim_voice_cleaned_s if res.cleaned else cfg.trim_other_s)
-    for s, e in pieces:
+    # Short and silent pieces go first, so the trim keeps the first N seconds of usable audio.
+    usable = []
+    for s, e in rules.subtract_spans(0.0, res.duration_s, cuts):
         s, e = round(s, 3), round(e, 3)
         level = rules.rms_dbfs(wave[round(s * SAMPLE_RATE) : round(e * SAMPLE_RATE)])
         if e - s < cfg.min_segment_s:
             res.dropped.append((s, e, "short_segment", f"{e - s:.3f} s < {cfg.min_segment_s} s"))
         elif level < cfg.silence_dbfs:
             res.dropped.append((s, e, "silent_segment", f"{level:.1f} dBFS < {cfg.silence_dbfs} dBFS"))
+        else:
+            usable.append((s, e))
+    trim = cfg.trim_voice_cleaned_s if res.cleaned else cfg.trim_other_s
+    for s, e in rules.trim_pieces(usable, trim):
+        e = round(e, 3)
+        if e - s < cfg.min_segment_s:  # the trim can leave a sliver at the end
+            res.dropped.append((s, e, "short_segment", f"{e - s:.3f} s < {cfg.min_segment_s} s after trim"))
         else:
             res.pieces.append((s, e))
     return res
@@ -285,6 +292,8 @@ def _metrics(
             if rid in ok:
                 truth.setdefault(rid, []).append((float(s), float(e)))
         precision, recall = rules.span_precision_recall({rid: r.voice for rid, r in ok.items()}, truth)
-        m["voice_precision"], m["voice_recall"] = round(precision, 4), round(recall, 4)
+        # NaN (nothing detected / nothing planted) is not valid JSON: report null instead.
+        m["voice_precision"] = None if np.isnan(precision) else round(precision, 4)
+        m["voice_recall"] = None if np.isnan(recall) else round(recall, 4)
         m["voice_truth_files"] = len(truth)
     return m

@@ -50,25 +50,37 @@ def _npy_data_offset(path: Path) -> int:
         return f.tell()
 
 
-class _StreamArray:
-    """A 1-D .npy file of known length, filled piecewise with positional writes (no mapping, so no RSS growth)."""
+class StreamArray:
+    """A .npy file of known shape, filled by rows with positional writes (no mapping, so no RSS growth).
 
-    def __init__(self, path: Path, length: int, dtype: Any) -> None:
+    Args:
+        path: file to create.
+        shape: full array shape; rows are along the first axis.
+        dtype: element type.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> None:
         # open_memmap writes a valid header and sizes the file; the data then go in through plain pwrite, so
         # the written pages live in the kernel's page cache rather than in this process's resident memory.
-        np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))
+        np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
         self.dtype = np.dtype(dtype)
-        self.base = _npy_data_offset(path)
+        self.row_shape = tuple(shape[1:])
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
+        self.base = _npy_data_offset(Path(path))
         self.fd = os.open(path, os.O_RDWR)
 
-    def write(self, offset: int, values: np.ndarray) -> None:
-        data = np.ascontiguousarray(values, dtype=self.dtype).tobytes()
-        pos = self.base + offset * self.dtype.itemsize
-        while data:
+    def write(self, row: int, values: np.ndarray) -> None:
+        """Write ``values`` (rows, *row_shape) starting at row ``row``."""
+        if tuple(values.shape[1:]) != self.row_shape:
+            raise ValueError(f"rows of shape {values.shape[1:]} do not fit an array of rows {self.row_shape}")
+        data = memoryview(np.ascontiguousarray(values, dtype=self.dtype)).cast("B")
+        pos = self.base + row * self.row_bytes
+        while len(data):
             done = os.pwrite(self.fd, data, pos)
             data, pos = data[done:], pos + done
 
     def close(self) -> None:
+        """Flush to disk and close."""
         os.fsync(self.fd)
         os.close(self.fd)
 
@@ -122,8 +134,8 @@ class WaveCacheWriter:
         self._row = {k: i for i, k in enumerate(keys)}
         self._written = np.zeros(len(items), dtype=bool)
         self.clipped = 0
-        self._waves = _StreamArray(self.out / "waves.npy", int(lengths.sum()), np.int16)
-        self._rms = _StreamArray(self.out / "rms.npy", int(rms_lengths.sum()), np.float32)
+        self._waves = StreamArray(self.out / "waves.npy", (int(lengths.sum()),), np.int16)
+        self._rms = StreamArray(self.out / "rms.npy", (int(rms_lengths.sum()),), np.float32)
 
     def write(self, key: str, wave: np.ndarray) -> None:
         """Store ``wave`` ((length,) float32 at 32 kHz, exactly the item's length) under ``key``."""

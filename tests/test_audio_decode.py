@@ -1,0 +1,133 @@
+"""Tests of birdclef.audio.decode: formats, channels, resampling, partial reads and the errors for bad audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from birdclef.audio import AudioError, audio_info, load_audio, resample
+
+from audio_fixtures import bird_calls, write_audio
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real-audio"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="shared/real-audio is absent (only in the team checkout)")
+
+
+def _peak_hz(wave: np.ndarray, sr: int = 32_000) -> float:
+    spec = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.fft.rfftfreq(len(wave), 1 / sr)[spec.argmax()])
+
+
+@pytest.mark.parametrize("suffix", [".ogg", ".flac", ".wav"])
+def test_load_audio_decodes_formats_at_32k(tmp_path: Path, suffix: str) -> None:
+    wave = bird_calls(3.0, seed=1)
+    path = write_audio(tmp_path / f"a{suffix}", wave)
+    out = load_audio(path)
+    assert out.dtype == np.float32 and out.shape == wave.shape
+    tol = 0.05 if suffix == ".ogg" else 1e-3  # vorbis is lossy
+    assert np.sqrt(np.mean((out - wave) ** 2)) < tol
+
+
+@pytest.mark.parametrize("sr_in", [22_050, 44_100, 48_000, 16_000])
+def test_load_audio_resamples_keeping_pitch_and_length(tmp_path: Path, sr_in: int) -> None:
+    t = np.arange(int(2.0 * sr_in)) / sr_in
+    path = write_audio(tmp_path / "tone.wav", (0.5 * np.sin(2 * np.pi * 1234.0 * t)).astype(np.float32), sr=sr_in)
+    out = load_audio(path)
+    assert out.shape == (64_000,)
+    assert abs(_peak_hz(out) - 1234.0) < 2.0
+    assert audio_info(path).samples_at() == out.shape[0]
+
+
+def test_stereo_is_averaged_to_mono(tmp_path: Path) -> None:
+    left, right = bird_calls(2.0, seed=2), bird_calls(2.0, seed=3)
+    path = write_audio(tmp_path / "st.wav", np.stack([left, right], axis=1), fmt="WAV")
+    sf.write(path, np.stack([left, right], axis=1), 32_000, subtype="FLOAT")
+    assert audio_info(path).channels == 2
+    np.testing.assert_allclose(load_audio(path), (left + right) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("sr_in", [32_000, 44_100, 22_050])
+def test_partial_read_matches_slice_of_full_decode(tmp_path: Path, sr_in: int) -> None:
+    path = write_audio(tmp_path / "p.flac", bird_calls(6.0, seed=4, sr=sr_in), sr=sr_in)
+    full = load_audio(path)
+    for start, stop in [(1.0, 3.5), (0.013, 1.7), (2.25, None), (0.0, 0.5)]:
+        part = load_audio(path, start, stop)
+        ref = full[round(start * 32_000) : None if stop is None else round(stop * 32_000)]
+        assert part.shape == ref.shape
+        assert np.abs(part - ref).max() < 2e-3
+
+
+def test_partial_read_past_the_end_is_clipped(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "s.wav", bird_calls(2.0, seed=5))
+    assert load_audio(path, 1.5, 9.0).shape == (16_000,)
+
+
+def test_errors_name_the_file_and_reason(tmp_path: Path) -> None:
+    cases = {}
+    cases["missing"] = tmp_path / "nope.ogg"
+    (tmp_path / "zero.ogg").write_bytes(b"")
+    cases["empty"] = tmp_path / "zero.ogg"
+    (tmp_path / "text.ogg").write_bytes(b"this is not audio" * 20)
+    cases["unsupported"] = tmp_path / "text.ogg"
+    cases["low_sample_rate"] = write_audio(tmp_path / "low.wav", bird_calls(1.0, sr=8000), sr=8000)
+    nan = bird_calls(1.0)
+    nan[10] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 32_000, subtype="FLOAT")
+    cases["nonfinite"] = tmp_path / "nan.wav"
+    sf.write(tmp_path / "noframes.wav", np.zeros(0, np.float32), 32_000)
+    cases["empty_frames"] = tmp_path / "noframes.wav"
+    for reason, path in cases.items():
+        with pytest.raises(AudioError) as err:
+            load_audio(path)
+        assert err.value.reason == reason.removesuffix("_frames")
+        assert str(path) in str(err.value)
+    with pytest.raises(AudioError, match="low_sample_rate"):
+        audio_info(cases["low_sample_rate"])
+
+
+def test_bad_span_raises(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "s.wav", bird_calls(1.0))
+    with pytest.raises(ValueError, match="bad span"):
+        load_audio(path, 0.8, 0.2)
+
+
+def test_resample_is_identity_at_same_rate() -> None:
+    x = bird_calls(0.5)
+    assert resample(x, 32_000, 32_000) is x
+
+
+@needs_real
+@pytest.mark.parametrize("name, rate", [
+    ("maad_jura_000000.wav", 22_000),
+    ("great_tit/2021-B32-0415_05-3.wav", 22_050),
+    ("opensoundscape_great_plains_toad.wav", 44_100),
+    ("maad_spinetail.wav", 44_100),
+    ("hawkears_common_yellowthroat.mp3", 44_100),
+    ("opensoundscape_ruffed_grouse_drum.wav", 32_000),
+])
+def test_real_recordings_decode_and_resample(name: str, rate: int) -> None:
+    info = audio_info(REAL / name)
+    assert info.sample_rate == rate
+    wave = load_audio(REAL / name)
+    assert wave.shape == (info.samples_at(),)
+    assert np.isfinite(wave).all() and 1e-4 < np.abs(wave).max() < 2.0
+    mid = info.duration_s / 2
+    part = load_audio(REAL / name, mid, mid + 1.0)
+    ref = wave[round(mid * 32_000) : round(mid * 32_000) + 32_000]
+    # mp3 seeking is exact only to a decoder frame's priming, so allow a looser match there.
+    assert np.abs(part - ref).max() < (0.05 if name.endswith(".mp3") else 2e-3)
+
+
+@needs_real
+def test_stereo_mp3_of_real_audio_decodes_to_mono(tmp_path: Path) -> None:
+    mono = load_audio(REAL / "maad_spinetail.wav")[: 5 * 32_000]
+    path = tmp_path / "st.mp3"
+    sf.write(path, np.stack([mono, 0.5 * mono], axis=1), 32_000, format="MP3")
+    assert audio_info(path).channels == 2
+    out = load_audio(path)
+    assert abs(out.shape[0] - mono.shape[0]) < 2_000  # encoder priming / padding
+    level = 20 * np.log10(np.sqrt(np.mean(out**2)) / np.sqrt(np.mean((0.75 * mono) ** 2)))
+    assert abs(level) < 1.0
