@@ -1,0 +1,279 @@
+"""Inference backends: torch, onnxruntime and OpenVINO predictors, and the ensemble of an export folder.
+
+Only numpy and the standard library are imported at module level; onnxruntime, OpenVINO and torch are imported
+by the classes that use them. The Kaggle bundle therefore copies this file next to its standalone script,
+where neither torch nor birdclef exists.
+
+A *Predictor* is any callable ``(wave (B, samples) float32 at 32 kHz) -> {"clip": (B, C), "frame": (B, T, C)}``
+of probabilities (T = 1 for CNN members).
+
+An export folder (``export_spec.json``, written by ``birdclef.infer.export``) holds one front-end graph per
+distinct mel config (``wave (B, samples) -> mel (B, ch, n_mels, frames)``), one body graph per member
+(``mel -> clip, frame``) and optionally one fused graph per member (``wave -> clip, frame``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
+PathLike = str | os.PathLike[str]
+
+BACKENDS = ("onnxruntime", "openvino", "torch")
+SPEC_FILE = "export_spec.json"
+SPEC_FORMAT = "birdclef-export"
+
+
+def ort_session(path: PathLike, threads: int = 1) -> Any:
+    """An onnxruntime CPU session with all graph optimisations and exactly ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Explicit counts: onnxruntime's default takes every core, which oversubscribes a shared CPU.
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class _OrtGraph:
+    """One ONNX graph on onnxruntime: ``graph(x) -> list of outputs`` for its single input."""
+
+    def __init__(self, path: PathLike, threads: int = 1) -> None:
+        self.path = Path(path)
+        self.session = ort_session(path, threads)
+        self.input = self.session.get_inputs()[0].name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.outputs, {self.input: np.ascontiguousarray(x, dtype=np.float32)})
+
+
+class _OvGraph:
+    """One ONNX graph compiled by OpenVINO for the CPU in fp32 with ``threads`` inference threads."""
+
+    def __init__(self, path: PathLike, threads: int = 1) -> None:
+        import openvino as ov
+
+        self.path = Path(path)
+        config = {
+            "INFERENCE_NUM_THREADS": int(threads),
+            # OpenVINO silently picks bf16 on CPUs that have it; parity with torch needs fp32.
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        result = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])
+        return [np.array(result[out]) for out in self.compiled.outputs]
+
+
+_GRAPHS: dict[str, type] = {"onnxruntime": _OrtGraph, "openvino": _OvGraph}
+
+
+def load_graph(backend: str, path: PathLike, threads: int = 1) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """One ONNX graph on ``backend``: a callable ``(input array) -> list of output arrays``."""
+    if backend not in _GRAPHS:
+        raise ValueError(f"backend {backend!r} cannot run ONNX graphs; choose one of {sorted(_GRAPHS)}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX graph {path} does not exist")
+    return _GRAPHS[backend](path, threads)
+
+
+class _ChainPredictor:
+    """Runs ONNX graphs in a chain: each graph's first output feeds the next; the last gives clip and frame."""
+
+    backend = ""
+
+    def __init__(self, onnx_paths: PathLike | Sequence[PathLike], threads: int = 1) -> None:
+        paths = [onnx_paths] if isinstance(onnx_paths, str | os.PathLike) else list(onnx_paths)
+        if not paths:
+            raise ValueError("need at least one ONNX graph")
+        self.graphs = [load_graph(self.backend, p, threads) for p in paths]
+
+    def __call__(self, wave: np.ndarray) -> dict[str, np.ndarray]:
+        x = wave
+        for graph in self.graphs[:-1]:
+            x = graph(x)[0]
+        clip, frame = self.graphs[-1](x)[:2]
+        return {"clip": clip, "frame": frame}
+
+
+class OrtPredictor(_ChainPredictor):
+    """Predictor on onnxruntime over a fused graph (``wave -> clip, frame``) or a chain (front end, body).
+
+    Args:
+        onnx_paths: one fused graph, or ``[frontend.onnx, body.onnx]``.
+        threads: intra-op threads (set explicitly; 1 suits one process per core).
+    """
+
+    backend = "onnxruntime"
+
+
+class OpenVinoPredictor(_ChainPredictor):
+    """Predictor on OpenVINO (CPU, fp32), reading the same ONNX graphs as ``OrtPredictor``."""
+
+    backend = "openvino"
+
+
+class TorchPredictor:
+    """Predictor on a torch model (``birdclef.models.BirdModel``): sigmoid of its clip and frame logits.
+
+    Args:
+        model: the model (put in eval mode), or a checkpoint path for ``birdclef.models.load_checkpoint``.
+        threads: torch intra-op threads; ``None`` leaves torch's setting alone.
+    """
+
+    def __init__(self, model: Any, threads: int | None = None) -> None:
+        import torch
+
+        from birdclef.models import InferenceWrapper, load_checkpoint
+
+        if isinstance(model, str | os.PathLike):
+            model, _ = load_checkpoint(model)
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self.wrapper = InferenceWrapper(model)
+
+    def __call__(self, wave: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            clip, frame = self.wrapper(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
+        return {"clip": clip.numpy(), "frame": frame.numpy()}
+
+
+def available_backends() -> list[str]:
+    """The ONNX backends whose runtime imports here (onnxruntime first: it is the reference)."""
+    out = []
+    for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        out.append(name)
+    return out
+
+
+def make_predictor(
+    backend: str, *, model: Any = None, onnx_paths: PathLike | Sequence[PathLike] | None = None, threads: int = 1
+) -> Predictor:
+    """Build a predictor by backend name.
+
+    Args:
+        backend: ``onnxruntime``, ``openvino`` or ``torch``.
+        model: the torch model or checkpoint path (``torch`` only).
+        onnx_paths: a fused graph or ``[frontend, body]`` (ONNX backends).
+        threads: intra-op threads.
+    """
+    if backend == "torch":
+        if model is None:
+            raise ValueError("the torch backend needs a model or checkpoint")
+        return TorchPredictor(model, threads)
+    if backend not in _GRAPHS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if onnx_paths is None:
+        raise ValueError(f"the {backend} backend needs ONNX graph path(s)")
+    return (OrtPredictor if backend == "onnxruntime" else OpenVinoPredictor)(onnx_paths, threads)
+
+
+def read_spec(export_dir: PathLike) -> dict[str, Any]:
+    """Read and check ``export_spec.json`` of an export folder or bundle."""
+    path = Path(export_dir) / SPEC_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{export_dir}: no {SPEC_FILE} (not an export folder or bundle)")
+    spec = json.loads(path.read_text())
+    if spec.get("format") != SPEC_FORMAT:
+        raise ValueError(f"{path}: not a birdclef export spec (format tag {spec.get('format')!r})")
+    for key in ("classes", "mels", "members"):
+        if key not in spec:
+            raise ValueError(f"{path}: missing key {key!r}")
+    for member in spec["members"]:
+        if member.get("mel") not in spec["mels"]:
+            raise ValueError(f"{path}: member {member.get('name')!r} uses unknown mel config {member.get('mel')!r}")
+    return spec
+
+
+class ExportedEnsemble:
+    """The members of an export folder on one ONNX backend; each mel config's front end runs once per batch.
+
+    Args:
+        export_dir: folder with ``export_spec.json`` and the graphs it names.
+        backend: ``onnxruntime``, ``openvino`` or ``None`` (the spec's default, falling back to onnxruntime
+            when that runtime is not installed).
+        threads: intra-op threads of every graph.
+        cache_batches: front-end outputs kept per mel config for ``predictors()`` (a content-keyed cache).
+
+    Attributes:
+        spec: the export spec; ``classes`` the ensemble class list; ``members`` the member entries (name, mel,
+        weight, classes, graph files).
+    """
+
+    def __init__(
+        self, export_dir: PathLike, backend: str | None = None, threads: int = 1, cache_batches: int = 16
+    ) -> None:
+        self.root = Path(export_dir)
+        self.spec = read_spec(self.root)
+        if backend is None:
+            default = self.spec.get("backend", "onnxruntime")
+            backend = default if default in available_backends() else "onnxruntime"
+        self.backend = backend
+        self.classes: list[str] = list(self.spec["classes"])
+        self.members: list[dict[str, Any]] = list(self.spec["members"])
+        self._frontends = {
+            name: load_graph(backend, self.root / mel["frontend"], threads) for name, mel in self.spec["mels"].items()
+        }
+        self._bodies = {m["name"]: load_graph(backend, self.root / m["body"], threads) for m in self.members}
+        self._cache: dict[str, OrderedDict[tuple, np.ndarray]] = {name: OrderedDict() for name in self._frontends}
+        self._cache_batches = int(cache_batches)
+
+    def mels(self, wave: np.ndarray) -> dict[str, np.ndarray]:
+        """Every front end on one batch: {mel name: (B, ch, n_mels, frames)}."""
+        return {name: frontend(wave)[0] for name, frontend in self._frontends.items()}
+
+    def member_outputs(self, wave: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """All members on one batch (each mel computed once): {member name: {"clip", "frame"}}."""
+        mels = self.mels(wave)
+        return {m["name"]: self._body(m, mels[m["mel"]]) for m in self.members}
+
+    def predictors(self) -> dict[str, Predictor]:
+        """One Predictor per member; members of one mel config share its front end through a small cache.
+
+        Feeding the same chunks to every member (e.g. ``windows.predict_file`` per member with the same
+        chunking) computes each mel config once per batch, as ``member_outputs`` does.
+        """
+        return {m["name"]: self._member_predictor(m) for m in self.members}
+
+    def _member_predictor(self, member: dict[str, Any]) -> Predictor:
+        def predict(wave: np.ndarray) -> dict[str, np.ndarray]:
+            return self._body(member, self._cached_mel(member["mel"], wave))
+
+        return predict
+
+    def _body(self, member: dict[str, Any], mel: np.ndarray) -> dict[str, np.ndarray]:
+        clip, frame = self._bodies[member["name"]](mel)[:2]
+        return {"clip": clip, "frame": frame}
+
+    def _cached_mel(self, name: str, wave: np.ndarray) -> np.ndarray:
+        wave = np.ascontiguousarray(wave, dtype=np.float32)
+        key = (wave.shape, hashlib.blake2b(wave.tobytes(), digest_size=16).digest())
+        cache = self._cache[name]
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        mel = self._frontends[name](wave)[0]
+        cache[key] = mel
+        while len(cache) > self._cache_batches:
+            cache.popitem(last=False)
+        return mel

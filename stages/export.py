@@ -1,0 +1,35 @@
+"""DVC stage `export`: ensemble members to ONNX (a front end per mel config + a body per member), parity-checked."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from birdclef.infer.export import export_ensemble
+from birdclef.infer.runner import load_spec
+from birdclef.io import load_params, write_json
+from birdclef.track import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--spec", type=Path, required=True, help="ensemble spec (build/ensemble/spec.json)")
+    ap.add_argument("--out", type=Path, required=True, help="export folder: ONNX graphs + export_spec.json")
+    ap.add_argument("--metrics", type=Path, required=True, help="metrics/export.json")
+    ap.add_argument("--parity-audio", type=Path, default=None, help="a recording for the parity check")
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    cfg = params["export"]
+    spec = load_spec(args.spec)
+    with stage_run("export", {"export": cfg}, params.get("tracking")) as run:
+        metrics = export_ensemble(spec["members"], args.out, cfg, spec, args.parity_audio)
+        write_json(args.metrics, metrics)
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        run.set_tags({"backend": metrics["backend"]})
+    print(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+    main()

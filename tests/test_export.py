@@ -1,0 +1,129 @@
+"""Tests for birdclef.infer.export and the `export` stage: graphs, export spec, torch parity, backend choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from export_fixtures import CLASSES, GROUP, exported
+
+from birdclef.features.frontend import MelConfig, MelFrontEnd
+from birdclef.infer.backends import TorchPredictor, available_backends, make_predictor
+from birdclef.infer.export import choose_backend, export_fused, exportable_frontend, synthetic_audio
+from birdclef.models import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return exported(tmp_path_factory)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},
+        {"n_fft": 2048, "hop_length": 500, "n_mels": 96, "norm": "minmax", "deltas": True},
+        {"n_fft": 512, "n_mels": 32, "fmin": 0, "fmax": 16000, "norm": "db", "absmax": True},
+    ],
+)
+def test_exportable_frontend_matches_the_torchaudio_stft(cfg):
+    reference = MelFrontEnd(MelConfig.from_dict(cfg)).eval()
+    wave = torch.from_numpy(synthetic_audio(3, seed=2))
+    with torch.no_grad():
+        want, got = reference(wave), exportable_frontend(reference)(wave)
+    assert got.shape == want.shape
+    scale = 80.0 if cfg.get("norm") == "db" else 1.0  # raw dB spans ~80 units, the others [0, 1]
+    assert (got - want).abs().max().item() / scale < 1e-4  # observed ~2e-5: float32 DFT sums vs FFT
+
+
+def test_exportable_frontend_rejects_a_magnitude_spectrogram():
+    frontend = MelFrontEnd(MelConfig())
+    frontend.mel.spectrogram.power = 1.0
+    with pytest.raises(ValueError, match="power"):
+        exportable_frontend(frontend)
+
+
+def test_synthetic_audio_is_deterministic_and_loud_enough_to_matter():
+    a, b = synthetic_audio(2, seed=3), synthetic_audio(2, seed=3)
+    assert a.shape == (2, 160_000) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert 0.01 < np.abs(a).max() < 1.0 and not np.array_equal(a, synthetic_audio(2, seed=4))
+
+
+def test_export_stage_writes_one_frontend_per_mel_config_and_a_body_per_member(built):
+    root = built["export"]
+    assert sorted(p.name for p in root.glob("*.onnx")) == [
+        "frontend_mel_tiny.onnx",
+        "member_it0_cnn_group.onnx",
+        "member_it0_sed_tiny.onnx",
+    ]
+    spec = json.loads((root / "export_spec.json").read_text())
+    assert spec["format"] == "birdclef-export" and spec["classes"] == CLASSES
+    assert list(spec["mels"]) == ["mel_tiny"] and spec["mels"]["mel_tiny"]["config"]["n_mels"] == 32
+    assert [(m["name"], m["mel"], m["classes"]) for m in spec["members"]] == [
+        ("it0_sed_tiny", "mel_tiny", None),
+        ("it0_cnn_group", "mel_tiny", GROUP),
+    ]
+    assert spec["ensemble"]["combination"] == "mean" and spec["backend"] in available_backends()
+    for path in root.glob("*.onnx"):
+        onnx.checker.check_model(onnx.load(path))
+        assert max(op.version for op in onnx.load(path).opset_import if op.domain in ("", "ai.onnx")) >= 18
+
+
+def test_export_metrics_hold_parity_sizes_and_speed_per_backend(built):
+    metrics = built["metrics"]
+    for backend in available_backends():
+        for member in ("it0_sed_tiny", "it0_cnn_group"):
+            assert 0 <= metrics[f"parity_{backend}_{member}"] <= 1e-4
+        assert metrics[f"seconds_{backend}"] > 0
+    assert metrics["parity_frontend_mel_tiny"] < 1e-4
+    assert metrics["size_mb_member_it0_sed_tiny"] > 0 and metrics["size_mb_frontend_mel_tiny"] > 0
+    assert metrics["backend"] in available_backends()
+    assert all(isinstance(v, int | float | str) for v in metrics.values())  # flat, for dvc metrics diff
+
+
+def test_exported_graphs_follow_torch_at_other_batch_sizes_and_lengths(built):
+    root = built["export"]
+    wave = synthetic_audio(1, seed=5, window_s=10.0)  # batch 1 and 10 s, where the export saw 2 x 5 s
+    for member in built["spec"]["members"]:
+        want = TorchPredictor(member["checkpoint"])(wave)
+        body = root / f"member_{member['name']}.onnx"
+        for backend in available_backends():
+            got = make_predictor(backend, onnx_paths=[root / "frontend_mel_tiny.onnx", body])(wave)
+            assert got["frame"].shape == want["frame"].shape
+            assert np.abs(got["clip"] - want["clip"]).max() <= 1e-4
+            assert np.abs(got["frame"] - want["frame"]).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_fused_graph_maps_a_waveform_to_probabilities_on_every_backend(built, tmp_path):
+    checkpoint = built["spec"]["members"][0]["checkpoint"]
+    model, _ = load_checkpoint(checkpoint)
+    path = export_fused(model, tmp_path / "fused.onnx")
+    wave = synthetic_audio(3, seed=7)
+    want = TorchPredictor(model)(wave)
+    for backend in available_backends():
+        got = make_predictor(backend, onnx_paths=path, threads=1)(wave)
+        assert np.abs(got["clip"] - want["clip"]).max() <= 1e-4
+        assert np.abs(got["frame"] - want["frame"]).max() <= 1e-4
+
+
+def test_choose_backend_takes_the_fastest_backend_whose_parity_holds():
+    good = {"onnxruntime": {"a": 1e-6}, "openvino": {"a": 2e-6}}
+    assert choose_backend(good, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4) == "openvino"
+    assert choose_backend(good, {"onnxruntime": 1.0, "openvino": 2.0}, 1e-4) == "onnxruntime"
+    drifting = {"onnxruntime": {"a": 1e-6}, "openvino": {"a": 3e-3}}
+    assert choose_backend(drifting, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4) == "onnxruntime"
+    with pytest.raises(ValueError, match="openvino"):
+        choose_backend(drifting, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4, requested="openvino")
+    assert choose_backend(good, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4, requested="onnxruntime") == "onnxruntime"
+
+
+def test_choose_backend_fails_when_the_reference_backend_drifts_from_torch():
+    with pytest.raises(ValueError, match="reference"):
+        choose_backend({"onnxruntime": {"a": 5e-3}, "openvino": {"a": 1e-6}}, {"onnxruntime": 1, "openvino": 1}, 1e-4)
+    with pytest.raises(ValueError, match="reference"):
+        choose_backend({"openvino": {"a": 1e-6}}, {"openvino": 1.0}, 1e-4)
