@@ -17,7 +17,10 @@ that do have it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -171,3 +174,157 @@ def _rank01(x: np.ndarray) -> np.ndarray:
     avg_rank = ends - (counts - 1) / 2.0 - 1.0  # 0-based average rank of each tie group
     out[ok] = avg_rank[inverse] / (v.size - 1)
     return out
+
+
+# --- Building an ensemble spec (the `ensemble` stage) ------------------------------------------------------------
+# Imports stay inside these functions: the Kaggle bundle copies this module without torch, pandas or birdclef.
+
+SPEC_VERSION = 1
+
+
+def describe_member(entry: Mapping[str, Any], train_dir: str | os.PathLike[str], classes: Sequence[str]) -> dict:
+    """Spec entry of one member ``{iteration, model, weight[, predict]}`` of params ``ensemble.members``.
+
+    Its checkpoint is ``<train_dir>/it<iteration>/<model>/model.pt`` (the train stage's layout); the class list,
+    mel config and head come from the checkpoint. ``classes`` is ``None`` when the member scores every class.
+    """
+    from birdclef.models import load_checkpoint
+
+    unknown = set(entry) - {"iteration", "model", "weight", "predict"}
+    if unknown or not {"iteration", "model"} <= set(entry):
+        raise ValueError(f"ensemble member {dict(entry)} needs iteration and model (optional: weight, predict)")
+    k, model_name = int(entry["iteration"]), str(entry["model"])
+    path = Path(train_dir) / f"it{k}" / model_name / "model.pt"
+    model, _ = load_checkpoint(path)
+    own = [str(c) for c in (model.classes or [])]
+    if not own:
+        raise ValueError(f"{path}: checkpoint has no class list")
+    extra = [c for c in own if c not in set(classes)]
+    if extra:
+        raise ValueError(f"{path}: classes not in sample_submission.csv: {extra[:10]}")
+    return {
+        "name": f"it{k}_{model_name}",
+        "iteration": k,
+        "model": model_name,
+        "checkpoint": str(path),
+        "weight": float(entry.get("weight", 1.0)),
+        "classes": None if own == list(classes) else own,
+        "mel": model.mel_cfg.to_dict(),
+        "head": model.cfg.head,
+        "backbone": model.cfg.backbone,
+        "predict": dict(entry.get("predict") or {}),
+    }
+
+
+def build_spec(
+    entries: Sequence[Mapping[str, Any]],
+    train_dir: str | os.PathLike[str],
+    files: Sequence[str | os.PathLike[str]],
+    solution: Any,
+    classes: Sequence[str],
+    cfg: Mapping[str, Any],
+    factory: Callable[[Mapping[str, Any], int], Any],
+    class_of: Mapping[str, str] | None = None,
+    class_counts: np.ndarray | None = None,
+) -> tuple[dict, dict, dict]:
+    """Run the members over labelled soundscapes, fit or take their weights, score members and ensemble.
+
+    Args:
+        entries: params ``ensemble.members``.
+        train_dir: parent of the ``it<k>`` train folders.
+        files: labelled soundscape files.
+        solution: labels in submission format (``row_id`` + 0/1 species columns) covering every window.
+        classes: the submission class list (sample_submission.csv order).
+        cfg: params ``ensemble`` (``combination``, ``fit``, ``postprocess``, ``predict``, ``workers``,
+            ``threads``, ``file_seconds``).
+        factory: ``runner.PredictorFactory`` (the torch one in the stage).
+        class_of: species -> taxon class name, for per-taxon scores.
+        class_counts: (C,) train counts per class (class-dependent smoothing).
+
+    Returns:
+        ``(spec, metrics, tables)``: the spec for ``runner.load_spec``; flat metrics (``score``, per taxon,
+        per member, weights); {name: window prediction DataFrame} per member and ``ensemble``.
+    """
+    import pandas as pd
+
+    from birdclef.infer import postprocess, runner
+    from birdclef.infer.submission import evaluate, row_ids
+
+    combination = cfg.get("combination", "mean")
+    fit = {"method": "none", "grid": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0], "rounds": 3, **(cfg.get("fit") or {})}
+    post = postprocess.resolve(cfg.get("postprocess"))
+    predict = runner.member_predict_cfg({"name": "ensemble.predict"}, cfg.get("predict"))
+    members = [describe_member(e, train_dir, classes) for e in entries]
+    if not members:
+        raise ValueError("params ensemble.members is empty")
+    preds = runner.predict_folder(
+        files, members, factory, predict, post, int(cfg.get("workers", 1)), cfg.get("threads"),
+        "raise", cfg.get("file_seconds", 60.0),
+    )  # fmt: skip
+    ids = [rid for s, n in zip(preds.stems, preds.n_windows, strict=True) for rid in row_ids(s, n)]
+    missing = sorted(set(ids) - set(solution["row_id"]))
+    if missing:
+        raise ValueError(f"labels lack {len(missing)} predicted window(s), e.g. {missing[:5]}")
+    solution = solution.set_index("row_id").loc[ids].reset_index()
+    counts = None if class_counts is None else np.asarray(class_counts, dtype=np.float64)
+    member_classes = [m["classes"] for m in members]
+
+    def table(scores: np.ndarray, cols: Sequence[str]) -> pd.DataFrame:
+        frame = pd.DataFrame(scores, columns=list(cols))
+        frame.insert(0, "row_id", ids)
+        return frame
+
+    def post_files(scores: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        out, start = np.empty_like(scores), 0
+        sub_counts = None if counts is None else (counts if idx is None else counts[idx])
+        for n in preds.n_windows:
+            out[start : start + n] = postprocess.apply_file(scores[start : start + n], post, sub_counts)
+            start += n
+        return out
+
+    def score_of(scores: np.ndarray, cols: Sequence[str]) -> dict[str, float]:
+        return evaluate(solution[["row_id", *cols]], table(scores, cols), class_of)
+
+    metrics: dict[str, Any] = {"n_members": len(members), "n_soundscapes": len(preds.stems)}
+    tables: dict[str, Any] = {}
+    for m, pred in zip(members, preds.members, strict=True):
+        cols = m["classes"] or list(classes)
+        idx = np.array([list(classes).index(c) for c in cols])
+        scored = post_files(pred.astype(np.float32), idx)
+        tables[m["name"]] = table(scored, cols)
+        metrics.update({f"member_{m['name']}_{k}": v for k, v in score_of(scored, cols).items()})
+    hand = [m["weight"] for m in members]
+    weights = list(np.asarray(hand) / np.sum(hand))
+    metrics["score_hand_weights"] = score_of(
+        runner.finish(preds, classes, hand, member_classes, combination, post, counts), classes
+    )["score"]
+    if fit["method"] == "coordinate" and len(members) > 1:
+        weights, _ = fit_weights(
+            preds.members, lambda s: score_of(post_files(s), classes)["score"], classes, member_classes,
+            combination, hand, fit["grid"], int(fit["rounds"]),
+        )  # fmt: skip
+    elif fit["method"] not in ("none", "coordinate"):
+        raise ValueError(f"ensemble.fit.method must be none or coordinate, not {fit['method']!r}")
+    final = runner.finish(preds, classes, weights, member_classes, combination, post, counts)
+    tables["ensemble"] = table(final, classes)
+    metrics.update(score_of(final, classes))
+    fitted = fit["method"] == "coordinate" and len(members) > 1
+    # Weights fitted on the soundscapes they are scored on: `score` is then an optimistic, in-sample figure.
+    metrics["weights_fitted_in_sample"] = int(fitted)
+    for m, w in zip(members, weights, strict=True):
+        m["weight"] = float(w)
+        metrics[f"weight_{m['name']}"] = round(float(w), 4)
+    spec = {
+        "format": runner.SPEC_FORMAT,
+        "version": SPEC_VERSION,
+        "classes": list(classes),
+        "class_counts": None if counts is None else counts.tolist(),
+        "combination": combination,
+        "postprocess": post,
+        "predict": predict,
+        "file_seconds": cfg.get("file_seconds", 60.0),
+        "members": members,
+        "weights": {"method": fit["method"] if fitted else "hand", "fitted_on": "labelled soundscapes" if fitted
+                    else None},
+    }  # fmt: skip
+    return spec, metrics, tables

@@ -69,31 +69,78 @@ def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def torch_factory(member: Mapping[str, Any], threads: int) -> Predictor:
     """Eager torch predictor for a member's checkpoint (``PredictorFactory``)."""
-    # Imported here: onnxruntime workers never need torch, and the parent must not start torch's thread pool
-    # before forking the workers.
-    import torch
-
+    # Imported here: onnxruntime workers never need torch.
     from birdclef.infer.backends import TorchPredictor
-    from birdclef.models import load_checkpoint
 
-    torch.set_num_threads(threads)
-    model, _ = load_checkpoint(member["checkpoint"])
-    return TorchPredictor(model)
+    return TorchPredictor(member["checkpoint"], threads)
+
+
+_EXPORTED: dict[tuple[str, str, int], Any] = {}
 
 
 @dataclass(frozen=True)
-class OrtFactory:
-    """onnxruntime predictor for ``<onnx_dir>/<member name>.onnx`` (a picklable ``PredictorFactory``)."""
+class ExportFactory:
+    """Member predictors from an export folder (``backends.ExportedEnsemble``), a picklable ``PredictorFactory``.
 
-    onnx_dir: str
+    One ``ExportedEnsemble`` is built per worker process, so members sharing a mel config compute it once.
+    """
+
+    export_dir: str
+    backend: str = "onnxruntime"
 
     def __call__(self, member: Mapping[str, Any], threads: int) -> Predictor:
-        from birdclef.infer.backends import OrtPredictor
+        from birdclef.infer.backends import ExportedEnsemble
 
-        path = Path(self.onnx_dir) / f"{member['name']}.onnx"
-        if not path.is_file():
-            raise FileNotFoundError(f"no ONNX model for member {member['name']!r} at {path}")
-        return OrtPredictor(path, threads)
+        key = (self.export_dir, self.backend, int(threads))
+        if key not in _EXPORTED:
+            _EXPORTED[key] = ExportedEnsemble(self.export_dir, self.backend, int(threads))
+        predictors = _EXPORTED[key].predictors()
+        if member["name"] not in predictors:
+            raise ValueError(f"{self.export_dir}: no exported member {member['name']!r} (has {sorted(predictors)})")
+        return predictors[member["name"]]
+
+
+def make_factory(backend: str, export_dir: str | os.PathLike[str] | None = None) -> PredictorFactory:
+    """``torch`` (checkpoints), ``onnxruntime`` / ``openvino`` (export folder), or ``auto``: onnxruntime when
+    ``export_dir`` holds an export, else torch with a warning."""
+    exported = export_dir is not None and (Path(export_dir) / "export_spec.json").is_file()
+    if backend == "auto":
+        if not exported:
+            log.warning("no export folder with export_spec.json (%s): falling back to the torch backend", export_dir)
+        backend = "onnxruntime" if exported else "torch"
+    if backend == "torch":
+        return torch_factory
+    if backend not in ("onnxruntime", "openvino"):
+        raise ValueError(f"infer backend must be auto, torch, onnxruntime or openvino, not {backend!r}")
+    if not exported:
+        raise FileNotFoundError(f"backend {backend} needs an export folder with export_spec.json, got {export_dir}")
+    return ExportFactory(str(export_dir), backend)
+
+
+def infer(
+    spec: Mapping[str, Any], files: Sequence[str | os.PathLike[str]], factory: PredictorFactory, **kwargs: Any
+) -> tuple[FolderPredictions, np.ndarray]:
+    """Predict ``files`` with an ensemble spec: member predictions, then combined, post-processed scores.
+
+    Args:
+        spec: from ``load_spec``.
+        files: soundscapes, in output order.
+        factory: see ``make_factory``.
+        kwargs: ``predict_folder`` options (workers, threads, on_error, file_seconds, start_method);
+            ``file_seconds`` defaults to the spec's.
+
+    Returns:
+        ``(member predictions with timing, (rows, C) final scores in spec class order)``.
+    """
+    kwargs.setdefault("file_seconds", spec.get("file_seconds", 60.0))
+    members = spec["members"]
+    preds = predict_folder(files, members, factory, spec["predict"], spec["postprocess"], **kwargs)
+    counts = None if spec.get("class_counts") is None else np.asarray(spec["class_counts"], dtype=np.float64)
+    scores = finish(
+        preds, spec["classes"], [m["weight"] for m in members], [m["classes"] for m in members],
+        spec["combination"], spec["postprocess"], counts,
+    )  # fmt: skip
+    return preds, scores
 
 
 @dataclass
@@ -164,7 +211,7 @@ def predict_folder(
     threads: int | None = None,
     on_error: str = "raise",
     file_seconds: float | None = 60.0,
-    start_method: str = "fork",
+    start_method: str = "spawn",
 ) -> FolderPredictions:
     """Run every member over every file; member-level post-processing (peak TTA, delta shift) included.
 
@@ -180,8 +227,9 @@ def predict_folder(
             filled later by ``finish`` with each class's mean score over the other files).
         file_seconds: fit every file to this duration (pad/cut, with a warning when it differs by more than
             0.1 s); ``None`` keeps each file's own length (``windows.n_windows_for``).
-        start_method: multiprocessing start method (``fork``: predictors are built after the fork, so no
-            thread pool or session crosses it; ``spawn`` needs a picklable ``factory``).
+        start_method: multiprocessing start method. ``spawn`` (default) is safe whatever the parent did but
+            needs a picklable ``factory`` and re-imports in each worker; ``fork`` starts faster but hangs when
+            the parent already ran torch (its OpenMP pool does not survive a fork).
     """
     if on_error not in ("raise", "fallback"):
         raise ValueError(f"on_error must be 'raise' or 'fallback', not {on_error!r}")

@@ -1,0 +1,59 @@
+"""DVC stage `ensemble`: run the chosen members over labelled soundscapes, fit weights, write the ensemble spec."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from birdclef.infer.ensemble import build_spec
+from birdclef.infer.runner import list_soundscapes, torch_factory
+from birdclef.infer.submission import read_sample
+from birdclef.io import atomic_path, load_params, write_json, write_parquet
+from birdclef.track import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--soundscapes", type=Path, required=True, help="labelled soundscapes (data/test_soundscapes)")
+    ap.add_argument("--labels", type=Path, required=True, help="their 0/1 labels in submission format")
+    ap.add_argument("--sample", type=Path, required=True, help="sample_submission.csv (class order)")
+    ap.add_argument("--taxonomy", type=Path, required=True, help="taxonomy.csv (class_name per species)")
+    ap.add_argument("--train-csv", type=Path, required=True, help="train.csv (per-class counts for smoothing)")
+    ap.add_argument("--train-dir", type=Path, required=True, help="parent of the it<k>/<model>/model.pt folders")
+    ap.add_argument("--out", type=Path, required=True, help="output folder: spec.json + member_scores/")
+    ap.add_argument("--metrics", type=Path, required=True)
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    cfg = params["ensemble"]
+    sample = read_sample(args.sample)
+    classes = [c for c in sample.columns if c != "row_id"]
+    labels = pd.read_csv(args.labels, dtype={"row_id": str})
+    taxonomy = pd.read_csv(args.taxonomy)
+    class_of = dict(zip(taxonomy["primary_label"].astype(str), taxonomy["class_name"], strict=True))
+    primary = pd.read_csv(args.train_csv, usecols=["primary_label"])["primary_label"].astype(str)
+    counts = primary.value_counts().reindex(classes, fill_value=0).to_numpy()
+    files = list_soundscapes(args.soundscapes)
+    if not files:
+        raise SystemExit(f"{args.soundscapes}: no audio files")
+
+    with stage_run("ensemble", {"ensemble": cfg}, params.get("tracking")) as run:
+        spec, metrics, tables = build_spec(
+            cfg["members"], args.train_dir, files, labels, classes, cfg, torch_factory, class_of, counts
+        )
+        with atomic_path(args.out) as out:
+            (out / "member_scores").mkdir(parents=True)
+            write_json(out / "spec.json", spec)
+            for name, table in tables.items():
+                write_parquet(table, out / "member_scores" / f"{name}.parquet")
+        write_json(args.metrics, metrics)
+        run.log_metrics(metrics)
+        run.log_artifact(args.out / "spec.json")
+    print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""DVC stage `infer`: stream the test soundscapes through the ensemble; write submission.csv and speed metrics."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from birdclef.infer.runner import infer, list_soundscapes, load_spec, make_factory
+from birdclef.infer.submission import build_submission, evaluate, read_sample, write_submission
+from birdclef.io import load_params, write_json
+from birdclef.track import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--spec", type=Path, required=True, help="ensemble spec (build/ensemble/spec.json)")
+    ap.add_argument("--export", type=Path, default=None, help="export folder with export_spec.json (ONNX)")
+    ap.add_argument("--soundscapes", type=Path, required=True, help="folder of test soundscapes")
+    ap.add_argument("--sample", type=Path, required=True, help="sample_submission.csv (column order)")
+    ap.add_argument("--labels", type=Path, default=None, help="labels in submission format, when they exist")
+    ap.add_argument("--taxonomy", type=Path, default=None, help="taxonomy.csv, for per-taxon scores")
+    ap.add_argument("--out", type=Path, required=True, help="submission.csv")
+    ap.add_argument("--metrics", type=Path, required=True)
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    cfg = params["infer"]
+    spec = load_spec(args.spec)
+    files = list_soundscapes(args.soundscapes)
+    if not files:
+        raise SystemExit(f"{args.soundscapes}: no audio files")
+    factory = make_factory(cfg.get("backend", "auto"), args.export)
+    options = {k: cfg[k] for k in ("workers", "threads", "on_error", "file_seconds", "start_method") if k in cfg}
+
+    with stage_run("infer", {"infer": cfg}, params.get("tracking")) as run:
+        preds, scores = infer(spec, files, factory, **options)
+        sub = build_submission(
+            preds.stems, preds.n_windows, scores, spec["classes"], read_sample(args.sample),
+            bool(cfg.get("require_sample_rows", False)),
+        )  # fmt: skip
+        write_submission(sub, args.out)
+        metrics = preds.speed()
+        if args.labels is not None:
+            labels = pd.read_csv(args.labels, dtype={"row_id": str})
+            taxonomy = pd.read_csv(args.taxonomy) if args.taxonomy else None
+            class_of = None if taxonomy is None else dict(zip(taxonomy.primary_label, taxonomy.class_name, strict=True))
+            scored = sub[sub["row_id"].isin(set(labels["row_id"]))]
+            metrics["n_scored_rows"] = len(scored)
+            if len(scored):
+                metrics.update(evaluate(labels[labels["row_id"].isin(set(scored["row_id"]))], scored, class_of))
+        write_json(args.metrics, metrics)
+        run.log_metrics(metrics)
+        run.set_tags({"backend": getattr(factory, "backend", "torch")})
+    print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+    main()

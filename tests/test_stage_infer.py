@@ -1,0 +1,150 @@
+"""Smoke tests of the `ensemble` and `infer` DVC stages on tiny checkpoints and synthetic soundscapes."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from birdclef.infer.submission import row_ids
+from birdclef.models import create_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 32_000
+CLASSES = ["sp_a", "sp_b", "frog1", "ins1"]
+TAXA = {"sp_a": "Aves", "sp_b": "Aves", "frog1": "Amphibia", "ins1": "Insecta"}
+MEL = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000}
+STEMS = ["H01_20240101_000000", "H02_20240101_000500", "H03_20240101_001000"]
+
+
+def run_stage(name: str, *args: str | Path) -> None:
+    argv = sys.argv
+    sys.argv = [name, *map(str, args)]
+    try:
+        runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    data = root / "data"
+    (data / "test_soundscapes").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(60 * SR) / SR
+    for i, stem in enumerate(STEMS):
+        wave = (0.05 * rng.normal(size=t.size) + 0.2 * np.sin(2 * np.pi * (1000 + 1500 * i) * t)).astype(np.float32)
+        sf.write(data / "test_soundscapes" / f"{stem}.{'ogg' if i == 0 else 'wav'}", wave, SR)
+    ids = [rid for s in STEMS for rid in row_ids(s, 12)]
+    labels = pd.DataFrame((rng.uniform(size=(len(ids), 4)) < 0.3).astype(int), columns=CLASSES)
+    labels.insert(0, "row_id", ids)
+    labels.to_csv(data / "test_labels.csv", index=False)
+    sample = labels.copy()
+    sample[CLASSES] = 0.0
+    sample.to_csv(data / "sample_submission.csv", index=False)
+    pd.DataFrame({"primary_label": CLASSES, "class_name": [TAXA[c] for c in CLASSES]}).to_csv(
+        data / "taxonomy.csv", index=False
+    )
+    pd.DataFrame({"primary_label": ["sp_a"] * 20 + ["sp_b"] * 5 + ["frog1", "ins1"]}).to_csv(
+        data / "train.csv", index=False
+    )
+    for name, head, classes in (("sed_tiny", "sed", CLASSES), ("cnn_group", "cnn", ["frog1", "ins1"])):
+        torch.manual_seed(0)
+        model = create_model({"head": head, "backbone": "test_efficientnet"}, len(classes), MEL)
+        save_checkpoint(root / "build" / "train" / "it0" / name / "model.pt", model, {"classes": classes})
+    params = {
+        "tracking": {"enabled": False},
+        "ensemble": {
+            "members": [
+                {"iteration": 0, "model": "sed_tiny", "weight": 1.0},
+                {"iteration": 0, "model": "cnn_group", "weight": 1.0, "predict": {"chunk_s": 10}},
+            ],
+            "combination": "mean",
+            "fit": {"method": "coordinate", "rounds": 1, "grid": [0.5, 1.0, 2.0]},
+            "predict": {"chunk_s": 5, "stride_s": 5, "batch_size": 12},
+            "postprocess": {
+                "delta_shift": {"enabled": True, "frames": 1},
+                "smoothing": {"enabled": True, "class_strength": {"low": 0.5, "high": 1.0}},
+                "topk_boost": {"enabled": True, "k": 1},
+            },
+            "workers": 1,
+            "file_seconds": 60,
+        },
+        "infer": {"backend": "auto", "workers": 1, "threads": 1, "on_error": "fallback", "file_seconds": 60},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    run_stage(
+        "ensemble", "--params", root / "params.yaml", "--soundscapes", data / "test_soundscapes",
+        "--labels", data / "test_labels.csv", "--sample", data / "sample_submission.csv",
+        "--taxonomy", data / "taxonomy.csv", "--train-csv", data / "train.csv",
+        "--train-dir", root / "build" / "train", "--out", root / "build" / "ensemble",
+        "--metrics", root / "metrics" / "ensemble.json",
+    )  # fmt: skip
+    return root
+
+
+def infer_args(root: Path, soundscapes: Path, out: str = "submission.csv") -> list:
+    data = root / "data"
+    return [
+        "--params", root / "params.yaml", "--spec", root / "build" / "ensemble" / "spec.json",
+        "--export", root / "build" / "export", "--soundscapes", soundscapes,
+        "--sample", data / "sample_submission.csv", "--labels", data / "test_labels.csv",
+        "--taxonomy", data / "taxonomy.csv", "--out", root / out, "--metrics", root / "metrics" / "infer.json",
+    ]  # fmt: skip
+
+
+def test_ensemble_stage_writes_spec_scores_and_metrics(project: Path):
+    spec = json.loads((project / "build" / "ensemble" / "spec.json").read_text())
+    assert spec["classes"] == CLASSES
+    names = [m["name"] for m in spec["members"]]
+    assert names == ["it0_sed_tiny", "it0_cnn_group"]
+    assert spec["members"][0]["classes"] is None and spec["members"][1]["classes"] == ["frog1", "ins1"]
+    assert spec["members"][1]["predict"] == {"chunk_s": 10} and spec["members"][0]["mel"]["n_mels"] == 32
+    assert sum(m["weight"] for m in spec["members"]) == pytest.approx(1.0)
+    assert spec["class_counts"] == [20, 5, 1, 1]
+    metrics = json.loads((project / "metrics" / "ensemble.json").read_text())
+    for key in ("score", "score_aves", "score_amphibia", "score_insecta", "member_it0_sed_tiny_score",
+                "member_it0_cnn_group_score", "score_hand_weights", "weights_fitted_in_sample"):  # fmt: skip
+        assert key in metrics, key
+    assert "member_it0_cnn_group_score_aves" not in metrics  # the group member has no bird classes
+    assert metrics["score"] >= metrics["score_hand_weights"]  # the search keeps the start unless it improves
+    tables = sorted(p.name for p in (project / "build" / "ensemble" / "member_scores").iterdir())
+    assert tables == ["ensemble.parquet", "it0_cnn_group.parquet", "it0_sed_tiny.parquet"]
+
+
+def test_infer_stage_reproduces_the_ensemble_scores(project: Path):
+    run_stage("infer", *infer_args(project, project / "data" / "test_soundscapes"))
+    sub = pd.read_csv(project / "submission.csv")
+    sample = pd.read_csv(project / "data" / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) and sub["row_id"].tolist() == sample["row_id"].tolist()
+    assert sub[CLASSES].to_numpy().min() >= 0 and sub[CLASSES].to_numpy().max() <= 1
+    expected = pd.read_parquet(project / "build" / "ensemble" / "member_scores" / "ensemble.parquet")
+    np.testing.assert_allclose(sub[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=2e-5)
+    metrics = json.loads((project / "metrics" / "infer.json").read_text())
+    ens = json.loads((project / "metrics" / "ensemble.json").read_text())
+    assert metrics["score"] == pytest.approx(ens["score"], abs=1e-3)
+    for key in ("seconds_per_soundscape_minute", "peak_rss_mb", "projected_kaggle_minutes", "score_insecta"):
+        assert metrics[key] > 0, key
+    assert metrics["n_files"] == 3 and metrics["n_failed"] == 0 and metrics["cores"] == 1
+
+
+def test_infer_stage_gives_rows_for_corrupt_and_short_files(project: Path, tmp_path: Path):
+    folder = tmp_path / "hidden"
+    folder.mkdir()
+    (folder / "broken_1.ogg").write_bytes(b"not audio at all")
+    sf.write(folder / "short_2.wav", np.zeros(17 * SR, dtype=np.float32) + 0.01, SR)
+    run_stage("infer", *infer_args(project, folder, "hidden.csv"))
+    sub = pd.read_csv(project / "hidden.csv")
+    assert sub["row_id"].tolist() == row_ids("broken_1", 12) + row_ids("short_2", 12)
+    assert not sub[CLASSES].isna().any().any()
+    metrics = json.loads((project / "metrics" / "infer.json").read_text())
+    assert metrics["n_failed"] == 1 and metrics["n_scored_rows"] == 0
