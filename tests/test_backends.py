@@ -1,0 +1,109 @@
+"""Tests for birdclef.infer.backends: torch/onnxruntime/OpenVINO predictors and the exported ensemble."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from export_fixtures import CLASSES, GROUP, exported
+
+from birdclef.infer.backends import (
+    ExportedEnsemble,
+    OpenVinoPredictor,
+    OrtPredictor,
+    TorchPredictor,
+    available_backends,
+    make_predictor,
+    read_spec,
+)
+from birdclef.infer.export import synthetic_audio
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return exported(tmp_path_factory)
+
+
+def _chain(built, member: str) -> list:
+    return [built["export"] / "frontend_mel_tiny.onnx", built["export"] / f"member_{member}.onnx"]
+
+
+def test_torch_predictor_gives_probabilities_of_the_checkpoint(built):
+    member = built["spec"]["members"][0]
+    out = TorchPredictor(member["checkpoint"], threads=1)(synthetic_audio(3))
+    assert out["clip"].shape == (3, len(CLASSES)) and out["frame"].shape[0] == 3 and out["frame"].shape[2] == 4
+    assert out["clip"].dtype == np.float32 and out["clip"].min() >= 0 and out["clip"].max() <= 1
+
+
+@pytest.mark.parametrize("cls", [OrtPredictor, OpenVinoPredictor])
+def test_onnx_predictors_match_torch_over_a_frontend_body_chain(built, cls):
+    if cls is OpenVinoPredictor:
+        pytest.importorskip("openvino")
+    wave = synthetic_audio(4, seed=11)
+    for member in built["spec"]["members"]:
+        want = TorchPredictor(member["checkpoint"])(wave)
+        got = cls(_chain(built, member["name"]), threads=1)(wave)
+        for key in ("clip", "frame"):
+            assert got[key].shape == want[key].shape
+            assert np.abs(got[key] - want[key]).max() <= 1e-4
+
+
+def test_make_predictor_builds_each_backend_and_rejects_bad_requests(built):
+    member = built["spec"]["members"][1]
+    wave = synthetic_audio(2, seed=12)
+    want = make_predictor("torch", model=member["checkpoint"])(wave)
+    for backend in available_backends():
+        got = make_predictor(backend, onnx_paths=_chain(built, member["name"]), threads=1)(wave)
+        assert got["clip"].shape == (2, len(GROUP)) and got["frame"].shape == (2, 1, len(GROUP))
+        assert np.abs(got["clip"] - want["clip"]).max() <= 1e-4
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_predictor("tensorrt", onnx_paths=_chain(built, member["name"]))
+    with pytest.raises(ValueError, match="needs a model"):
+        make_predictor("torch")
+    with pytest.raises(ValueError, match="ONNX graph path"):
+        make_predictor("onnxruntime")
+    with pytest.raises(FileNotFoundError, match="nothing.onnx"):
+        make_predictor("onnxruntime", onnx_paths=built["export"] / "nothing.onnx")
+
+
+def test_exported_ensemble_runs_each_mel_config_once_per_batch(built):
+    ensemble = ExportedEnsemble(built["export"], backend="onnxruntime", threads=1)
+    calls = []
+    frontend = ensemble._frontends["mel_tiny"]
+    ensemble._frontends["mel_tiny"] = lambda x: calls.append(x.shape) or frontend(x)
+    wave = synthetic_audio(3, seed=13)
+    outputs = ensemble.member_outputs(wave)
+    assert len(calls) == 1 and set(outputs) == {"it0_sed_tiny", "it0_cnn_group"}
+
+    calls.clear()
+    predictors = ensemble.predictors()
+    per_member = {name: predict(wave.copy()) for name, predict in predictors.items()}
+    assert len(calls) == 1  # the second member found the first one's mel in the cache
+    for name, out in per_member.items():
+        np.testing.assert_array_equal(out["clip"], outputs[name]["clip"])
+        np.testing.assert_array_equal(out["frame"], outputs[name]["frame"])
+    predictors["it0_sed_tiny"](synthetic_audio(3, seed=14))
+    assert len(calls) == 2  # other audio: a new mel
+
+
+def test_exported_ensemble_takes_the_spec_backend_by_default(built):
+    ensemble = ExportedEnsemble(built["export"])
+    assert ensemble.backend == json.loads((built["export"] / "export_spec.json").read_text())["backend"]
+    assert ensemble.classes == CLASSES and [m["name"] for m in ensemble.members] == ["it0_sed_tiny", "it0_cnn_group"]
+
+
+def test_read_spec_names_what_is_wrong_with_a_folder(built, tmp_path):
+    with pytest.raises(FileNotFoundError, match="export_spec.json"):
+        read_spec(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(built["export"], broken)
+    spec = json.loads((broken / "export_spec.json").read_text())
+    spec["members"][0]["mel"] = "mel_missing"
+    (broken / "export_spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="mel_missing"):
+        read_spec(broken)
+    (broken / "export_spec.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a birdclef export spec"):
+        read_spec(broken)
