@@ -53,7 +53,7 @@ def main() -> None:
                 metrics.update(evaluate(labels[labels["row_id"].isin(set(scored["row_id"]))], scored, class_of))
         write_json(args.metrics, metrics)
         run.log_metrics(metrics)
-        run.set_tags({"backend": getattr(factory, "backend", "torch")})
+        run.set_tags({"backend": str(cfg.get("backend", "auto"))})
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))
 
 

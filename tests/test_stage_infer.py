@@ -148,3 +148,20 @@ def test_infer_stage_gives_rows_for_corrupt_and_short_files(project: Path, tmp_p
     assert not sub[CLASSES].isna().any().any()
     metrics = json.loads((project / "metrics" / "infer.json").read_text())
     assert metrics["n_failed"] == 1 and metrics["n_scored_rows"] == 0
+
+
+@pytest.mark.slow  # the ONNX export alone takes ~1.5 min on 2 shared cores
+def test_infer_stage_on_the_onnx_export_matches_torch(project: Path):
+    from birdclef.infer.export import export_ensemble
+
+    spec = json.loads((project / "build" / "ensemble" / "spec.json").read_text())
+    export_ensemble(spec["members"], project / "build" / "export", {"fused": False, "bench_repeats": 1}, spec)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["infer"]["backend"] = "onnxruntime"
+    (project / "onnx_params.yaml").write_text(yaml.safe_dump(params))
+    args = infer_args(project, project / "data" / "test_soundscapes", "onnx.csv")
+    args[1] = project / "onnx_params.yaml"
+    run_stage("infer", *args)
+    onnx = pd.read_csv(project / "onnx.csv")
+    expected = pd.read_parquet(project / "build" / "ensemble" / "member_scores" / "ensemble.parquet")
+    np.testing.assert_allclose(onnx[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=1e-3)

@@ -75,7 +75,7 @@ def torch_factory(member: Mapping[str, Any], threads: int) -> Predictor:
     return TorchPredictor(member["checkpoint"], threads)
 
 
-_EXPORTED: dict[tuple[str, str, int], Any] = {}
+_EXPORTED: dict[tuple[str, str | None, int], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,11 @@ class ExportFactory:
     """Member predictors from an export folder (``backends.ExportedEnsemble``), a picklable ``PredictorFactory``.
 
     One ``ExportedEnsemble`` is built per worker process, so members sharing a mel config compute it once.
+    ``backend=None`` takes the backend the export stage chose (the faster one whose parity held).
     """
 
     export_dir: str
-    backend: str = "onnxruntime"
+    backend: str | None = None
 
     def __call__(self, member: Mapping[str, Any], threads: int) -> Predictor:
         from birdclef.infer.backends import ExportedEnsemble
@@ -101,20 +102,22 @@ class ExportFactory:
 
 
 def make_factory(backend: str, export_dir: str | os.PathLike[str] | None = None) -> PredictorFactory:
-    """``torch`` (checkpoints), ``onnxruntime`` / ``openvino`` (export folder), or ``auto``: onnxruntime when
-    ``export_dir`` holds an export, else torch with a warning."""
+    """Predictor factory by backend name.
+
+    ``torch`` runs the checkpoints; ``onnxruntime`` / ``openvino`` the export folder; ``auto`` the export
+    folder on the backend the export stage chose when ``export_dir`` holds an export, else torch (warning).
+    """
     exported = export_dir is not None and (Path(export_dir) / "export_spec.json").is_file()
-    if backend == "auto":
-        if not exported:
-            log.warning("no export folder with export_spec.json (%s): falling back to the torch backend", export_dir)
-        backend = "onnxruntime" if exported else "torch"
+    if backend == "auto" and not exported:
+        log.warning("no export folder with export_spec.json (%s): falling back to the torch backend", export_dir)
+        return torch_factory
     if backend == "torch":
         return torch_factory
-    if backend not in ("onnxruntime", "openvino"):
+    if backend not in ("auto", "onnxruntime", "openvino"):
         raise ValueError(f"infer backend must be auto, torch, onnxruntime or openvino, not {backend!r}")
     if not exported:
         raise FileNotFoundError(f"backend {backend} needs an export folder with export_spec.json, got {export_dir}")
-    return ExportFactory(str(export_dir), backend)
+    return ExportFactory(str(export_dir), None if backend == "auto" else backend)
 
 
 def infer(
