@@ -1,0 +1,157 @@
+"""The Kaggle bundle: ONNX graphs, the export spec, one standalone script, its numpy-only helpers, a MANIFEST."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from birdclef.infer import backends, ensemble, kaggle_script, postprocess, windows
+from birdclef.io import atomic_path, load_params, write_json
+from birdclef.track.runs import params_digest, provenance_tags
+
+SCRIPT = "predict_kaggle.py"
+PACKAGE = "birdclef_bundle"
+MODEL_DIR = "model"
+MANIFEST = "MANIFEST.json"
+HELPERS = (windows, postprocess, ensemble, backends)
+"""Modules copied next to the script; at import time they may only need what a Kaggle image has."""
+ALLOWED_IMPORTS = {"numpy", "pandas", "soundfile", "onnxruntime", "__future__", *sys.stdlib_module_names}
+
+
+def check_standalone(path: str | os.PathLike[str]) -> None:
+    """Raise if the module at ``path`` imports, at module level, anything beyond numpy, pandas, soundfile,
+    onnxruntime, the standard library and the bundled helpers (imports inside functions run only on use)."""
+    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    allowed = ALLOWED_IMPORTS | {PACKAGE}
+    nodes = list(tree.body)
+    while nodes:
+        node = nodes.pop(0)
+        if isinstance(node, ast.Try):
+            nodes += node.body  # the `except ImportError` fallback runs only inside the repository
+            continue
+        names: Iterable[str] = ()
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        bad = [n for n in names if n.split(".")[0] not in allowed]
+        if bad:
+            raise ValueError(f"{path}:{node.lineno}: imports {bad} at module level; the bundle has no such package")
+
+
+def build_bundle(
+    export_dir: str | os.PathLike[str], out: str | os.PathLike[str], root: str | os.PathLike[str] = "."
+) -> dict[str, Any]:
+    """Write the bundle folder ``out`` atomically and return its manifest.
+
+    Layout: ``predict_kaggle.py`` (the standalone script), ``birdclef_bundle/`` (windows, postprocess,
+    ensemble, backends), ``model/`` (front-end and body graphs, export_spec.json), ``MANIFEST.json``.
+
+    Args:
+        export_dir: the export stage's folder.
+        out: bundle folder to (re)create.
+        root: project root, for the git commit, dvc.lock, data.dvc and params.yaml recorded in the manifest.
+    """
+    spec = backends.read_spec(export_dir)
+    if not spec.get("ensemble"):
+        raise ValueError(f"{export_dir}: the export has no ensemble spec (export it with the export stage)")
+    for module in (*HELPERS, kaggle_script):
+        check_standalone(module.__file__)
+    with atomic_path(out) as tmp:
+        package = tmp / PACKAGE
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text('"""numpy-only inference helpers copied from birdclef.infer."""\n')
+        for module in HELPERS:
+            shutil.copy2(module.__file__, package / Path(module.__file__).name)
+        shutil.copy2(kaggle_script.__file__, tmp / SCRIPT)
+        model = tmp / MODEL_DIR
+        model.mkdir()
+        # Only the graphs the script runs: front ends and bodies (fused graphs serve `birdclef predict`).
+        for mel in spec["mels"].values():
+            shutil.copy2(Path(export_dir) / mel["frontend"], model / mel["frontend"])
+        for member in spec["members"]:
+            shutil.copy2(Path(export_dir) / member["body"], model / member["body"])
+            member.pop("fused", None)
+        write_json(model / backends.SPEC_FILE, spec)
+        manifest = {**provenance(root), "backend": spec.get("backend"), "files": file_hashes(tmp)}
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def provenance(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Git commit and dirty flag, dvc.lock / data.dvc md5s and the params digest of the project at ``root``."""
+    root = Path(root)
+    params_file = root / "params.yaml"
+    params = load_params(params_file) if params_file.is_file() else {}
+    tags = provenance_tags(root, "bundle", params)
+    out: dict[str, Any] = {
+        "format": "birdclef-bundle",
+        "git_commit": tags["git_commit"],
+        "git_dirty": tags["git_dirty"] == "true",
+        "params_digest": params_digest(params) if params else None,
+        "data_dvc_md5": tags.get("data_md5"),
+        "dvc_lock_md5": None,
+        "dvc_lock_outs": {},
+    }
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        out["dvc_lock_md5"] = hashlib.md5(lock.read_bytes()).hexdigest()
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        out["dvc_lock_outs"] = {
+            o["path"]: o.get("md5") for stage in stages.values() for o in stage.get("outs", []) if "path" in o
+        }
+    return out
+
+
+def file_hashes(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """{relative path: {"sha256", "bytes"}} of every file under ``folder``, sorted."""
+    folder = Path(folder)
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[path.relative_to(folder).as_posix()] = {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+    return out
+
+
+def verify_bundle(folder: str | os.PathLike[str]) -> list[str]:
+    """Files of a bundle that are missing, added or changed since its manifest was written (empty = intact)."""
+    folder = Path(folder)
+    recorded = json.loads((folder / MANIFEST).read_text())["files"]
+    actual = file_hashes(folder)
+    actual.pop(MANIFEST, None)
+    return sorted(p for p in set(recorded) | set(actual) if recorded.get(p) != actual.get(p))
+
+
+@click.command("bundle")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, help="bundle folder")
+@click.option(
+    "--export", "export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("build/export"), show_default=True, help="the export stage's folder",
+)  # fmt: skip
+@click.option(
+    "--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."), show_default=True,
+    help="project root (git commit, dvc.lock, data.dvc, params.yaml for the manifest)",
+)  # fmt: skip
+def bundle_command(out: Path, export_dir: Path, root: Path) -> None:
+    """Pack the exported ensemble into a Kaggle-ready folder: ONNX graphs, predict_kaggle.py, MANIFEST.json.
+
+    Upload the folder as a Kaggle dataset; in the notebook run
+    `python <bundle>/predict_kaggle.py --soundscapes <test_soundscapes> --sample <sample_submission.csv>`.
+    """
+    manifest = build_bundle(export_dir, out, root)
+    size = sum(f["bytes"] for f in manifest["files"].values()) / 2**20
+    dirty = " (dirty working tree)" if manifest["git_dirty"] else ""
+    click.echo(f"{out}: {len(manifest['files'])} files, {size:.1f} MB, commit {manifest['git_commit'][:12]}{dirty}")
