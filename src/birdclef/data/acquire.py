@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from birdclef.data.contracts import ContractError, check_contracts
+from birdclef.data.labels import soundscape_labels
 from birdclef.data.manifest import build_manifest, manifest_tables, write_manifest
 from birdclef.data.params import AcquireParams
 from birdclef.io import write_json
@@ -35,7 +36,9 @@ def run_acquire(
     written = {key: table.to_pandas() for key, table in manifest_tables(manifest).items()}
     tables = {**manifest.inputs, "recordings": written["recordings"], "soundscapes": written["soundscapes"]}
     contracts = check_contracts(tables, manifest.taxonomy, params.n_folds, report)
+    manifest.soundscape_labels = soundscape_labels(data, manifest.taxonomy["primary_label"].tolist())
     quality = {**manifest.stats, **contracts.metrics()}
+    quality["labelled_soundscape_windows"] = int((manifest.soundscape_labels["split"] == "test").sum())
     write_json(metrics, quality)
     for line in contracts.failures:
         print(f"data contract failed: {line}", file=sys.stderr)

@@ -91,6 +91,7 @@ class Manifest:
     quarantine: pd.DataFrame
     stats: dict[str, float | int] = field(default_factory=dict)
     inputs: dict[str, pd.DataFrame] = field(default_factory=dict)
+    soundscape_labels: pd.DataFrame | None = None  # labelled soundscape windows (data.labels), if any
 
 
 def _read_sources(root: Path, params: AcquireParams) -> tuple[pd.DataFrame, list[Problem], pd.DataFrame, int]:
@@ -294,7 +295,8 @@ def manifest_tables(manifest: Manifest) -> dict[str, pa.Table]:
 
 
 def write_manifest(manifest: Manifest, out_dir: Path) -> None:
-    """Write the manifest folder atomically: recordings / soundscapes / taxonomy parquet and quarantine.csv."""
+    """Write the manifest folder atomically: recordings / soundscapes / taxonomy parquet, quarantine.csv and,
+    when set, soundscape_labels.parquet."""
     import pyarrow.parquet as pq
 
     with atomic_path(out_dir) as tmp:
@@ -302,6 +304,8 @@ def write_manifest(manifest: Manifest, out_dir: Path) -> None:
         for key, table in manifest_tables(manifest).items():
             pq.write_table(table, tmp / FILES[key])
         manifest.quarantine.to_csv(tmp / FILES["quarantine"], index=False)
+        if manifest.soundscape_labels is not None:
+            manifest.soundscape_labels.to_parquet(tmp / "soundscape_labels.parquet", index=False)
 
 
 def read_manifest(out_dir: Path) -> dict[str, pd.DataFrame]:
