@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from birdclef.features.cache import WaveCache
 
 from birdclef import WINDOW_SECONDS
+from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, load_params, write_json, write_parquet
 from birdclef.models import load_checkpoint
 from birdclef.track import stage_run

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from birdclef.features.cache import WaveCache
 
+from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, load_params, scratch_dir, write_json
 from birdclef.track import stage_run
 from birdclef.train.member import MemberInputs, train_member

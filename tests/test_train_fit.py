@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from train_fixtures import TinyModel, toy_segments
 
 from birdclef.train.datasets import FocalDataset
 from birdclef.train.evaluate import Evaluator
 from birdclef.train.fit import FitConfig, fit
 from birdclef.train.optim import lr_factor, soup
+
+from train_fixtures import TinyModel, toy_segments
 
 CLASSES = ["a", "b", "c"]
 

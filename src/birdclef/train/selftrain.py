@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from birdclef.train.augment import mix
 
+from birdclef.train.augment import mix
 from birdclef.train.datasets import PseudoBank
 
 POLICIES = ("mixup", "replace", "concat")
