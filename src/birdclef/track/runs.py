@@ -1,37 +1,35 @@
-"""One MLflow run per stage execution, tagged with git commit, dirty flag, DVC stage and data version."""
+"""MLflow runs: one per stage execution, a parent per pipeline execution, ledger scores (the only mlflow importer)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
+from birdclef.track.provenance import (
+    PARENT_ENV,
+    params_digest,
+    project_root,
+    provenance_tags,
+    workspace_root,
+)
 
-
-def project_root(start: Path | None = None) -> Path:
-    """The project root: the git top level, seen through DVC's temporary experiment workspaces.
-
-    ``dvc exp run --temp`` and queued experiments run in a copy under ``<root>/.dvc/tmp/exps/``; their runs must
-    land in the real project's store, so that prefix is stripped.
-    """
-    here = (start or Path.cwd()).resolve()
-    parts = here.parts
-    for i in range(len(parts) - 2):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    try:
-        top = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        return Path(top)
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return here
+__all__ = [
+    "PARENT_ENV",
+    "NullRun",
+    "StageRun",
+    "flatten",
+    "log_on_commit_run",
+    "params_digest",
+    "parent_run",
+    "project_root",
+    "provenance_tags",
+    "stage_run",
+    "tracking_uri",
+]
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -47,7 +45,10 @@ def tracking_uri(root: Path | None = None) -> str:
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten nested params to dotted keys with string values (MLflow params are strings)."""
+    """Flatten nested params to dotted keys with string values (MLflow params are strings).
+
+    Lists, booleans and None are JSON-encoded (``[1, 2]``, ``true``, ``null``) so they read back unambiguously.
+    """
     out: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
@@ -56,40 +57,6 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = json.dumps(value) if isinstance(value, list | tuple | bool) or value is None else str(value)
     return out
-
-
-def params_digest(params: Mapping[str, Any]) -> str:
-    """A short stable hash of a params dict (sorted JSON), to group runs made with identical settings."""
-    blob = json.dumps(params, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def _git(root: Path, *args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return ""
-
-
-def provenance_tags(root: Path, stage: str, params: Mapping[str, Any]) -> dict[str, str]:
-    """Tags that tie a run to the code, data and settings that made it."""
-    tags = {
-        "git_commit": _git(root, "rev-parse", "HEAD") or "unknown",
-        "git_dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
-        "dvc_stage": os.environ.get("DVC_STAGE", stage),
-        "params_digest": params_digest(params),
-    }
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    data_dvc = root / "data.dvc"
-    if data_dvc.exists():
-        for line in data_dvc.read_text().splitlines():
-            if line.strip().startswith("- md5:") or line.strip().startswith("md5:"):
-                tags["data_md5"] = line.split(":", 1)[1].strip()
-                break
-    if os.environ.get(PARENT_ENV):
-        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    return tags
 
 
 class NullRun:
@@ -106,6 +73,9 @@ class NullRun:
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Ignore artifacts."""
 
+    def log_onnx(self, path: str | os.PathLike[str], name: str = "ensemble") -> None:
+        """Ignore an ONNX model."""
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Ignore tags."""
 
@@ -118,29 +88,57 @@ class StageRun(NullRun):
         self.run_id = run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log numeric metrics (non-finite and non-numeric values are skipped)."""
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+        """Log numeric metrics; NaN, infinities, booleans and non-numeric values are skipped."""
+        clean = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and abs(float(v)) != float("inf") and v == v
+        }
         if clean:
             self._mlflow.log_metrics(clean, step=step)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params, flattened to dotted keys."""
-        flat = flatten(params)
-        items = list(flat.items())
+        """Log params, flattened to dotted keys (values over MLflow's 6000-character limit are cut)."""
+        items = [(k, v[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             self._mlflow.log_params(dict(items[i : i + 100]))
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        """Copy a file or directory into the run's artifacts."""
+        """Copy a file or directory into the run's artifacts (a missing path is skipped)."""
         p = Path(path)
         if p.is_dir():
             self._mlflow.log_artifacts(str(p), artifact_path=artifact_path)
         elif p.exists():
             self._mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
+    def log_onnx(self, path: str | os.PathLike[str], name: str = "ensemble") -> None:
+        """Log an ONNX graph file as an MLflow model (``mlflow.onnx``), loadable with ``mlflow.onnx.load_model``.
+
+        Args:
+            path: the ``.onnx`` file (external data files beside it are loaded too).
+            name: the model's name in the run.
+        """
+        import mlflow.onnx
+        import onnx
+
+        model = onnx.load(str(path))
+        mlflow.onnx.log_model(model, name=name)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Set run tags."""
-        self._mlflow.set_tags(dict(tags))
+        """Set run tags (values are stringified)."""
+        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def _enabled(tracking: Mapping[str, Any]) -> bool:
+    return bool(tracking.get("enabled", True)) and os.environ.get("BIRDCLEF_TRACKING", "1") != "0"
+
+
+def _connect(tracking: Mapping[str, Any]) -> Any:
+    import mlflow  # imported lazily: slow to import and unneeded when tracking is off
+
+    mlflow.set_tracking_uri(tracking_uri(project_root()))
+    mlflow.set_experiment(tracking.get("experiment", "birdclef"))
+    return mlflow
 
 
 @contextlib.contextmanager
@@ -149,25 +147,91 @@ def stage_run(
 ) -> Iterator[NullRun]:
     """Open one MLflow run for a stage execution, or a :class:`NullRun` when tracking is disabled.
 
+    The run is a child of ``MLFLOW_PARENT_RUN_ID`` when set (``birdclef repro``). An exception inside the block
+    marks the run FAILED and propagates.
+
     Args:
         stage: stage name (``DVC_STAGE`` from the environment wins when DVC runs the stage).
         params: the params the stage used; logged flattened and digested into a tag.
-        tracking: the ``tracking`` params section (``enabled``, ``experiment``).
+        tracking: the ``tracking`` params section (``enabled``, ``experiment``); ``BIRDCLEF_TRACKING=0`` in the
+            environment also turns tracking off.
 
     Yields:
-        A recorder with ``log_metrics``, ``log_params``, ``log_artifact`` and ``set_tags``.
+        A recorder with ``log_metrics``, ``log_params``, ``log_artifact``, ``log_onnx`` and ``set_tags``.
     """
     tracking = dict(tracking or {})
-    if not tracking.get("enabled", True) or os.environ.get("BIRDCLEF_TRACKING", "1") == "0":
+    if not _enabled(tracking):
         yield NullRun()
         return
-    import mlflow  # imported lazily: slow to import and unneeded when tracking is off
-
-    root = project_root()
-    mlflow.set_tracking_uri(tracking_uri(root))
-    mlflow.set_experiment(tracking.get("experiment", "birdclef"))
+    mlflow = _connect(tracking)
     name = os.environ.get("DVC_STAGE", stage)
-    with mlflow.start_run(run_name=name, tags=provenance_tags(root, stage, params)) as active:
+    tags = provenance_tags(workspace_root(), stage, params)
+    # nested: a stage run opened inside another run of the same process (library use) must not fail
+    with mlflow.start_run(run_name=name, tags=tags, nested=mlflow.active_run() is not None) as active:
         run = StageRun(mlflow, active.info.run_id)
         run.log_params(params)
         yield run
+
+
+@contextlib.contextmanager
+def parent_run(
+    name: str, tracking: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+) -> Iterator[NullRun]:
+    """Open the parent run of one pipeline execution; stage runs started meanwhile with ``MLFLOW_PARENT_RUN_ID``
+    set to its id become its children. Tagged like a stage run (commit, dirty flag, data hash), with
+    ``dvc_stage`` = ``pipeline``.
+
+    Yields:
+        The recorder (a :class:`NullRun` with ``run_id`` None when tracking is disabled).
+    """
+    tracking = dict(tracking or {})
+    if not _enabled(tracking):
+        yield NullRun()
+        return
+    mlflow = _connect(tracking)
+    base = provenance_tags(workspace_root(), "pipeline", {})
+    base.pop("mlflow.parentRunId", None)
+    base.pop("params_digest", None)
+    base["dvc_stage"] = "pipeline"
+    with mlflow.start_run(run_name=name, tags={**base, **dict(tags or {})}) as active:
+        yield StageRun(mlflow, active.info.run_id)
+
+
+def log_on_commit_run(
+    commit: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str] | None = None,
+    stage: str = "infer",
+    root: Path | None = None,
+) -> str | None:
+    """Log metrics and tags on the newest finished run of ``stage`` made at ``commit``, in any experiment.
+
+    Used by the leaderboard ledger to attach a Kaggle score to the inference run that produced the bundle. A
+    sqlite store that does not exist yet is not created.
+
+    Returns:
+        The run id written to, or None when no such run (or no store) exists.
+    """
+    uri = tracking_uri(root or project_root())
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.git_commit = '{commit}' and tags.dvc_stage = '{stage}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
+    return run_id

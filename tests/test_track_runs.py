@@ -1,0 +1,226 @@
+"""MLflow stage runs: provenance tags, params, per-epoch metrics, ONNX models, parent trees, ledger logging."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from track_fixtures import free_port, head, sh, tiny_project
+
+from birdclef.track import NullRun, flatten, log_on_commit_run, params_digest, parent_run, stage_run
+from birdclef.track.provenance import data_hash, declared_outputs, dirty_files, project_root
+
+
+def test_flatten_dots_nested_keys_and_json_encodes_lists():
+    flat = flatten({"train": {"loop": {"epochs": 3, "ema": None}, "mels": ["a", "b"], "amp": True}, "seed": 0})
+    assert flat == {
+        "train.loop.epochs": "3",
+        "train.loop.ema": "null",
+        "train.mels": '["a", "b"]',
+        "train.amp": "true",
+        "seed": "0",
+    }
+
+
+def test_params_digest_ignores_key_order_but_not_values():
+    assert params_digest({"a": 1, "b": {"c": 2}}) == params_digest({"b": {"c": 2}, "a": 1})
+    assert params_digest({"a": 1}) != params_digest({"a": 2})
+
+
+def _git_repo(root: Path) -> Path:
+    root.mkdir()
+    sh(["git", "init", "-q"], root)
+    dvc_yaml = {
+        "stages": {
+            "train": {
+                "foreach": [0, 1],
+                "do": {"cmd": "x", "outs": ["build/train/it${item}"],
+                       "metrics": [{"metrics/train/it${item}.json": {"cache": False}}]},
+            }
+        }
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    (root / "metrics" / "train").mkdir(parents=True)
+    (root / "metrics" / "train" / "it0.json").write_text("{}")
+    (root / "params.yaml").write_text("a: 1\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "init"], root)
+    return root
+
+
+def test_dirty_files_ignore_pipeline_outputs_but_not_params(tmp_path):
+    root = _git_repo(tmp_path / "repo")
+    assert "metrics/train/it*.json" in declared_outputs(root)
+    (root / "metrics" / "train" / "it0.json").write_text('{"auc": 1}')
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert dirty_files(root) == []
+    (root / "params.yaml").write_text("a: 2\n")
+    assert dirty_files(root) == ["params.yaml"]
+
+
+def test_project_root_sees_through_dvc_temp_workspaces(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    temp = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    temp.mkdir(parents=True)
+    assert project_root(temp) == tmp_path / "proj"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert project_root(temp) == tmp_path.resolve()
+
+
+def test_stage_run_disabled_records_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'never.db'}")
+    with stage_run("train", {"a": 1}, {"enabled": False}) as run:
+        assert isinstance(run, NullRun) and run.run_id is None
+        run.log_metrics({"x": 1.0})
+        run.log_onnx(tmp_path / "missing.onnx")
+    assert not (tmp_path / "never.db").exists()
+
+
+def _tiny_onnx(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "tiny", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+
+
+def test_stage_runs_nest_under_parent_with_provenance_steps_and_onnx(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    root = tiny_project(tmp_path / "proj")
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.chdir(root)
+    for var in ("DVC_ROOT", "DVC_STAGE", "MLFLOW_PARENT_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-wren")
+    tracking = {"enabled": True, "experiment": "unit"}
+    params = {"train": {"loop": {"epochs": 2}, "mels": ["mel128"]}}
+    _tiny_onnx(tmp_path / "ens.onnx")
+    (tmp_path / "submission.csv").write_text("row_id,a\nx_5,0.5\n")
+
+    with parent_run("dvc repro", tracking, {"dvc_command": "dvc repro"}) as parent:
+        monkeypatch.setenv("MLFLOW_PARENT_RUN_ID", parent.run_id)
+        monkeypatch.setenv("DVC_STAGE", "export")
+        with stage_run("ignored-name", params, tracking) as run:
+            for epoch, loss in enumerate([0.9, 0.5], start=1):
+                run.log_metrics({"train_loss": loss, "bad": float("nan"), "flag": True}, step=epoch)
+            run.log_onnx(tmp_path / "ens.onnx", name="ensemble")
+            run.log_artifact(tmp_path / "submission.csv")
+        child_id = run.run_id
+        monkeypatch.setenv("DVC_STAGE", "infer")
+        with pytest.raises(RuntimeError), stage_run("infer", {}, tracking) as failing:
+            raise RuntimeError("boom")
+
+    client = MlflowClient(tracking_uri=store)
+    child = client.get_run(child_id)
+    tags = child.data.tags
+    assert tags["mlflow.parentRunId"] == parent.run_id
+    assert tags["git_commit"] == head(root)
+    assert tags["git_dirty"] == "false"
+    assert tags["dvc_stage"] == "export" and child.info.run_name == "export"
+    assert tags["dvc_exp_name"] == "brave-wren"
+    assert tags["params_digest"] == params_digest(params)
+    assert tags["data_md5"] == data_hash(root) and tags["data_md5"].endswith(".dir")
+    assert child.data.params == {"train.loop.epochs": "2", "train.mels": '["mel128"]'}
+    history = client.get_metric_history(child_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.5)]
+    assert "bad" not in child.data.metrics and "flag" not in child.data.metrics
+    import mlflow.onnx
+
+    model = mlflow.onnx.load_model(f"runs:/{child_id}/ensemble")
+    assert model.graph.node[0].op_type == "Sigmoid"
+    assert "submission.csv" in [a.path for a in client.list_artifacts(child_id)]
+    assert client.get_run(failing.run_id).info.status == "FAILED"
+    assert client.get_run(parent.run_id).data.tags["dvc_stage"] == "pipeline"
+
+    # The ledger attaches a leaderboard score to the newest infer run of a commit; unknown commits find nothing.
+    assert log_on_commit_run(head(root), {"lb_public": 0.81}, {"lb_note": "first"}) == failing.run_id
+    assert client.get_run(failing.run_id).data.metrics["lb_public"] == 0.81
+    assert log_on_commit_run("0" * 40, {"lb_public": 0.5}) is None
+
+
+def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow server exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {seconds} s")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with a sqlite store in tmp_path; stopped afterwards."""
+    import os
+    import signal
+
+    from track_fixtures import VENV_BIN, env
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        cwd=tmp_path, env=env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+
+
+@pytest.mark.integration
+def test_birdclef_repro_makes_one_parent_and_a_child_per_stage_on_a_server(tmp_path, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    root = tiny_project(tmp_path / "proj", tracking=True, experiment="tiny")
+    uri = {"MLFLOW_TRACKING_URI": mlflow_server}
+    sh(["python", "-m", "birdclef.cli", "repro"], root, uri)
+    sh(["python", "-m", "birdclef.cli", "repro", "--exp", "-S", "train.epochs=4", "-n", "four"], root, uri)
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if r.data.tags.get("dvc_stage") == "pipeline"]
+    assert len(parents) == 2 and len(runs) == 5
+    children = {p.info.run_id: [] for p in parents}
+    for r in runs:
+        if r.data.tags.get("dvc_stage") != "pipeline":
+            children[r.data.tags["mlflow.parentRunId"]].append(r)
+    first, second = (children[p.info.run_id] for p in parents)
+    commit = head(root)
+    assert sorted(r.data.tags["dvc_stage"] for r in first) == ["prepare", "train"]
+    assert all(r.data.tags["git_commit"] == commit and r.data.tags["git_dirty"] == "false" for r in first)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    # The experiment reruns only `train`, with the -S override applied (params.yaml differs from the commit).
+    [train] = second
+    assert train.data.tags["dvc_exp_name"] == "four" and train.data.tags["git_dirty"] == "true"
+    assert train.data.params["train.epochs"] == "4"
+    steps = [m.step for m in client.get_metric_history(train.info.run_id, "val_auc")]
+    assert sorted(steps) == [0, 1, 2, 3, 4]  # four epochs, then the final value at step 0
+    assert parents[1].data.tags["dvc_exp_name"] == "four"
+    assert parents[0].data.tags["git_commit"] == commit
