@@ -1,0 +1,156 @@
+"""Inference speed and memory benchmark: one SED member end to end, ONNX vs torch, N-member ensembles, peak RSS.
+
+Prints one JSON object (times are medians of ``--repeats`` runs, after one warm-up):
+- ``e2e_ms_per_min_{torch,onnxruntime}``: decode (ogg) + mel + model + post-processing of one 60-s soundscape
+  with ``--threads`` intra-op threads (goal <= 150 ms on 2 cores with onnxruntime); ``decode_ms_per_min`` alone;
+- ``ort_speedup``: torch eager / onnxruntime model time (mel + model, decode excluded; goal >= 2.5);
+- ``ensemble_ms_per_min_n<N>``: N members sharing one mel config (one front end, N bodies) end to end;
+- ``rss_mb_<n>_files``, ``seconds_per_soundscape_minute_<n>_files``, ``projected_kaggle_minutes_<n>_files``:
+  ``runner.infer`` over n generated 60-s noise soundscapes (files are hard links to a few distinct ones) in a
+  fresh process with ``--workers`` workers.
+
+The model has random weights (speed does not depend on them). Run: ``python benchmarks/inference.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import yaml
+
+from birdclef import SAMPLE_RATE
+from birdclef.audio.decode import load_audio
+from birdclef.infer import ensemble, postprocess
+from birdclef.infer.backends import ExportedEnsemble, TorchPredictor, read_spec
+from birdclef.infer.export import export_ensemble
+from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT
+from birdclef.infer.windows import predict_file
+from birdclef.models import create_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: sessions, allocator, page cache
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(1000 * statistics.median(times), 1)
+
+
+def noise_soundscape(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    wave = 0.05 * rng.normal(size=60 * SAMPLE_RATE)
+    t = np.arange(wave.size) / SAMPLE_RATE
+    wave += 0.1 * np.sin(2 * np.pi * (2000 + 500 * seed) * t) * (np.sin(2 * np.pi * 0.2 * t) > 0.5)
+    sf.write(path, wave.astype(np.float32), SAMPLE_RATE, format="OGG")
+
+
+def end_to_end(predictors, path: Path, post: dict, batch_size: int):
+    def run() -> None:
+        wave = load_audio(path)
+        outs = [predict_file(p, wave, batch_size=batch_size)[0] for p in predictors]
+        scores = ensemble.combine(outs, [1.0] * len(outs), [str(i) for i in range(outs[0].shape[1])])
+        postprocess.apply_file(scores, post)
+
+    return run
+
+
+def rss_run(files_dir: Path, spec_path: Path, export_dir: Path, workers: int) -> dict:
+    # A fresh process, so its peak RSS is the inference's own.
+    code = (
+        "import json, sys\n"
+        "from birdclef.infer.runner import infer, list_soundscapes, load_spec, ExportFactory\n"
+        f"spec = load_spec({str(spec_path)!r})\n"
+        f"files = list_soundscapes({str(files_dir)!r})\n"
+        f"preds, _ = infer(spec, files, ExportFactory({str(export_dir)!r}, 'onnxruntime'), workers={workers},"
+        " threads=1)\n"
+        "print(json.dumps(preds.speed()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    ap.add_argument("--model", default="sed_mnv3", help="a params.yaml `models` entry")
+    ap.add_argument("--classes", type=int, default=206)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--members", default="1,3,6")
+    ap.add_argument("--rss-files", default="50,700", help="comma-separated soundscape counts; empty to skip")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    params = yaml.safe_load(args.params.read_text())
+    model_cfg = dict(params["models"][args.model])
+    mel = params["mels"][model_cfg.pop("mel")]
+    post = postprocess.resolve(params.get("ensemble", {}).get("postprocess"))
+    batch = int(params.get("ensemble", {}).get("predict", {}).get("batch_size", 16))
+    torch.set_num_threads(args.threads)
+    result: dict = {"model": args.model, "classes": args.classes, "threads": args.threads, "repeats": args.repeats,
+                    "cpu_count": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        classes = [f"sp{i:03d}" for i in range(args.classes)]
+        torch.manual_seed(0)
+        model = create_model(model_cfg, args.classes, mel).eval()
+        save_checkpoint(tmp / "model.pt", model, {"classes": classes})
+        members = [{"name": "m0", "checkpoint": str(tmp / "model.pt"), "weight": 1.0, "classes": None}]
+        export_ensemble(members, tmp / "export", {"fused": False, "threads": args.threads, "bench_repeats": 1})
+        for seed in range(5):
+            noise_soundscape(tmp / f"noise_{seed}.ogg", seed)
+        path = tmp / "noise_0.ogg"
+
+        torch_pred = TorchPredictor(model, args.threads)
+        ort_pred = ExportedEnsemble(tmp / "export", "onnxruntime", args.threads).predictors()["m0"]
+        wave = load_audio(path)
+        result["decode_ms_per_min"] = median_ms(lambda: load_audio(path), args.repeats)
+        for name, pred in (("torch", torch_pred), ("onnxruntime", ort_pred)):
+            result[f"model_ms_per_min_{name}"] = median_ms(lambda p=pred: predict_file(p, wave, batch_size=batch),
+                                                           args.repeats)  # fmt: skip
+            result[f"e2e_ms_per_min_{name}"] = median_ms(end_to_end([pred], path, post, batch), args.repeats)
+        result["ort_speedup"] = round(result["model_ms_per_min_torch"] / result["model_ms_per_min_onnxruntime"], 2)
+
+        # N members on one mel config: the same body graph N times behind one shared front end.
+        spec = read_spec(tmp / "export")
+        for n in (int(x) for x in args.members.split(",") if x):
+            spec_n = {**spec, "members": [{**spec["members"][0], "name": f"m{i}"} for i in range(n)]}
+            (tmp / "export" / "export_spec.json").write_text(json.dumps(spec_n))
+            preds = list(ExportedEnsemble(tmp / "export", "onnxruntime", args.threads).predictors().values())
+            result[f"ensemble_ms_per_min_n{n}"] = median_ms(end_to_end(preds, path, post, batch), args.repeats)
+        (tmp / "export" / "export_spec.json").write_text(json.dumps(spec))
+
+        predict = dict(PREDICT_DEFAULTS, batch_size=batch)
+        ens_spec = {"format": SPEC_FORMAT, "classes": classes, "members": members, "combination": "mean",
+                    "postprocess": post, "predict": predict, "file_seconds": 60}  # fmt: skip
+        (tmp / "spec.json").write_text(json.dumps(ens_spec))
+        for n in (int(x) for x in args.rss_files.split(",") if x):
+            folder = tmp / f"ss_{n}"
+            folder.mkdir()
+            for i in range(n):
+                os.link(tmp / f"noise_{i % 5}.ogg", folder / f"S{i:04d}.ogg")
+            speed = rss_run(folder, tmp / "spec.json", tmp / "export", args.workers)
+            result[f"rss_mb_{n}_files"] = speed["peak_rss_mb"]
+            result[f"seconds_per_soundscape_minute_{n}_files"] = speed["seconds_per_soundscape_minute"]
+            result[f"projected_kaggle_minutes_{n}_files"] = speed["projected_kaggle_minutes"]
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
