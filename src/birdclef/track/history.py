@@ -79,14 +79,23 @@ class Revision:
             return None
 
     def glob(self, pattern: str) -> list[str]:
-        """Paths matching a glob (``*`` may cross folders), in natural order (it2 before it10)."""
-        if self._tree is None:
-            if self.rev == WORKSPACE:
-                listing = _git(self.repo, "ls-files", "--cached", "--others", "--exclude-standard")
-                self._tree = [p for p in listing.splitlines() if (self.repo / p).is_file()]
-            else:
+        """Files matching a glob whose ``*`` stays within one folder, in natural order (it2 before it10).
+
+        In the workspace this sees untracked and git-ignored files too (DVC outputs such as build/).
+        """
+        if self.rev == WORKSPACE:
+            found = [p.relative_to(self.repo).as_posix() for p in self.repo.glob(pattern) if p.is_file()]
+        else:
+            if self._tree is None:
                 self._tree = _git(self.repo, "ls-tree", "-r", "--name-only", self.sha).splitlines()
-        return sorted((p for p in self._tree if fnmatch.fnmatch(p, pattern)), key=natural_key)
+            found = [p for p in self._tree if match_path(p, pattern)]
+        return sorted(found, key=natural_key)
+
+
+def match_path(path: str, pattern: str) -> bool:
+    """Glob match folder by folder (``*`` never crosses ``/``), like :meth:`pathlib.Path.glob`."""
+    parts, pats = path.split("/"), pattern.split("/")
+    return len(parts) == len(pats) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, pats, strict=True))
 
 
 def natural_key(text: str) -> list[Any]:
