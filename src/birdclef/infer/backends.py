@@ -205,6 +205,18 @@ def read_spec(export_dir: PathLike) -> dict[str, Any]:
     return spec
 
 
+def ensemble_spec(export_spec: dict[str, Any]) -> dict[str, Any]:
+    """The ensemble spec embedded at export (members, combination, postprocess, predict, file_seconds), with
+    defaults for an export made without one: every member, weighted mean, default chunking, 60-s files."""
+    spec = dict(export_spec.get("ensemble") or {})
+    spec.setdefault("members", export_spec["members"])
+    spec.setdefault("classes", export_spec["classes"])
+    spec.setdefault("combination", "mean")
+    spec.setdefault("predict", {})
+    spec.setdefault("file_seconds", 60.0)
+    return spec
+
+
 class ExportedEnsemble:
     """The members of an export folder on one ONNX backend; each mel config's front end runs once per batch.
 
@@ -237,6 +249,11 @@ class ExportedEnsemble:
         self._bodies = {m["name"]: load_graph(backend, self.root / m["body"], threads) for m in self.members}
         self._cache: dict[str, OrderedDict[tuple, np.ndarray]] = {name: OrderedDict() for name in self._frontends}
         self._cache_batches = int(cache_batches)
+
+    @property
+    def ensemble_spec(self) -> dict[str, Any]:
+        """See ``ensemble_spec``."""
+        return ensemble_spec(self.spec)
 
     def mels(self, wave: np.ndarray) -> dict[str, np.ndarray]:
         """Every front end on one batch: {mel name: (B, ch, n_mels, frames)}."""

@@ -151,9 +151,7 @@ def export_graph(
 def export_frontend(cfg: MelConfig, path: str | os.PathLike[str], opset: int = DEFAULTS["opset"]) -> Path:
     """Export the mel front end of ``cfg``: ``wave (B, samples) -> mel (B, ch, n_mels, frames)``."""
     example = torch.from_numpy(synthetic_audio(2, seed=1))
-    return export_graph(
-        exportable_frontend(MelFrontEnd(cfg)), example, path, "wave", ["mel"], (0, 1), opset
-    )
+    return export_graph(exportable_frontend(MelFrontEnd(cfg)), example, path, "wave", ["mel"], (0, 1), opset)
 
 
 def export_body(model: nn.Module, path: str | os.PathLike[str], opset: int = DEFAULTS["opset"]) -> Path:

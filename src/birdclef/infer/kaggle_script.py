@@ -32,7 +32,8 @@ import pandas as pd
 import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+if (HERE / "birdclef_bundle").is_dir():
+    sys.path.insert(0, str(HERE))
 try:
     from birdclef_bundle import backends, ensemble, postprocess, windows  # the bundle layout
 except ImportError:  # run from the repository
@@ -62,7 +63,7 @@ class MemberRunner:
 
     def __init__(self, model_dir: Path, backend: str | None, threads: int) -> None:
         self.ensemble = backends.ExportedEnsemble(model_dir, backend, threads)
-        spec = self.spec = ensemble_spec(self.ensemble.spec)
+        spec = self.spec = self.ensemble.ensemble_spec
         self.post = spec.get("postprocess")
         predictors = self.ensemble.predictors()
         self.members = []
@@ -79,17 +80,6 @@ class MemberRunner:
             windows.predict_file(predict, wave, n_windows=n_windows, frame_transform=self.frame_transform, **cfg)[0]
             for predict, cfg in self.members
         ]
-
-
-def ensemble_spec(export_spec: dict[str, Any]) -> dict[str, Any]:
-    """The ensemble spec embedded in the export spec, with defaults for an export made without one."""
-    spec = dict(export_spec.get("ensemble") or {})
-    spec.setdefault("members", export_spec["members"])
-    spec.setdefault("classes", export_spec["classes"])
-    spec.setdefault("combination", "mean")
-    spec.setdefault("predict", {})
-    spec.setdefault("file_seconds", 60.0)
-    return spec
 
 
 _WORKER: dict[str, Any] = {}
@@ -119,13 +109,14 @@ def predict_folder(
     on_error: str = "fallback",
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, str]]:
     """Predict every file; return (ensemble spec, (len(files) * n_windows, C) final scores, failures)."""
-    spec = ensemble_spec(backends.read_spec(model_dir))
+    spec = backends.ensemble_spec(backends.read_spec(model_dir))
     n_windows = windows.n_windows_for(round(float(spec["file_seconds"]) * windows.SAMPLE_RATE))
     jobs = [(str(f), n_windows, on_error) for f in files]
     if workers <= 1:
         _init_worker(model_dir, backend, threads)
         outcomes = [_predict_one(job) for job in jobs]
     else:
+        # Sessions are built inside each worker after the fork: no runtime thread pool crosses it.
         with mp.get_context("fork").Pool(workers, _init_worker, (model_dir, backend, threads)) as pool:
             outcomes = list(pool.imap(_predict_one, jobs, chunksize=1))
     failed = {Path(f).stem: err for f, (_, err) in zip(files, outcomes, strict=True) if err is not None}

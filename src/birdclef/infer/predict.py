@@ -1,0 +1,256 @@
+"""`birdclef predict`: per-window species scores of any recordings, as CSV tables and Raven selection tables."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from birdclef import SAMPLE_RATE, WINDOW_SECONDS
+from birdclef.audio.decode import AudioError, load_audio
+from birdclef.infer import ensemble, postprocess
+from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble, Predictor, TorchPredictor
+from birdclef.infer.runner import AUDIO_SUFFIXES, member_predict_cfg
+from birdclef.infer.windows import predict_file
+from birdclef.io import write_csv
+
+log = logging.getLogger(__name__)
+
+RAVEN_COLUMNS = (
+    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
+    "Species", "Confidence",
+)  # fmt: skip
+_MIN_TAIL_S = 0.1
+CSV_SUFFIX = ".csv"
+RAVEN_SUFFIX = ".selections.txt"
+
+
+class Scorer:
+    """Ensemble window scores for one recording of any length: (n_windows, C) probabilities.
+
+    Members are combined by the weighted mean of probabilities whatever the ensemble's ``combination`` (min-max
+    and rank scaling are relative to a whole test set, meaningless for one file); member-level TTA applies, and
+    the file-level steps (smoothing, boosts) only with ``file_postprocess`` (boosts rescale scores per file).
+
+    Args:
+        model: an export folder, a bundle (its ``model/`` folder is used) or a checkpoint file (``.pt``, torch).
+        backend: ``onnxruntime`` / ``openvino`` for exports (default: the export's choice); ignored for a
+            checkpoint.
+        threads: intra-op threads.
+        file_postprocess: apply the ensemble's file-level post-processing.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        backend: str | None = None,
+        threads: int = 1,
+        file_postprocess: bool = False,
+    ) -> None:
+        model = Path(model)
+        if model.is_file():
+            self._from_checkpoint(model, threads)
+        else:
+            folder = model / "model" if (model / "model" / SPEC_FILE).is_file() else model
+            exported = ExportedEnsemble(folder, backend, threads)
+            spec = exported.ensemble_spec
+            self.classes = list(spec["classes"])
+            self.members = spec["members"]
+            predictors: dict[str, Predictor] = exported.predictors()
+            self.post = spec.get("postprocess")
+            self.counts = None if spec.get("class_counts") is None else np.asarray(spec["class_counts"], float)
+            self.freq_range = (
+                min(m["config"].get("fmin", 0.0) for m in exported.spec["mels"].values()),
+                max(m["config"].get("fmax", SAMPLE_RATE / 2) for m in exported.spec["mels"].values()),
+            )
+            chunking = [member_predict_cfg(m, spec["predict"]) for m in self.members]
+            wrapped = [postprocess.wrap_predictor(predictors[m["name"]], self.post) for m in self.members]
+            self._runs = list(zip(wrapped, chunking, strict=True))
+        self.file_postprocess = file_postprocess
+        self._frame_transform = postprocess.frame_transform(self.post)
+
+    def _from_checkpoint(self, path: Path, threads: int) -> None:
+        predictor = TorchPredictor(path, threads)
+        model = predictor.wrapper.model
+        self.classes = list(model.classes or [str(i) for i in range(model.num_classes)])
+        self.members = [{"name": path.stem, "weight": 1.0, "classes": None}]
+        self.post, self.counts = None, None
+        self.freq_range = (model.mel_cfg.fmin, model.mel_cfg.fmax)
+        self._runs = [(predictor, member_predict_cfg(self.members[0]))]
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        """Args: wave (samples,) float32 mono at 32 kHz. Returns: (n_windows, C) float32 scores.
+
+        Windows cover the whole recording (the last one zero-padded), unlike Kaggle's rounding to the nearest
+        window, which would drop up to 2.5 s of a recording's tail; a tail under 0.1 s is dropped.
+        """
+        n_windows = max(1, math.ceil((wave.shape[0] / SAMPLE_RATE - _MIN_TAIL_S) / WINDOW_SECONDS))
+        preds = [
+            predict_file(p, wave, n_windows=n_windows, frame_transform=self._frame_transform, **cfg)[0]
+            for p, cfg in self._runs
+        ]
+        weights = [m["weight"] for m in self.members]
+        scores = ensemble.combine(preds, weights, self.classes, [m["classes"] for m in self.members], "mean")
+        if self.file_postprocess:
+            scores = postprocess.apply_file(scores, self.post, self.counts)
+        return scores
+
+
+def find_audio(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+    """(audio file, output stem) pairs: files as given, folders searched recursively for wav/flac/ogg/mp3.
+
+    A folder's files keep their relative path in the output stem, so same-named files in sub-folders do not
+    collide.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: two inputs would write the same outputs.
+    """
+    found: list[tuple[Path, Path]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            found += [(f, f.relative_to(path).with_suffix("")) for f in files]
+        elif path.is_file():
+            found.append((path, Path(path.stem)))
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    seen: dict[Path, Path] = {}
+    for file, stem in found:
+        if stem in seen and seen[stem] != file:
+            raise ValueError(f"{seen[stem]} and {file} would both write {stem}{CSV_SUFFIX}; predict them separately")
+        seen[stem] = file
+    return list(dict.fromkeys(found))
+
+
+def window_table(
+    label: str, scores: np.ndarray, classes: Sequence[str], duration_s: float, top_k: int = 3, all_columns: bool = False
+) -> pd.DataFrame:
+    """Per-window rows: ``file, start, end`` (seconds) then the top-k ``species_i, prob_i`` or every class column."""
+    n = scores.shape[0]
+    starts = np.arange(n, dtype=float) * WINDOW_SECONDS
+    table = pd.DataFrame({"file": label, "start": starts, "end": np.minimum(starts + WINDOW_SECONDS, duration_s)})
+    if all_columns:
+        return pd.concat([table, pd.DataFrame(scores, columns=list(classes))], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, : max(1, min(top_k, len(classes)))]
+    names = np.asarray(classes, dtype=object)
+    for k in range(order.shape[1]):
+        table[f"species_{k + 1}"] = names[order[:, k]]
+        table[f"prob_{k + 1}"] = scores[np.arange(n), order[:, k]]
+    return table
+
+
+def raven_table(
+    scores: np.ndarray, classes: Sequence[str], duration_s: float, threshold: float, freq_range: tuple[float, float]
+) -> pd.DataFrame:
+    """A Raven selection table: one selection per (window, species) scoring at least ``threshold``."""
+    rows, cols = np.nonzero(scores >= threshold)
+    starts = rows * float(WINDOW_SECONDS)
+    table = pd.DataFrame(
+        {
+            "Begin Time (s)": starts,
+            "End Time (s)": np.minimum(starts + WINDOW_SECONDS, duration_s),
+            "Species": [classes[c] for c in cols],
+            "Confidence": scores[rows, cols].round(4),
+        }
+    ).sort_values(["Begin Time (s)", "Confidence"], ascending=[True, False], kind="stable")
+    table.insert(0, "Selection", np.arange(1, len(table) + 1))
+    table.insert(1, "View", "Spectrogram 1")
+    table.insert(2, "Channel", 1)
+    table.insert(5, "Low Freq (Hz)", float(freq_range[0]))
+    table.insert(6, "High Freq (Hz)", float(freq_range[1]))
+    return table[list(RAVEN_COLUMNS)]
+
+
+@dataclass
+class PredictReport:
+    """What a ``predict_paths`` call did: files written, skipped (outputs existed) and failed (with reasons)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)
+
+
+def predict_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    scorer: Scorer,
+    out: str | os.PathLike[str],
+    top_k: int = 3,
+    threshold: float = 0.5,
+    all_columns: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> PredictReport:
+    """Score every recording and write ``<out>/<stem>.csv`` and ``<out>/<stem>.selections.txt`` per file.
+
+    Each file's outputs are written atomically as soon as it is done, so an interruption keeps the finished
+    files; files whose outputs exist are skipped unless ``overwrite``. A file that cannot be decoded or scored
+    is logged and recorded in the report; the others go on.
+    """
+    out = Path(out)
+    report = PredictReport()
+    disable = None if progress is None else not progress  # None: a bar only on a terminal
+    for file, stem in tqdm(find_audio(paths), desc="predict", unit="file", disable=disable):
+        csv_path, raven_path = out / f"{stem}{CSV_SUFFIX}", out / f"{stem}{RAVEN_SUFFIX}"
+        if not overwrite and csv_path.is_file() and raven_path.is_file():
+            report.skipped.append(file)
+            continue
+        try:
+            wave = load_audio(file)
+            scores = scorer(wave)
+        except (AudioError, ValueError, RuntimeError) as err:
+            log.error("%s: skipped: %s", file, err)
+            report.failed[file] = str(err)
+            continue
+        duration = wave.shape[0] / SAMPLE_RATE
+        table = window_table(str(file), scores, scorer.classes, duration, top_k, all_columns)
+        write_csv(table, csv_path, float_format="%.5f")
+        # Written last: a file counts as done only when both tables exist.
+        write_csv(raven_table(scores, scorer.classes, duration, threshold, scorer.freq_range), raven_path, sep="\t")
+        report.written.append(file)
+    return report
+
+
+@click.command("predict")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model", "--bundle", "model", type=click.Path(exists=True, path_type=Path), default=Path("build/export"),
+    show_default=True, help="export folder, Kaggle bundle, or a checkpoint (.pt, runs on torch)",
+)  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("predictions"), show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="species per window in the CSV")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Raven table cut-off")
+@click.option("--all-columns", is_flag=True, help="CSV with one column per species instead of the top k")
+@click.option("--overwrite", is_flag=True, help="redo files whose outputs exist")
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default=None, help="default: the export's")
+@click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="all cores")
+@click.option("--file-postprocess", is_flag=True, help="also smooth/boost over each file's windows, as on Kaggle")
+def predict_command(
+    paths: tuple[Path, ...], model: Path, out: Path, top_k: int, threshold: float, all_columns: bool,
+    overwrite: bool, backend: str | None, threads: int, file_postprocess: bool,
+) -> None:  # fmt: skip
+    """Score recordings (files or folders of wav/flac/ogg/mp3, any sample rate, mono or stereo) per 5-s window.
+
+    Writes OUT/<name>.csv (file, start, end, top-k species and probabilities) and OUT/<name>.selections.txt
+    (a Raven selection table of the species at or above --threshold). Files already done are skipped; a file
+    that cannot be read is reported and the others are processed (exit status 1 if any failed).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    scorer = Scorer(model, backend, threads, file_postprocess)
+    report = predict_paths(paths, scorer, out, top_k, threshold, all_columns, overwrite)
+    written, skipped, failed = len(report.written), len(report.skipped), len(report.failed)
+    click.echo(f"{written} written, {skipped} skipped (done before), {failed} failed")
+    for file, reason in report.failed.items():
+        click.echo(f"  failed: {file}: {reason}", err=True)
+    if report.failed:
+        sys.exit(1)

@@ -1,0 +1,153 @@
+"""Tests for `birdclef predict`: inputs, per-window CSV and Raven tables, skip/resume, corrupt files, real audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from export_fixtures import CLASSES, SR, exported, soundscape
+
+from birdclef.infer.bundle import build_bundle
+from birdclef.infer.predict import (
+    RAVEN_COLUMNS,
+    Scorer,
+    find_audio,
+    predict_command,
+    predict_paths,
+    raven_table,
+    window_table,
+)
+
+REAL_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "real-audio"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return exported(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def scorer(built):
+    return Scorer(built["export"], backend="onnxruntime", threads=1)
+
+
+@pytest.fixture
+def recordings(tmp_path: Path) -> Path:
+    """A 60-s mono wav at 32 kHz, a stereo 12-s flac at 44.1 kHz in a sub-folder, a 3-s ogg at 22.05 kHz, junk."""
+    folder = tmp_path / "recordings"
+    (folder / "site_b").mkdir(parents=True)
+    sf.write(folder / "dawn.wav", soundscape(60, 0), SR)
+    sf.write(folder / "site_b" / "dusk.flac", soundscape(12, 1, sr=44_100, channels=2), 44_100)
+    sf.write(folder / "short.ogg", soundscape(3, 2, sr=22_050), 22_050)
+    (folder / "broken.mp3").write_bytes(b"ID3 but nothing after")
+    (folder / "notes.txt").write_text("not audio")
+    return folder
+
+
+def test_find_audio_walks_folders_and_keeps_sub_folder_names(recordings: Path, tmp_path: Path):
+    found = find_audio([recordings])
+    assert [str(stem) for _, stem in found] == ["broken", "dawn", "short", "site_b/dusk"]
+    assert find_audio([recordings / "dawn.wav"]) == [(recordings / "dawn.wav", Path("dawn"))]
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "dawn.wav", soundscape(5, 3), SR)
+    with pytest.raises(ValueError, match="dawn.csv"):
+        find_audio([recordings / "dawn.wav", other / "dawn.wav"])
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        find_audio([tmp_path / "nowhere"])
+
+
+def test_window_table_lists_the_top_k_species_or_every_column():
+    scores = np.array([[0.1, 0.7, 0.2, 0.0], [0.9, 0.05, 0.3, 0.6]], dtype=np.float32)
+    top = window_table("a.wav", scores, CLASSES, duration_s=8.0, top_k=2)
+    assert list(top.columns) == ["file", "start", "end", "species_1", "prob_1", "species_2", "prob_2"]
+    assert top["end"].tolist() == [5.0, 8.0]  # the last window ends with the file
+    assert top[["species_1", "species_2"]].values.tolist() == [["sp_b", "frog1"], ["sp_a", "ins1"]]
+    assert top["prob_1"].tolist() == pytest.approx([0.7, 0.9])
+    wide = window_table("a.wav", scores, CLASSES, 10.0, all_columns=True)
+    assert list(wide.columns) == ["file", "start", "end", *CLASSES]
+    np.testing.assert_allclose(wide[CLASSES].to_numpy(), scores)
+
+
+def test_raven_table_has_one_selection_per_window_and_species_over_the_threshold():
+    scores = np.array([[0.1, 0.7, 0.8, 0.0], [0.9, 0.05, 0.3, 0.5]], dtype=np.float32)
+    table = raven_table(scores, CLASSES, duration_s=7.5, threshold=0.5, freq_range=(40.0, 15_000.0))
+    assert tuple(table.columns) == RAVEN_COLUMNS
+    assert table["Selection"].tolist() == [1, 2, 3, 4]
+    assert table["Species"].tolist() == ["frog1", "sp_b", "sp_a", "ins1"]  # by time, then confidence
+    assert table["Begin Time (s)"].tolist() == [0.0, 0.0, 5.0, 5.0]
+    assert table["End Time (s)"].tolist() == [5.0, 5.0, 7.5, 7.5]
+    assert set(table["View"]) == {"Spectrogram 1"} and set(table["Low Freq (Hz)"]) == {40.0}
+    assert raven_table(scores, CLASSES, 10.0, 0.95, (0.0, 1.0)).empty
+
+
+def test_predict_writes_tables_per_file_skips_done_files_and_reports_a_corrupt_one(
+    scorer: Scorer, recordings: Path, tmp_path: Path
+):
+    out = tmp_path / "out"
+    report = predict_paths([recordings], scorer, out, top_k=2, threshold=0.0, progress=False)
+    assert sorted(p.name for p in report.written) == ["dawn.wav", "dusk.flac", "short.ogg"]
+    assert list(report.failed) == [recordings / "broken.mp3"]
+    dawn = pd.read_csv(out / "dawn.csv")
+    assert len(dawn) == 12 and dawn["start"].tolist()[:2] == [0.0, 5.0] and dawn["file"][0].endswith("dawn.wav")
+    assert pd.read_csv(out / "site_b" / "dusk.csv")["end"].tolist() == [5.0, 10.0, 12.0]
+    assert len(pd.read_csv(out / "short.csv")) == 1
+    raven = pd.read_csv(out / "dawn.selections.txt", sep="\t")
+    assert tuple(raven.columns) == RAVEN_COLUMNS and len(raven) == 12 * len(CLASSES)  # threshold 0: all
+    assert raven["Confidence"].between(0, 1).all() and set(raven["Species"]) == set(CLASSES)
+    assert not (out / "broken.csv").exists()
+
+    again = predict_paths([recordings], scorer, out, progress=False)
+    assert len(again.skipped) == 3 and not again.written
+    (out / "short.selections.txt").unlink()  # half-done file: redone
+    assert [p.name for p in predict_paths([recordings], scorer, out, progress=False).written] == ["short.ogg"]
+    assert len(predict_paths([recordings], scorer, out, overwrite=True, progress=False).written) == 3
+
+
+def test_an_interrupted_run_keeps_finished_files_and_resumes(scorer: Scorer, recordings: Path, tmp_path: Path):
+    class Interrupting:
+        classes, freq_range, calls = scorer.classes, scorer.freq_range, 0
+
+        def __call__(self, wave: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return scorer(wave)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict_paths([recordings], Interrupting(), out, progress=False)
+    assert (out / "dawn.csv").is_file() and not (out / "short.csv").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no half-written temporary left
+    resumed = predict_paths([recordings], scorer, out, progress=False)
+    assert [p.name for p in resumed.skipped] == ["dawn.wav"] and len(resumed.written) == 2
+
+
+def test_predict_command_takes_an_export_a_bundle_or_a_checkpoint(built, recordings: Path, tmp_path: Path):
+    bundle = tmp_path / "bundle"
+    build_bundle(built["export"], bundle, tmp_path)
+    checkpoint = built["spec"]["members"][0]["checkpoint"]
+    results = {}
+    for name, model in (("export", built["export"]), ("bundle", bundle), ("torch", checkpoint)):
+        out = tmp_path / name
+        args = [str(recordings), "--model" if name != "bundle" else "--bundle", str(model), "--out", str(out)]
+        result = CliRunner().invoke(predict_command, [*args, "--all-columns", "--threads", "1"])
+        assert result.exit_code == 1 and "broken.mp3" in result.output  # reported, the others are written
+        assert "3 written" in result.output
+        results[name] = pd.read_csv(out / "dawn.csv")[CLASSES].to_numpy()
+    np.testing.assert_allclose(results["export"], results["bundle"], atol=1e-6)
+    assert results["torch"].shape == results["export"].shape
+
+
+@pytest.mark.skipif(not REAL_AUDIO.is_dir(), reason="shared/real-audio is not present")
+def test_predict_runs_over_real_recordings_of_any_rate_and_format(scorer: Scorer, tmp_path: Path):
+    report = predict_paths([REAL_AUDIO], scorer, tmp_path / "out", progress=False)
+    assert not report.failed, report.failed
+    assert any(p.suffix == ".mp3" for p in report.written) and len(report.written) >= 10
+    forest = pd.read_csv(tmp_path / "out" / "opensoundscape_1min_forest.csv")
+    assert len(forest) == 12 and forest["end"].iloc[-1] == pytest.approx(60.0)
+    assert forest["prob_1"].between(0, 1).all()
