@@ -1,0 +1,98 @@
+"""`birdclef ablate`: spec checks, -S arguments, exp show parsing, and a queued ablation on a tiny DVC project."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from track_fixtures import head, sh, tiny_project
+
+from birdclef.track.ablate import AblationSpec, ablate_command, experiments, resolve, set_args
+
+
+def _spec(tmp_path, doc) -> AblationSpec:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return AblationSpec.load(path)
+
+
+def test_spec_defaults_and_errors(tmp_path):
+    spec = _spec(tmp_path, {"name": "loss", "variants": {"bce": {"train.loss.name": "bce"}, "plain": None}})
+    assert spec.baseline == "bce" and spec.variants["plain"] == {} and spec.exp_name("plain") == "loss-plain"
+    with pytest.raises(ValueError, match="baseline 'x' is not one of"):
+        _spec(tmp_path, {"baseline": "x", "variants": {"a": {}}})
+    with pytest.raises(ValueError, match="'bad name' is not a valid experiment name"):
+        _spec(tmp_path, {"variants": {"bad name": {}}})
+    with pytest.raises(ValueError, match="`variants` must map"):
+        _spec(tmp_path, {"variants": []})
+
+
+def test_set_args_keep_types_for_dvc():
+    assert set_args({"a.b": "bce", "c": 2, "d": [1, 2], "e": True}) == [
+        "-S", "a.b=bce", "-S", "c=2", "-S", "d=[1, 2]", "-S", "e=true"
+    ]  # fmt: skip
+
+
+def test_resolve_takes_the_last_matching_file_and_one_word_taxa():
+    metrics = {
+        "metrics/train/it1.json": {"m1": {"soundscape_auc": 0.6, "soundscape_auc_Aves": 0.7},
+                                   "m2": {"soundscape_auc": 0.8, "soundscape_auc_Aves": 0.9}},
+        "metrics/train/it0.json": {"m1": {"soundscape_auc": 0.1}},
+        "metrics/ensemble.json": {"score": 0.5, "score_aves": 0.6, "score_hand_weights": 0.4},
+    }  # fmt: skip
+    value, taxa = resolve(metrics, "metrics/infer.json:score|metrics/train/it*.json:soundscape_auc")
+    assert value == pytest.approx(0.7) and taxa == {"aves": pytest.approx(0.8)}
+    assert resolve(metrics, "metrics/ensemble.json:score") == (0.5, {"aves": 0.6})
+    assert resolve(metrics, "metrics/infer.json:score") == (None, {})
+
+
+def test_experiments_reads_names_metrics_and_errors():
+    stale = {"metrics": {"m.json": {"data": {"score": 0.5}}}}  # DVC shows the baseline's files for a failed run
+    show = [{"rev": "workspace", "experiments": None},
+            {"rev": "abc", "experiments": [
+                {"revs": [{"name": "x-a", "data": {"metrics": {"m.json": {"data": {"score": 1}}}}, "error": None}],
+                 "executor": {"state": "success"}},
+                {"revs": [{"name": "x-a", "data": stale, "error": None}], "executor": {"state": "success"}},
+                {"revs": [{"name": "x-b", "data": stale, "error": {"msg": "Experiment run failed"}}],
+                 "executor": {"state": "failed"}},
+                {"revs": [{"name": "x-c", "data": stale, "error": None}], "executor": {"state": "queued"}}]}]
+    assert experiments(show) == {
+        "x-a": {"metrics": {"m.json": {"score": 1}}, "state": "success", "error": None},
+        "x-b": {"metrics": {}, "state": "failed", "error": "Experiment run failed"},
+        "x-c": {"metrics": {}, "state": "queued", "error": None},
+    }  # fmt: skip
+
+
+def _expected(epochs: int, lr: float) -> tuple[float, float, float]:
+    """The tiny pipeline's train.json formula: (score, score_aves, score_insecta)."""
+    auc = round(0.5 + 0.4 * (1 - 0.5**epochs) * lr, 6)
+    return round(auc - 0.01, 6), round(auc - 0.02, 6), round(auc - 0.05 * lr, 6)
+
+
+@pytest.mark.integration
+def test_ablate_queues_variants_and_tabulates_deltas_per_taxon(tmp_path):
+    root = tiny_project(tmp_path / "proj")
+    sh(["dvc", "repro", "-q"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "results"], root)
+    spec = {
+        "name": "abl",
+        "metric": "metrics/train.json:score",
+        "variants": {"base": {}, "lowlr": {"train.lr": 0.25}, "broken": {"train.epochs": 0}},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "ablation.md"
+    res = CliRunner().invoke(ablate_command, [str(tmp_path / "spec.yaml"), "--repo", str(root), "--out", str(out)],
+                             catch_exceptions=False)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert f"- commit: `{head(root)}` (results)" in text
+    assert "birdclef ablate" in text and "dvc exp run --queue -n abl-lowlr -S train.lr=0.25" in text
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert list(rows)[0] == "variant" and rows["variant"].endswith("| aves | insecta |")
+    base, low = _expected(3, 0.5), _expected(3, 0.25)
+    cells = " | ".join(f"{v:.4f}" for v in base)
+    assert rows["base (baseline)"] == f"| base (baseline) | (committed params) | {cells} |"
+    deltas = [f"{lv:.4f} ({lv - bv:+.4f})" for lv, bv in zip(low, base, strict=True)]
+    assert rows["lowlr"] == f"| lowlr | `train.lr=0.25` | {' | '.join(deltas)} |"
+    assert rows["broken (failed)"].endswith("| n/a | n/a | n/a |")
