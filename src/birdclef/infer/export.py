@@ -55,16 +55,9 @@ class _DftSpectrogram(nn.Module):
 
     def __init__(self, spec: nn.Module, keep: torch.Tensor) -> None:
         super().__init__()
-        unsupported = {
-            "power": (spec.power, 2.0),
-            "normalized": (bool(spec.normalized), False),
-            "center": (spec.center, True),
-            "pad": (spec.pad, 0),
-            "onesided": (spec.onesided, True),
-        }
-        bad = {k: got for k, (got, want) in unsupported.items() if got != want}
-        if bad:
-            raise ValueError(f"cannot export a spectrogram with {bad}: only power 2, centred, one-sided, unpadded")
+        got = (spec.power, bool(spec.normalized), spec.center, spec.pad, spec.onesided)
+        if got != (2.0, False, True, 0, True):
+            raise ValueError(f"cannot export (power, normalized, center, pad, onesided) = {got}; need (2, 0, 1, 0, 1)")
         self.n_fft, self.hop, self.pad_mode = int(spec.n_fft), int(spec.hop_length), spec.pad_mode
         window = torch.zeros(self.n_fft, dtype=torch.float64)
         left = (self.n_fft - spec.window.numel()) // 2  # torch.stft centres a shorter window in the frame

@@ -1,0 +1,1 @@
+"""Inference: windowed prediction, post-processing, ensembling, ONNX export and backends, Kaggle bundle, predict."""
