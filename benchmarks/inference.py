@@ -6,8 +6,8 @@ Prints one JSON object (times are medians of ``--repeats`` runs, after one warm-
 - ``ort_speedup``: torch eager / onnxruntime model time (mel + model, decode excluded; goal >= 2.5);
 - ``ensemble_ms_per_min_n<N>``: N members sharing one mel config (one front end, N bodies) end to end;
 - ``rss_mb_<n>_files``, ``seconds_per_soundscape_minute_<n>_files``, ``projected_kaggle_minutes_<n>_files``:
-  ``runner.infer`` over n generated 60-s noise soundscapes (files are hard links to a few distinct ones) in a
-  fresh process with ``--workers`` workers.
+  ``runner.infer`` over n generated 60-s noise soundscapes in a fresh process with ``--workers`` workers (files
+  are hard links to ``--distinct`` distinct ones: more than a worker's mel cache holds, so none is served from it).
 
 The model has random weights (speed does not depend on them). Run: ``python benchmarks/inference.py``.
 """
@@ -32,7 +32,7 @@ import yaml
 from birdclef import SAMPLE_RATE
 from birdclef.audio.decode import load_audio
 from birdclef.infer import ensemble, postprocess
-from birdclef.infer.backends import ExportedEnsemble, TorchPredictor, read_spec
+from birdclef.infer.backends import ExportedEnsemble, OrtPredictor, TorchPredictor, read_spec
 from birdclef.infer.export import export_ensemble
 from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT
 from birdclef.infer.windows import predict_file
@@ -42,11 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: sessions, allocator, page cache
+    # fn(i) works on the i-th distinct soundscape, so no front-end cache can serve a repeat from the last one.
+    fn(0)  # warm-up: sessions, allocator, page cache
     times = []
-    for _ in range(repeats):
+    for i in range(1, repeats + 1):
         t0 = time.perf_counter()
-        fn()
+        fn(i)
         times.append(time.perf_counter() - t0)
     return round(1000 * statistics.median(times), 1)
 
@@ -59,9 +60,9 @@ def noise_soundscape(path: Path, seed: int) -> None:
     sf.write(path, wave.astype(np.float32), SAMPLE_RATE, format="OGG")
 
 
-def end_to_end(predictors, path: Path, post: dict, batch_size: int):
-    def run() -> None:
-        wave = load_audio(path)
+def end_to_end(predictors, paths: list[Path], post: dict, batch_size: int):
+    def run(i: int) -> None:
+        wave = load_audio(paths[i % len(paths)])
         outs = [predict_file(p, wave, batch_size=batch_size)[0] for p in predictors]
         scores = ensemble.combine(outs, [1.0] * len(outs), [str(i) for i in range(outs[0].shape[1])])
         postprocess.apply_file(scores, post)
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--members", default="1,3,6")
     ap.add_argument("--rss-files", default="50,700", help="comma-separated soundscape counts; empty to skip")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--distinct", type=int, default=40, help="distinct soundscapes (more than a worker's mel cache)")
     args = ap.parse_args()
 
     params = yaml.safe_load(args.params.read_text())
@@ -113,27 +115,31 @@ def main() -> None:
         save_checkpoint(tmp / "model.pt", model, {"classes": classes})
         members = [{"name": "m0", "checkpoint": str(tmp / "model.pt"), "weight": 1.0, "classes": None}]
         export_ensemble(members, tmp / "export", {"fused": False, "threads": args.threads, "bench_repeats": 1})
-        for seed in range(5):
-            noise_soundscape(tmp / f"noise_{seed}.ogg", seed)
-        path = tmp / "noise_0.ogg"
+        paths = [tmp / f"noise_{seed}.ogg" for seed in range(max(args.distinct, args.repeats + 1))]
+        for seed, path in enumerate(paths):
+            noise_soundscape(path, seed)
+        waves = [load_audio(p) for p in paths[: args.repeats + 1]]
 
+        spec = read_spec(tmp / "export")
         torch_pred = TorchPredictor(model, args.threads)
-        ort_pred = ExportedEnsemble(tmp / "export", "onnxruntime", args.threads).predictors()["m0"]
-        wave = load_audio(path)
-        result["decode_ms_per_min"] = median_ms(lambda: load_audio(path), args.repeats)
+        frontend = tmp / "export" / next(iter(spec["mels"].values()))["frontend"]
+        ort_pred = OrtPredictor([frontend, tmp / "export" / spec["members"][0]["body"]], args.threads)
+        result["decode_ms_per_min"] = median_ms(lambda i: load_audio(paths[i]), args.repeats)
         for name, pred in (("torch", torch_pred), ("onnxruntime", ort_pred)):
-            result[f"model_ms_per_min_{name}"] = median_ms(lambda p=pred: predict_file(p, wave, batch_size=batch),
-                                                           args.repeats)  # fmt: skip
-            result[f"e2e_ms_per_min_{name}"] = median_ms(end_to_end([pred], path, post, batch), args.repeats)
+            result[f"model_ms_per_min_{name}"] = median_ms(
+                lambda i, p=pred: predict_file(p, waves[i], batch_size=batch), args.repeats
+            )
+            result[f"e2e_ms_per_min_{name}"] = median_ms(end_to_end([pred], paths, post, batch), args.repeats)
         result["ort_speedup"] = round(result["model_ms_per_min_torch"] / result["model_ms_per_min_onnxruntime"], 2)
 
-        # N members on one mel config: the same body graph N times behind one shared front end.
-        spec = read_spec(tmp / "export")
+        # N members on one mel config: the same body graph N times behind one shared front end (its cache holds
+        # the current batch only, so members 2..N reuse the mel and no repeat reuses the previous file's).
         for n in (int(x) for x in args.members.split(",") if x):
             spec_n = {**spec, "members": [{**spec["members"][0], "name": f"m{i}"} for i in range(n)]}
             (tmp / "export" / "export_spec.json").write_text(json.dumps(spec_n))
-            preds = list(ExportedEnsemble(tmp / "export", "onnxruntime", args.threads).predictors().values())
-            result[f"ensemble_ms_per_min_n{n}"] = median_ms(end_to_end(preds, path, post, batch), args.repeats)
+            ens = ExportedEnsemble(tmp / "export", "onnxruntime", args.threads, cache_batches=1)
+            preds = list(ens.predictors().values())
+            result[f"ensemble_ms_per_min_n{n}"] = median_ms(end_to_end(preds, paths, post, batch), args.repeats)
         (tmp / "export" / "export_spec.json").write_text(json.dumps(spec))
 
         predict = dict(PREDICT_DEFAULTS, batch_size=batch)
@@ -144,7 +150,7 @@ def main() -> None:
             folder = tmp / f"ss_{n}"
             folder.mkdir()
             for i in range(n):
-                os.link(tmp / f"noise_{i % 5}.ogg", folder / f"S{i:04d}.ogg")
+                os.link(paths[i % len(paths)], folder / f"S{i:04d}.ogg")
             speed = rss_run(folder, tmp / "spec.json", tmp / "export", args.workers)
             result[f"rss_mb_{n}_files"] = speed["peak_rss_mb"]
             result[f"seconds_per_soundscape_minute_{n}_files"] = speed["seconds_per_soundscape_minute"]

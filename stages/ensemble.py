@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--taxonomy", type=Path, required=True, help="taxonomy.csv (class_name per species)")
     ap.add_argument("--train-csv", type=Path, required=True, help="train.csv (per-class counts for smoothing)")
     ap.add_argument("--train-dir", type=Path, required=True, help="parent of the it<k>/<model>/model.pt folders")
+    ap.add_argument("--segments", type=Path, default=None, help="clean segment table (fit.source: oof)")
     ap.add_argument("--out", type=Path, required=True, help="output folder: spec.json + member_scores/")
     ap.add_argument("--metrics", type=Path, required=True)
     args = ap.parse_args()
@@ -32,9 +33,9 @@ def main() -> None:
     sample = read_sample(args.sample)
     classes = [c for c in sample.columns if c != "row_id"]
     labels = pd.read_csv(args.labels, dtype={"row_id": str})
-    taxonomy = pd.read_csv(args.taxonomy)
-    class_of = dict(zip(taxonomy["primary_label"].astype(str), taxonomy["class_name"], strict=True))
-    primary = pd.read_csv(args.train_csv, usecols=["primary_label"])["primary_label"].astype(str)
+    taxonomy = pd.read_csv(args.taxonomy, dtype={"primary_label": str})
+    class_of = dict(zip(taxonomy["primary_label"], taxonomy["class_name"], strict=True))
+    primary = pd.read_csv(args.train_csv, usecols=["primary_label"], dtype=str)["primary_label"]
     counts = primary.value_counts().reindex(classes, fill_value=0).to_numpy()
     files = list_soundscapes(args.soundscapes)
     if not files:
@@ -42,7 +43,16 @@ def main() -> None:
 
     with stage_run("ensemble", {"ensemble": cfg}, params.get("tracking")) as run:
         spec, metrics, tables = build_spec(
-            cfg["members"], args.train_dir, files, labels, classes, cfg, torch_factory, class_of, counts
+            cfg["members"],
+            args.train_dir,
+            files,
+            labels,
+            classes,
+            cfg,
+            torch_factory,
+            class_of,
+            counts,
+            pd.read_parquet(args.segments) if args.segments else None,
         )
         with atomic_path(args.out) as out:
             (out / "member_scores").mkdir(parents=True)

@@ -45,7 +45,7 @@ def main() -> None:
         metrics = preds.speed()
         if args.labels is not None:
             labels = pd.read_csv(args.labels, dtype={"row_id": str})
-            taxonomy = pd.read_csv(args.taxonomy) if args.taxonomy else None
+            taxonomy = pd.read_csv(args.taxonomy, dtype={"primary_label": str}) if args.taxonomy else None
             class_of = None if taxonomy is None else dict(zip(taxonomy.primary_label, taxonomy.class_name, strict=True))
             scored = sub[sub["row_id"].isin(set(labels["row_id"]))]
             metrics["n_scored_rows"] = len(scored)

@@ -19,8 +19,8 @@ from birdclef.models import create_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 32_000
-CLASSES = ["sp_a", "sp_b", "frog1", "ins1"]
-TAXA = {"sp_a": "Aves", "sp_b": "Aves", "frog1": "Amphibia", "ins1": "Insecta"}
+CLASSES = ["sp_a", "sp_b", "frog1", "1020593"]  # numeric names exist (iNat taxon ids)
+TAXA = {"sp_a": "Aves", "sp_b": "Aves", "frog1": "Amphibia", "1020593": "Insecta"}
 MEL = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000}
 STEMS = ["H01_20240101_000000", "H02_20240101_000500", "H03_20240101_001000"]
 
@@ -54,10 +54,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pd.DataFrame({"primary_label": CLASSES, "class_name": [TAXA[c] for c in CLASSES]}).to_csv(
         data / "taxonomy.csv", index=False
     )
-    pd.DataFrame({"primary_label": ["sp_a"] * 20 + ["sp_b"] * 5 + ["frog1", "ins1"]}).to_csv(
+    pd.DataFrame({"primary_label": ["sp_a"] * 20 + ["sp_b"] * 5 + ["frog1", "1020593"]}).to_csv(
         data / "train.csv", index=False
     )
-    for name, head, classes in (("sed_tiny", "sed", CLASSES), ("cnn_group", "cnn", ["frog1", "ins1"])):
+    for name, head, classes in (("sed_tiny", "sed", CLASSES), ("cnn_group", "cnn", ["frog1", "1020593"])):
         torch.manual_seed(0)
         model = create_model({"head": head, "backbone": "test_efficientnet"}, len(classes), MEL)
         save_checkpoint(root / "build" / "train" / "it0" / name / "model.pt", model, {"classes": classes})
@@ -107,7 +107,7 @@ def test_ensemble_stage_writes_spec_scores_and_metrics(project: Path):
     assert spec["classes"] == CLASSES
     names = [m["name"] for m in spec["members"]]
     assert names == ["it0_sed_tiny", "it0_cnn_group"]
-    assert spec["members"][0]["classes"] is None and spec["members"][1]["classes"] == ["frog1", "ins1"]
+    assert spec["members"][0]["classes"] is None and spec["members"][1]["classes"] == ["frog1", "1020593"]
     assert spec["members"][1]["predict"] == {"chunk_s": 10} and spec["members"][0]["mel"]["n_mels"] == 32
     assert sum(m["weight"] for m in spec["members"]) == pytest.approx(1.0)
     assert spec["class_counts"] == [20, 5, 1, 1]

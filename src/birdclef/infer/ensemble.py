@@ -226,6 +226,7 @@ def build_spec(
     factory: Callable[[Mapping[str, Any], int], Any],
     class_of: Mapping[str, str] | None = None,
     class_counts: np.ndarray | None = None,
+    segments: Any = None,
 ) -> tuple[dict, dict, dict]:
     """Run the members over labelled soundscapes, fit or take their weights, score members and ensemble.
 
@@ -240,6 +241,7 @@ def build_spec(
         factory: ``runner.PredictorFactory`` (the torch one in the stage).
         class_of: species -> taxon class name, for per-taxon scores.
         class_counts: (C,) train counts per class (class-dependent smoothing).
+        segments: the clean stage's segment table; needed when ``fit.source`` is ``oof``.
 
     Returns:
         ``(spec, metrics, tables)``: the spec for ``runner.load_spec``; flat metrics (``score``, per taxon,
@@ -251,7 +253,10 @@ def build_spec(
     from birdclef.infer.submission import evaluate, row_ids
 
     combination = cfg.get("combination", "mean")
-    fit = {"method": "none", "grid": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0], "rounds": 3, **(cfg.get("fit") or {})}
+    fit = {"method": "none", "source": "soundscapes", "grid": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0], "rounds": 3}
+    fit.update(cfg.get("fit") or {})
+    if fit["method"] not in ("none", "coordinate") or fit["source"] not in ("soundscapes", "oof"):
+        raise ValueError(f"ensemble.fit: method none|coordinate, source soundscapes|oof; got {fit}")
     post = postprocess.resolve(cfg.get("postprocess"))
     predict = runner.member_predict_cfg({"name": "ensemble.predict"}, cfg.get("predict"))
     members = [describe_member(e, train_dir, classes) for e in entries]
@@ -298,19 +303,29 @@ def build_spec(
     metrics["score_hand_weights"] = score_of(
         runner.finish(preds, classes, hand, member_classes, combination, post, counts), classes
     )["score"]
-    if fit["method"] == "coordinate" and len(members) > 1:
-        weights, _ = fit_weights(
-            preds.members, lambda s: score_of(post_files(s), classes)["score"], classes, member_classes,
-            combination, hand, fit["grid"], int(fit["rounds"]),
-        )  # fmt: skip
-    elif fit["method"] not in ("none", "coordinate"):
-        raise ValueError(f"ensemble.fit.method must be none or coordinate, not {fit['method']!r}")
+    fitted = fit["method"] == "coordinate" and len(members) > 1
+    if fitted and fit["source"] == "soundscapes":
+        fit_preds, fit_score = preds.members, lambda s: score_of(post_files(s), classes)["score"]
+    elif fitted:
+        if segments is None:
+            raise ValueError("ensemble.fit.source: oof needs the segment table (--segments)")
+        fit_preds, oof_solution = load_oof(members, segments, classes)
+
+        def fit_score(s: np.ndarray) -> float:
+            frame = pd.DataFrame(s, columns=list(classes))
+            frame.insert(0, "row_id", oof_solution["row_id"].to_numpy())
+            return evaluate(oof_solution, frame)["score"]
+
+    if fitted:
+        weights, best = fit_weights(
+            fit_preds, fit_score, classes, member_classes, combination, hand, fit["grid"], int(fit["rounds"])
+        )
+        metrics[f"fit_score_{fit['source']}"] = best
     final = runner.finish(preds, classes, weights, member_classes, combination, post, counts)
     tables["ensemble"] = table(final, classes)
     metrics.update(score_of(final, classes))
-    fitted = fit["method"] == "coordinate" and len(members) > 1
     # Weights fitted on the soundscapes they are scored on: `score` is then an optimistic, in-sample figure.
-    metrics["weights_fitted_in_sample"] = int(fitted)
+    metrics["weights_fitted_in_sample"] = int(fitted and fit["source"] == "soundscapes")
     for m, w in zip(members, weights, strict=True):
         m["weight"] = float(w)
         metrics[f"weight_{m['name']}"] = round(float(w), 4)
@@ -324,7 +339,36 @@ def build_spec(
         "predict": predict,
         "file_seconds": cfg.get("file_seconds", 60.0),
         "members": members,
-        "weights": {"method": fit["method"] if fitted else "hand", "fitted_on": "labelled soundscapes" if fitted
-                    else None},
+        "weights": {"method": fit["method"] if fitted else "hand", "fitted_on": fit["source"] if fitted else None},
     }  # fmt: skip
     return spec, metrics, tables
+
+
+def load_oof(members: Sequence[Mapping[str, Any]], segments: Any, classes: Sequence[str]) -> tuple[list, Any]:
+    """Out-of-fold focal predictions of every member on the held-out segments they all share.
+
+    Reads ``val_predictions.parquet`` (``segment_id`` + class columns, written by the train stage next to
+    ``model.pt``); the truth is the one-hot primary label from ``segments`` (``segment_id``, ``primary_label``).
+
+    Returns:
+        ``(per member (N, C_m) arrays, solution DataFrame: row_id = segment_id + one 0/1 column per class)``.
+    """
+    import pandas as pd
+
+    frames = []
+    for m in members:
+        path = Path(m["checkpoint"]).parent / "val_predictions.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no out-of-fold predictions for {m['name']} (train with val_fold >= 0)")
+        frames.append(pd.read_parquet(path).set_index("segment_id"))
+    ids = sorted(set.intersection(*(set(f.index) for f in frames)))
+    if not ids:
+        raise ValueError("the members share no held-out segment: train them with the same train.val_fold")
+    preds = [
+        f.loc[ids, list(m["classes"] or classes)].to_numpy(np.float32) for f, m in zip(frames, members, strict=True)
+    ]
+    labels = segments.set_index("segment_id").loc[ids, "primary_label"].astype(str).to_numpy()
+    truth = (labels[:, None] == np.asarray(classes, dtype=str)[None, :]).astype(np.int64)
+    solution = pd.DataFrame(truth, columns=list(classes))
+    solution.insert(0, "row_id", ids)
+    return preds, solution

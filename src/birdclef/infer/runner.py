@@ -348,8 +348,22 @@ def _predict_one(path: str) -> _Outcome:
             raise InferenceError(f"{path}: {err}") from err
         log.warning("%s: prediction failed, its rows get the fallback (class means): %s", path, err)
         error, windows = str(err), None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return _Outcome(stem, n_windows, windows, error, audio_seconds, time.perf_counter() - t0, os.getpid(), rss)
+    return _Outcome(
+        stem, n_windows, windows, error, audio_seconds, time.perf_counter() - t0, os.getpid(), _peak_rss_mb()
+    )
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM is this process image's own peak; ru_maxrss also keeps the peak of whatever process forked and
+    # exec'ed it (a parent's gigabytes would count here).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _warn_odd_input(path: str, wave: np.ndarray, file_seconds: float | None) -> None:
@@ -383,7 +397,7 @@ def _collect(
     worker_rss: dict[int, float] = {}
     for o in outcomes:
         worker_rss[o.pid] = max(worker_rss.get(o.pid, 0.0), o.rss_mb)
-    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    parent = _peak_rss_mb()
     worker_rss.pop(os.getpid(), None)
     return FolderPredictions(
         stems=stems,
