@@ -69,6 +69,7 @@ def _expected(epochs: int, lr: float) -> tuple[float, float, float]:
     return round(auc - 0.01, 6), round(auc - 0.02, 6), round(auc - 0.05 * lr, 6)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_ablate_queues_variants_and_tabulates_deltas_per_taxon(tmp_path):
     root = tiny_project(tmp_path / "proj")

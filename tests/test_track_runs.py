@@ -93,11 +93,12 @@ def _tiny_onnx(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def test_stage_runs_nest_under_parent_with_provenance_steps_and_onnx(tmp_path, monkeypatch):
+@pytest.mark.integration
+def test_stage_runs_nest_under_parent_with_provenance_steps_and_onnx(tmp_path, monkeypatch, mlflow_server):
     from mlflow.tracking import MlflowClient
 
     root = tiny_project(tmp_path / "proj")
-    store = f"sqlite:///{tmp_path / 'store.db'}"
+    store = mlflow_server
     monkeypatch.chdir(root)
     for var in ("DVC_ROOT", "DVC_STAGE", "MLFLOW_PARENT_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
@@ -163,14 +164,15 @@ def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
     raise AssertionError(f"{url} did not answer in {seconds} s")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with a sqlite store in tmp_path; stopped afterwards."""
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with a sqlite store in a temporary folder; stopped afterwards."""
     import os
     import signal
 
     from track_fixtures import VENV_BIN, env
 
+    tmp_path = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -184,9 +186,9 @@ def mlflow_server(tmp_path):
         _wait_http(f"http://127.0.0.1:{port}/health", proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=3)  # uvicorn waits for the client's keep-alive connections; no need to
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
