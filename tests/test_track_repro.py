@@ -83,18 +83,42 @@ def _set(doc: dict, dotted: str, value: object) -> None:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_real_pipeline_on_the_tiny_preset_is_byte_reproducible(tmp_path):
-    """Two clones of the committed project, SynthCLEF tiny data, shrunk training, `dvc repro --force` each."""
+def test_real_pipeline_on_the_tiny_preset_is_byte_reproducible_and_tracked(tmp_path):
+    """Two clones of the committed project, SynthCLEF tiny data, shrunk training, a forced full run in each.
+
+    Clone A runs through `birdclef repro` with MLflow on (one parent run, a child per executed stage); clone B runs
+    plain `dvc repro` with tracking off. Tracking must not change a single output byte.
+    """
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     copies = []
-    for name in ("a", "b"):
+    for name, tracked in (("a", True), ("b", False)):
         clone = tmp_path / name
         sh(["git", "clone", "-q", str(REPO), str(clone)], tmp_path)
         sh(["python", "-m", "birdclef.cli", "data", "synth", "--preset", "tiny", "--seed", "0", "--out", "data"], clone)
         params = yaml.safe_load((clone / "params.yaml").read_text())
-        for key, value in TINY_OVERRIDES.items():
+        for key, value in {**TINY_OVERRIDES, "tracking.enabled": tracked}.items():
             _set(params, key, value)
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         sh(["dvc", "add", "-q", "data"], clone)
-        sh(["dvc", "repro", "--force"], clone, timeout=3000)
+        if tracked:
+            sh(["python", "-m", "birdclef.cli", "repro", "--force"], clone, {"MLFLOW_TRACKING_URI": store},
+               timeout=3000)  # fmt: skip
+        else:
+            sh(["dvc", "repro", "--force"], clone, timeout=3000)
         copies.append(clone)
     assert _compare(*copies) == []
+
+    stages = set(yaml.safe_load((copies[0] / "dvc.lock").read_text())["stages"])
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    [parent] = [r for r in runs if r.data.tags.get("dvc_stage") == "pipeline"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(runs) - 1
+    commit = sh(["git", "rev-parse", "HEAD"], copies[0]).stdout.strip()
+    assert {r.data.tags["git_commit"] for r in runs} == {commit}
+    assert {r.data.tags["dvc_stage"] for r in children} <= stages
+    assert {s.split("@")[0] for s in stages} - {r.data.tags["dvc_stage"].split("@")[0] for r in children} <= {
+        "acquire", "clean", "features"
+    }  # fmt: skip  # the data stages do not record runs

@@ -226,3 +226,14 @@ def test_birdclef_repro_makes_one_parent_and_a_child_per_stage_on_a_server(tmp_p
     assert sorted(steps) == [0, 1, 2, 3, 4]  # four epochs, then the final value at step 0
     assert parents[1].data.tags["dvc_exp_name"] == "four"
     assert parents[0].data.tags["git_commit"] == commit
+
+
+@pytest.mark.integration
+def test_birdclef_repro_passes_dvc_arguments_and_its_exit_code(tmp_path, monkeypatch):
+    root = tiny_project(tmp_path / "proj")  # tracking off: no parent run, DVC still wrapped
+    monkeypatch.chdir(root)
+    dry = sh(["python", "-m", "birdclef.cli", "repro", "--dry", "prepare"], root)
+    assert "python step.py prepare" in dry.stdout and not (root / "build" / "prep.txt").exists()
+    (root / "step.py").write_text("raise SystemExit(3)\n")
+    failed = sh(["python", "-m", "birdclef.cli", "repro"], root, check=False)
+    assert failed.returncode != 0 and "failed to reproduce 'prepare'" in failed.stderr
