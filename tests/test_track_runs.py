@@ -237,3 +237,20 @@ def test_birdclef_repro_passes_dvc_arguments_and_its_exit_code(tmp_path, monkeyp
     (root / "step.py").write_text("raise SystemExit(3)\n")
     failed = sh(["python", "-m", "birdclef.cli", "repro"], root, check=False)
     assert failed.returncode != 0 and "failed to reproduce 'prepare'" in failed.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_temp_experiment_runs_land_in_the_project_store(tmp_path):
+    """`dvc exp run --temp` runs stages in .dvc/tmp/exps/...; with no MLFLOW_TRACKING_URI the runs still go to
+    <project>/mlflow.db, tagged with the experiment name."""
+    from mlflow.tracking import MlflowClient
+
+    root = tiny_project(tmp_path / "proj", tracking=True, experiment="temp")
+    sh(["dvc", "exp", "run", "--temp", "-n", "tempexp", "-S", "train.epochs=2"], root)
+    assert (root / "mlflow.db").exists() and not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("temp").experiment_id])
+    assert sorted(r.data.tags["dvc_stage"] for r in runs) == ["prepare", "train"]
+    assert {r.data.tags["dvc_exp_name"] for r in runs} == {"tempexp"}
+    assert {r.data.tags["git_commit"] for r in runs} == {head(root)}
