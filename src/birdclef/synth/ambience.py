@@ -14,6 +14,7 @@ SR = SAMPLE_RATE
 _N_FFT = 256  # background synthesis frame: 8 ms, 125 Hz bins
 _HOP = _N_FFT // 2  # 4 ms: amplitude patterns up to ~60 Hz (insect pulsing) survive
 _FREQS = np.fft.rfftfreq(_N_FFT, 1 / SR)
+_WINDOW = np.sqrt(np.hanning(_N_FFT + 1)[:_N_FFT]).astype(np.float32)  # sqrt-Hann at 50 % overlap: flat gain
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,14 @@ def render_background(profile: NoiseProfile, n: int, rng: np.random.Generator) -
 
     envelopes = np.stack([env / env.mean() * 10 ** (db / 10) for env, _, db in comps], axis=1)
     spectra = np.stack([s / max(float(s.sum()), 1e-20) for _, s, _ in comps])
-    power = envelopes @ spectra  # (frames, bins)
-    spec = np.sqrt(power) * (rng.standard_normal(power.shape) + 1j * rng.standard_normal(power.shape))
-    window = np.sqrt(np.hanning(_N_FFT + 1)[:_N_FFT])  # sqrt-Hann at 50 % overlap sums to a constant gain
-    grains = sp_fft.irfft(spec, _N_FFT, axis=1) * window
-    wave = np.zeros((frames + 1) * _HOP)
+    power = sum(envelopes[:, c, None] * spectra[c] for c in range(len(comps)))  # (frames, bins); tiny for BLAS
+    # single precision: the noise is random anyway and this is the hot loop of the generator
+    noise = rng.standard_normal((frames, len(_FREQS), 2), dtype=np.float32).view(np.complex64)[..., 0]
+    grains = sp_fft.irfft(noise * np.sqrt(power).astype(np.float32), _N_FFT, axis=1) * _WINDOW
+    wave = np.zeros((frames + 1) * _HOP, dtype=np.float32)
     wave[: frames * _HOP] += grains[:, :_HOP].ravel()
     wave[_HOP : (frames + 1) * _HOP] += grains[:, _HOP:].ravel()
-    wave = wave[_HOP : _HOP + n]
+    wave = wave[_HOP : _HOP + n].astype(np.float64)
     scale = 10 ** (profile.level_dbfs / 20) / max(float(np.sqrt(np.mean(wave**2))), 1e-20)
     # expected mean square per frame is proportional to power.sum(1): calibrate that proportion on this wave
     k = scale**2 * float(np.mean(wave**2)) / float(power.sum(axis=1).mean())

@@ -381,8 +381,8 @@ def _howl_sample(rng: np.random.Generator) -> Params:
         "call_s": rng.uniform(0.6, 2.5),
         "calls": int(rng.integers(1, 4)),
         "interval_s": rng.uniform(0.3, 1.5),
-        "formant1": rng.uniform(400, 1200),
-        "formant2": rng.uniform(1200, 3000),
+        "formant1": rng.uniform(300, 900),
+        "formant2": rng.uniform(900, 2200),
     }
 
 
@@ -399,11 +399,11 @@ def _howl(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
 
 def _bark_sample(rng: np.random.Generator) -> Params:
     return {
-        "f0": _loguniform(rng, 250, 900),
+        "f0": _loguniform(rng, 200, 700),
         "drop": rng.uniform(0.6, 0.95),
         "bark_s": rng.uniform(0.06, 0.25),
         "noise": rng.uniform(0.2, 0.6),
-        "formant": rng.uniform(700, 2500),
+        "formant": rng.uniform(500, 1800),
         "barks": int(rng.integers(2, 7)),
         "interval_s": rng.uniform(0.2, 0.8),
     }
