@@ -41,3 +41,14 @@ def test_bar_chart_bars_have_height_and_gaps_for_missing_values():
 
 def test_empty_charts_say_no_data():
     assert "no data" in line_chart([], "t", "x", "y") and "no data" in bar_chart([], [], "t", "y")
+
+
+def test_long_legends_wrap_inside_the_chart():
+    labels = [f"workspace · it{k}_sed_mnv3s_member_with_a_long_name" for k in range(6)]
+    svg = line_chart([(label, [1, 2], [0.1 * k, 0.2]) for k, label in enumerate(labels)], "t", "x", "y", width=400)
+    root = ET.fromstring(svg)
+    width = float(root.get("width"))
+    legend = [t for t in root.findall(f"{NS}text") if t.text in labels]
+    assert len(legend) == 6
+    assert all(float(t.get("x")) + 6.2 * len(t.text) <= width for t in legend)
+    assert len({t.get("y") for t in legend}) == 6  # one label per row at this width

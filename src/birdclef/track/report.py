@@ -26,13 +26,13 @@ from birdclef.track.svg import bar_chart, line_chart
 KAGGLE_BUDGET_MINUTES = 90.0  # CPU-only inference limit of the competition
 NA = '<p class="na">not available</p>'
 CSS = """
-body{font-family:system-ui,-apple-system,sans-serif;margin:24px;color:#1a202c;max-width:1200px}
+body{font-family:system-ui,-apple-system,sans-serif;margin:24px;color:#1a202c}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #e2e8f0;padding:3px 8px;text-align:right}th{background:#f7fafc}
 td.k,th.k{text-align:left}.na{color:#718096;font-style:italic}
 .up{color:#2f855a}.down{color:#c53030}.over{color:#c53030;font-weight:600}
-svg.chart{margin:6px 12px 6px 0;background:#fff}svg.chart text{font-size:10px;fill:#2d3748}
+svg.chart{margin:6px 12px 6px 0;background:#fff;max-width:100%;height:auto}svg.chart text{font-size:10px;fill:#2d3748}
 svg.chart .ctitle{font-size:12px;font-weight:600}svg.chart .grid{stroke:#edf2f7}
 svg.chart .axes{fill:none;stroke:#a0aec0}details{margin:8px 0}
 """
@@ -151,13 +151,14 @@ def section_curves(data: Sequence[RevisionData]) -> str:
 
 
 def section_pseudo(data: Sequence[RevisionData]) -> str:
-    rows, stats = [], sorted({s for d in data for r in d.pseudo.values() for s in r})
-    for d in data:
-        for k, r in d.pseudo.items():
-            rows.append([escape(d.rev.label), f"it{k}", *[_num(r.get(s)) for s in stats]])
-    if not rows:
+    """One column per (revision, round), one row per statistic: long stat names stay readable."""
+    cols = [(d.rev.label, k, r) for d in data for k, r in d.pseudo.items()]
+    if not cols:
         return f"<h2>Pseudo labels per iteration</h2>{NA}"
-    return f"<h2>Pseudo labels per iteration</h2>{_table(['revision', 'round', *stats], rows, key_cols=2)}"
+    stats = sorted({s for _, _, r in cols for s in r})
+    rows = [[escape(s), *[_num(r.get(s)) for _, _, r in cols]] for s in stats]
+    table = _table(["statistic", *[f"{label} · round it{k}" for label, k, _ in cols]], rows)
+    return f"<h2>Pseudo labels per iteration</h2>{table}"
 
 
 def section_ensemble(data: Sequence[RevisionData]) -> str:

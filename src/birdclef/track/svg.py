@@ -54,14 +54,33 @@ def _y_axis(parts: list[str], ticks: list[float], y_of, w: float, label: str, h:
                  f"{escape(label)}</text>")  # fmt: skip
 
 
-def _legend(parts: list[str], labels: Sequence[str], x0: float, y: float, dashed: bool) -> None:
-    x = x0
+def _legend_width(label: str) -> float:
+    return 28 + 6.2 * len(label)  # swatch + gap + ~6 px per character at the 10 px font
+
+
+def _legend_rows(labels: Sequence[str], width: float) -> list[list[int]]:
+    """Indexes of the labels on each legend row, wrapped to ``width`` pixels."""
+    rows: list[list[int]] = [[]]
+    used = 0.0
     for i, label in enumerate(labels):
-        colour, dash = PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)] if dashed else ""
-        parts.append(f'<line x1="{x:.0f}" y1="{y - 3:.0f}" x2="{x + 16:.0f}" y2="{y - 3:.0f}" stroke="{colour}" '
-                     f'stroke-width="3" stroke-dasharray="{dash}"/>')  # fmt: skip
-        parts.append(f'<text x="{x + 20:.0f}" y="{y:.0f}">{escape(label)}</text>')
-        x += 28 + 6.2 * len(label)
+        if rows[-1] and used + _legend_width(label) > width:
+            rows.append([])
+            used = 0.0
+        rows[-1].append(i)
+        used += _legend_width(label)
+    return rows
+
+
+def _legend(parts: list[str], labels: Sequence[str], x0: float, y: float, dashed: bool, width: float) -> None:
+    for r, row in enumerate(_legend_rows(labels, width)):
+        x = x0
+        for i in row:
+            colour, dash = PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)] if dashed else ""
+            yy = y + 16 * r
+            parts.append(f'<line x1="{x:.0f}" y1="{yy - 3:.0f}" x2="{x + 16:.0f}" y2="{yy - 3:.0f}" '
+                         f'stroke="{colour}" stroke-width="3" stroke-dasharray="{dash}"/>')  # fmt: skip
+            parts.append(f'<text x="{x + 20:.0f}" y="{yy:.0f}">{escape(labels[i])}</text>')
+            x += _legend_width(labels[i])
 
 
 def line_chart(
@@ -78,7 +97,7 @@ def line_chart(
         The ``<svg>`` element as a string (empty series give an empty frame with "no data").
     """
     pts = [(x, y) for _, xs, ys in series for x, y in zip(xs, ys, strict=True) if math.isfinite(x) and math.isfinite(y)]
-    legend_rows = max(1, math.ceil(sum(28 + 6.2 * len(s[0]) for s in series) / (width - 20)))
+    legend_rows = len(_legend_rows([s[0] for s in series], width - _MARGIN["l"] - 8))
     height += 16 * (legend_rows - 1)
     parts = _frame(width, height, title)
     m = _MARGIN
@@ -111,7 +130,7 @@ def line_chart(
         for x, y in good:
             parts.append(f'<circle cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="2.5" fill="{colour}">'
                          f"<title>{escape(label)}: {_fmt(x)}, {_fmt(y)}</title></circle>")  # fmt: skip
-    _legend(parts, [s[0] for s in series], m["l"], height - 8 - 16 * (legend_rows - 1), dashed=True)
+    _legend(parts, [s[0] for s in series], m["l"], height - 8 - 16 * (legend_rows - 1), True, width - m["l"] - 8)
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -130,9 +149,11 @@ def bar_chart(
     small differences between revisions stay visible.
     """
     vals = [v for _, vs in series for v in vs if v is not None and math.isfinite(v)]
-    parts = _frame(width, height, title)
     m = _MARGIN
-    w, h = width - m["l"] - m["r"], height - m["t"] - m["b"]
+    legend_rows = len(_legend_rows([s[0] for s in series], width - m["l"] - 8))
+    height += 16 * (legend_rows - 1)
+    parts = _frame(width, height, title)
+    w, h = width - m["l"] - m["r"], height - m["t"] - m["b"] - 16 * (legend_rows - 1)
     if not vals or not groups:
         parts.append(f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle">no data</text></svg>')
         return "\n".join(parts)
@@ -158,6 +179,6 @@ def bar_chart(
                          f'fill="{PALETTE[i % len(PALETTE)]}"><title>{escape(label)} · {escape(name)}: {_fmt(v)}'
                          f"</title></rect>")  # fmt: skip
     parts.append(f'<rect x="{m["l"]}" y="{m["t"]}" width="{w}" height="{h}" class="axes"/>')
-    _legend(parts, [s[0] for s in series], m["l"], height - 8, dashed=False)
+    _legend(parts, [s[0] for s in series], m["l"], height - 8 - 16 * (legend_rows - 1), False, width - m["l"] - 8)
     parts.append("</svg>")
     return "\n".join(parts)
