@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from birdclef.audio import AudioError
 from birdclef.audio.clean import CleanConfig, run_clean
 from birdclef.audio.rules import load_exclusions
-from birdclef.io import load_params, write_csv, write_json, write_parquet
+from birdclef.io import atomic_path, load_params, write_csv, write_json, write_parquet
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", required=True, help="data root (competition layout); manifest paths are relative to it")
     p.add_argument("--manifest", required=True, help="acquire output folder holding recordings.parquet")
@@ -21,23 +23,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="flat JSON metrics file")
     args = p.parse_args(argv)
 
-    cfg = CleanConfig.from_params(load_params(args.params, "clean"))
-    recordings = pd.read_parquet(Path(args.manifest) / "recordings.parquet")
-    exclusions = load_exclusions(cfg.exclude_csv) if cfg.exclude_csv else None
     truth_csv = Path(args.data) / "synth_truth" / "voice.csv"
-    truth = pd.read_csv(truth_csv) if truth_csv.exists() else None
-
-    result = run_clean(recordings, args.data, cfg, exclusions=exclusions, voice_truth=truth)
+    try:
+        cfg = CleanConfig.from_params(load_params(args.params, "clean"))
+        recordings = pd.read_parquet(Path(args.manifest) / "recordings.parquet")
+        exclusions = load_exclusions(cfg.exclude_csv) if cfg.exclude_csv else None
+        truth = pd.read_csv(truth_csv) if truth_csv.exists() else None
+        result = run_clean(recordings, args.data, cfg, exclusions=exclusions, voice_truth=truth)
+    except (AudioError, KeyError, ValueError, FileNotFoundError) as err:
+        print(f"clean failed: {err}", file=sys.stderr)
+        return 1
 
     out = Path(args.out)
-    write_parquet(result.segments, out / "segments.parquet")
-    write_parquet(result.voice_spans, out / "voice_spans.parquet")
-    write_csv(result.quarantine, out / "quarantine.csv")
+    with atomic_path(out) as tmp:  # the folder appears whole or not at all
+        write_parquet(result.segments, tmp / "segments.parquet")
+        write_parquet(result.voice_spans, tmp / "voice_spans.parquet")
+        write_csv(result.quarantine, tmp / "quarantine.csv")
     write_json(args.metrics, result.metrics)
     m = result.metrics
     print(f"clean: kept {m['segments_kept']} segments of {m['files_kept']}/{m['files_in']} files, "
           f"{m['hours_kept']:.2f} h; quarantined {len(result.quarantine)} rows -> {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

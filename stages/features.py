@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from birdclef.audio import AudioError
 from birdclef.features.waves import FeaturesConfig, build_wave_cache
 from birdclef.io import atomic_path, load_params, write_json
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", required=True, help="data root the table paths are relative to")
     p.add_argument("--segments", required=True, help="clean stage's segments.parquet")
@@ -21,15 +23,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="flat JSON metrics file")
     args = p.parse_args(argv)
 
-    cfg = FeaturesConfig.from_params(load_params(args.params, "features"))
-    segments = pd.read_parquet(args.segments)
-    soundscapes = pd.read_parquet(args.soundscapes) if args.soundscapes else None
-    with atomic_path(args.out) as tmp:
-        metrics = build_wave_cache(segments, soundscapes, args.data, tmp, cfg)
+    try:
+        cfg = FeaturesConfig.from_params(load_params(args.params, "features"))
+        segments = pd.read_parquet(args.segments)
+        soundscapes = pd.read_parquet(args.soundscapes) if args.soundscapes else None
+        with atomic_path(args.out) as tmp:
+            metrics = build_wave_cache(segments, soundscapes, args.data, tmp, cfg)
+    except (AudioError, KeyError, ValueError, FileNotFoundError) as err:
+        print(f"features failed: {err}", file=sys.stderr)
+        return 1
     write_json(args.metrics, metrics)
     print(f"features: {sum(v for k, v in metrics.items() if k.startswith('keys_'))} keys, "
           f"{metrics['cache_mb']} MB, {metrics['failed']} failed -> {Path(args.out)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -131,3 +131,11 @@ def test_stereo_mp3_of_real_audio_decodes_to_mono(tmp_path: Path) -> None:
     assert abs(out.shape[0] - mono.shape[0]) < 2_000  # encoder priming / padding
     level = 20 * np.log10(np.sqrt(np.mean(out**2)) / np.sqrt(np.mean((0.75 * mono) ** 2)))
     assert abs(level) < 1.0
+
+
+def test_audio_error_survives_pickling() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(AudioError("x/a.ogg", "empty", "no frames")))
+    assert (err.path, err.reason, err.detail) == ("x/a.ogg", "empty", "no frames")
+    assert str(err) == "x/a.ogg: empty: no frames"

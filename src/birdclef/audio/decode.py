@@ -33,6 +33,11 @@ class AudioError(Exception):
         self.detail = detail
         super().__init__(f"{self.path}: {reason}: {detail}")
 
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str, str]]:
+        # Exceptions pickle through their args by default; this one is rebuilt from its three fields, so it can
+        # cross a process pool.
+        return (AudioError, (self.path, self.reason, self.detail))
+
 
 @dataclass(frozen=True)
 class AudioInfo:

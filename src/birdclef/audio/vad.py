@@ -38,7 +38,7 @@ class VadConfig:
     neg_threshold: float | None = None
     min_speech_s: float = 0.25
     min_silence_s: float = 0.3
-    pad_s: float = 0.2
+    pad_s: float = 0.05
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> VadConfig:
