@@ -200,34 +200,44 @@ def test_birdclef_repro_makes_one_parent_and_a_child_per_stage_on_a_server(tmp_p
     from mlflow.tracking import MlflowClient
 
     root = tiny_project(tmp_path / "proj", tracking=True, experiment="tiny")
-    uri = {"MLFLOW_TRACKING_URI": mlflow_server}
-    sh(["python", "-m", "birdclef.cli", "repro"], root, uri)
-    sh(["python", "-m", "birdclef.cli", "repro", "--exp", "-S", "train.epochs=4", "-n", "four"], root, uri)
+    sh(["python", "-m", "birdclef.cli", "repro"], root, {"MLFLOW_TRACKING_URI": mlflow_server})
 
     client = MlflowClient(tracking_uri=mlflow_server)
-    exp = client.get_experiment_by_name("tiny")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-    parents = [r for r in runs if r.data.tags.get("dvc_stage") == "pipeline"]
-    assert len(parents) == 2 and len(runs) == 5
-    children = {p.info.run_id: [] for p in parents}
-    for r in runs:
-        if r.data.tags.get("dvc_stage") != "pipeline":
-            children[r.data.tags["mlflow.parentRunId"]].append(r)
-    first, second = (children[p.info.run_id] for p in parents)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("dvc_stage") == "pipeline"]
+    children = [r for r in runs if r is not parent]
+    assert len(runs) == 3 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     commit = head(root)
-    assert sorted(r.data.tags["dvc_stage"] for r in first) == ["prepare", "train"]
-    assert all(r.data.tags["git_commit"] == commit and r.data.tags["git_dirty"] == "false" for r in first)
+    assert sorted(r.data.tags["dvc_stage"] for r in children) == ["prepare", "train"]
+    assert all(r.data.tags["git_commit"] == commit and r.data.tags["git_dirty"] == "false" for r in runs)
     assert all(r.info.status == "FINISHED" for r in runs)
-    # The experiment reruns only `train`, with the -S override applied (params.yaml differs from the commit).
-    [train] = second
-    assert train.data.tags["dvc_exp_name"] == "four" and train.data.tags["git_dirty"] == "true"
-    assert train.data.params["train.epochs"] == "4"
-    steps = [m.step for m in client.get_metric_history(train.info.run_id, "val_auc")]
-    assert sorted(steps) == [0, 1, 2, 3, 4]  # four epochs, then the final value at step 0
-    assert parents[1].data.tags["dvc_exp_name"] == "four"
-    assert parents[0].data.tags["git_commit"] == commit
+    assert parent.data.tags["dvc_command"].endswith("repro")
+    [train] = [r for r in children if r.data.tags["dvc_stage"] == "train"]
+    assert train.data.params == {"train.epochs": "3", "train.lr": "0.5"}
+    assert sorted(m.step for m in client.get_metric_history(train.info.run_id, "val_auc")) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_birdclef_repro_exp_tags_the_experiment_and_reruns_only_what_changed(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    root = tiny_project(tmp_path / "proj", tracking=True, experiment="tiny")
+    sh(["dvc", "repro", "-q"], root, {"BIRDCLEF_TRACKING": "0"})
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "results"], root)
+    sh(["python", "-m", "birdclef.cli", "repro", "--exp", "-S", "train.epochs=4", "-n", "four"], root)
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("dvc_stage") == "pipeline"]
+    [train] = [r for r in runs if r is not parent]  # prepare is unchanged: no run
+    assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert train.data.tags["dvc_stage"] == "train" and train.data.tags["dvc_exp_name"] == "four"
+    assert train.data.tags["git_dirty"] == "true"  # params.yaml carries the -S override
+    assert parent.data.tags["dvc_exp_name"] == "four" and train.data.params["train.epochs"] == "4"
+
+
+@pytest.mark.slow
 @pytest.mark.integration
 def test_birdclef_repro_passes_dvc_arguments_and_its_exit_code(tmp_path, monkeypatch):
     root = tiny_project(tmp_path / "proj")  # tracking off: no parent run, DVC still wrapped
