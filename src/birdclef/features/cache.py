@@ -85,6 +85,19 @@ class StreamArray:
         os.close(self.fd)
 
 
+def encode(wave: np.ndarray, scale: float, rms_hop: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Float waveform -> (int16 samples, float32 RMS per frame, number of clipped samples).
+
+    Args:
+        wave: (samples,) float at 32 kHz.
+        scale: float amplitude of one int16 step.
+        rms_hop: samples per RMS frame.
+    """
+    q = np.rint(wave / scale)
+    clipped = int(np.count_nonzero(np.abs(q) > 32767))
+    return np.clip(q, -32767, 32767).astype(np.int16), frame_rms(wave, rms_hop), clipped
+
+
 @dataclass(frozen=True)
 class CacheItem:
     """One entry to be cached: its key, kind and number of samples at 32 kHz."""
@@ -139,14 +152,17 @@ class WaveCacheWriter:
 
     def write(self, key: str, wave: np.ndarray) -> None:
         """Store ``wave`` ((length,) float32 at 32 kHz, exactly the item's length) under ``key``."""
+        self.write_encoded(key, *encode(wave, self.scale, self.rms_hop))
+
+    def write_encoded(self, key: str, q: np.ndarray, rms: np.ndarray, clipped: int = 0) -> None:
+        """Store what :func:`encode` made of a waveform (lets decoding workers do the encoding)."""
         i = self._row[key]
         row = self.index.iloc[i]
-        if wave.shape != (row.length,):
-            raise ValueError(f"cache key {key!r}: expected {row.length} samples, got shape {wave.shape}")
-        q = np.rint(wave / self.scale)
-        self.clipped += int(np.count_nonzero(np.abs(q) > 32767))
-        self._waves.write(int(row.offset), np.clip(q, -32767, 32767).astype(np.int16))
-        self._rms.write(int(row.rms_offset), frame_rms(wave, self.rms_hop))
+        if q.shape != (row.length,) or rms.shape != (row.rms_length,):
+            raise ValueError(f"cache key {key!r}: expected {row.length} samples, got shape {q.shape}")
+        self.clipped += clipped
+        self._waves.write(int(row.offset), q)
+        self._rms.write(int(row.rms_offset), rms)
         self._written[i] = True
 
     def close(self, drop_unwritten: bool = True) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 from birdclef import SAMPLE_RATE, schema
 from birdclef.audio.decode import AudioError, AudioInfo, audio_info, load_audio
 from birdclef.audio.parallel import ordered_map
-from birdclef.features.cache import KINDS, CacheItem, WaveCacheWriter
+from birdclef.features.cache import KINDS, CacheItem, WaveCacheWriter, encode
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,11 @@ class _Job:
     end_s: float | None
 
 
-_ROOT: dict[str, Path] = {}
+_ROOT: dict[str, Any] = {}
 
 
-def _init(root: str) -> None:
-    _ROOT["root"] = Path(root)
+def _init(root: str, scale: float = 1.0, rms_hop: int = 1) -> None:
+    _ROOT.update(root=Path(root), scale=scale, rms_hop=rms_hop)
 
 
 def _info(path: str) -> AudioInfo | AudioError:
@@ -81,11 +81,13 @@ def _info(path: str) -> AudioInfo | AudioError:
         return err
 
 
-def _decode(job: _Job) -> np.ndarray | AudioError:
+def _decode(job: _Job) -> tuple[np.ndarray, np.ndarray, int] | AudioError:
+    # Workers also quantise and measure RMS: half the bytes cross the pipe and the writer only writes.
     try:
-        return load_audio(_ROOT["root"] / job.path, job.start_s, job.end_s)
+        wave = load_audio(_ROOT["root"] / job.path, job.start_s, job.end_s)
     except AudioError as err:
         return err
+    return encode(wave, _ROOT["scale"], _ROOT["rms_hop"])
 
 
 def _jobs(segments: pd.DataFrame, soundscapes: pd.DataFrame | None, splits: tuple[str, ...]) -> list[_Job]:
@@ -156,14 +158,15 @@ def build_wave_cache(
         items.append(CacheItem(job.key, job.kind, n))
         todo.append(job)
     writer = WaveCacheWriter(out_dir, items, cfg.rms_hop, cfg.full_scale)
-    for job, wave in zip(todo, ordered_map(_decode, todo, cfg.workers, _init, (root,), desc="features",
-                                           unit="item"), strict=True):
-        if isinstance(wave, AudioError):
+    decoded = ordered_map(_decode, todo, cfg.workers, _init, (root, writer.scale, writer.rms_hop), desc="features",
+                          unit="item")
+    for job, enc in zip(todo, decoded, strict=True):
+        if isinstance(enc, AudioError):
             if cfg.on_bad == "fail":
-                raise wave
-            failed[job.key] = wave.reason
+                raise enc
+            failed[job.key] = enc.reason
             continue
-        writer.write(job.key, wave)
+        writer.write_encoded(job.key, *enc)
     index = writer.close()
     report = pd.DataFrame(sorted(failed.items()), columns=["key", "reason"])
     report.to_csv(Path(out_dir) / "failed.csv", index=False)
