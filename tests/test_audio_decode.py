@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from birdclef.audio import AudioError, audio_info, load_audio, resample
+from birdclef.audio.vad import VoiceDetector
 
 from audio_fixtures import bird_calls, write_audio
 
@@ -131,6 +132,7 @@ def test_stereo_mp3_of_real_audio_decodes_to_mono(tmp_path: Path) -> None:
     assert abs(out.shape[0] - mono.shape[0]) < 2_000  # encoder priming / padding
     level = 20 * np.log10(np.sqrt(np.mean(out**2)) / np.sqrt(np.mean((0.75 * mono) ** 2)))
     assert abs(level) < 1.0
+    assert VoiceDetector().detect(out) == []  # a bird song, decoded from stereo mp3, is not voice
 
 
 def test_audio_error_survives_pickling() -> None:
