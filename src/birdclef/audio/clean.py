@@ -251,6 +251,9 @@ def _segment_table(recs: pd.DataFrame, kept: dict[str, _FileResult], cfg: CleanC
         if cfg.rare_copies > 1 else pd.Series(1, index=files.index, dtype="int64")
     )
     seg["copies"] = per_file.loc[seg.recording_id].to_numpy(dtype="int64") if len(seg) else []
+    # Fixed dtypes even for an empty table, so downstream readers never see object columns.
+    seg = seg.astype({"segment_id": "str", "start_s": "float64", "end_s": "float64", "weight": "float64",
+                      "copies": "int64"})
     return seg[list(schema.SEGMENTS)].reset_index(drop=True)
 
 
