@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import fft as sp_fft
 
-from birdclef import SAMPLE_RATE
-
-SR = SAMPLE_RATE
-_NYQUIST_GUARD = 0.45 * SR  # harmonics above this are dropped, so nothing aliases
+from birdclef.synth._dsp import (
+    NYQUIST_GUARD,
+    SR,
+    assemble,
+    band_noise,
+    contour,
+    fade,
+    formant_amps,
+    loguniform,
+    pulse_train,
+    repeat_count,
+    samples,
+    tone,
+    vary,
+)
 
 Params = dict[str, Any]
 
@@ -83,110 +93,11 @@ def make_twin(family: str, params: Params, rng: np.random.Generator, shift: tupl
     return twin
 
 
-# ---------------------------------------------------------------- primitives
-
-
-def _n(seconds: float) -> int:
-    return max(1, int(round(seconds * SR)))
-
-
-def _jit(rng: np.random.Generator, sigma: float) -> float:
-    return float(np.exp(rng.normal(0.0, sigma)))
-
-
-def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
-    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
-
-
-def _tone(freq: np.ndarray, amps: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Harmonic tone following an instantaneous frequency track (Hz per sample); amps[0] is the fundamental."""
-    phase = (2 * np.pi / SR) * np.cumsum(freq) + rng.uniform(0, 2 * np.pi)
-    out = np.zeros_like(phase)
-    fmax = float(freq.max())
-    for k, a in enumerate(amps, start=1):
-        if a <= 0 or k * float(freq.min()) > _NYQUIST_GUARD:
-            continue
-        part = a * np.sin(k * phase)
-        if k * fmax > _NYQUIST_GUARD:
-            part[k * freq > _NYQUIST_GUARD] = 0.0
-        out += part
-    return out
-
-
-def _fade(x: np.ndarray, attack_s: float, release_s: float) -> np.ndarray:
-    """Raised-cosine fade in and out, in place; returns x."""
-    for length, sl in ((_n(attack_s), slice(None)), (_n(release_s), slice(None, None, -1))):
-        length = min(length, len(x) // 2)
-        if length > 1:
-            ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, length))
-            x[sl][:length] *= ramp
-    return x
-
-
-def _contour(shape: str, f_lo: float, f_hi: float, n: int, vib_hz: float, vib_depth: float) -> np.ndarray:
-    """Frequency track (Hz per sample) of one tonal note."""
-    t = np.linspace(0.0, 1.0, n)
-    ratio = f_hi / f_lo
-    if shape == "up":
-        f = f_lo * ratio**t
-    elif shape == "down":
-        f = f_hi * ratio**-t
-    elif shape == "arch":
-        f = f_lo * ratio ** np.sin(np.pi * t)
-    elif shape == "dip":
-        f = f_hi * ratio ** -np.sin(np.pi * t)
-    else:  # "flat": a steady whistle, usually with vibrato
-        f = np.full(n, np.sqrt(f_lo * f_hi))
-    if vib_depth > 0:
-        f = f * (1 + vib_depth * np.sin(2 * np.pi * vib_hz * np.arange(n) / SR))
-    return f
-
-
-def _band_noise(n: int, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
-    """White noise restricted to [lo, hi] Hz by an FFT mask, unit RMS."""
-    n_fft = sp_fft.next_fast_len(n, real=True)
-    spec = sp_fft.rfft(rng.standard_normal(n_fft))
-    freqs = sp_fft.rfftfreq(n_fft, 1 / SR)
-    spec[(freqs < lo) | (freqs > hi)] = 0
-    x = sp_fft.irfft(spec, n_fft)[:n]
-    rms = float(np.sqrt(np.mean(x**2)))
-    return x / rms if rms > 0 else x
-
-
-def _formant_amps(f0: float, formants: Sequence[tuple[float, float]], top_hz: float = 8000.0) -> list[float]:
-    """Harmonic amplitudes of a source at f0 shaped by Gaussian formants (centre Hz, bandwidth Hz)."""
-    ks = np.arange(1, max(2, int(min(top_hz, _NYQUIST_GUARD) / f0)) + 1)
-    env = sum(np.exp(-0.5 * ((ks * f0 - fc) / bw) ** 2) for fc, bw in formants)
-    return list(0.05 + env / np.sqrt(ks))
-
-
-def _pulse_train(n: int, rate_hz: float, pulse_s: float) -> np.ndarray:
-    """Amplitude envelope of sine-squared pulses of ``pulse_s`` at ``rate_hz``."""
-    period = 1.0 / rate_hz
-    t_in = np.mod(np.arange(n) / SR, period)
-    width = min(pulse_s, 0.95 * period)
-    return np.where(t_in < width, np.sin(np.pi * t_in / width) ** 2, 0.0)
-
-
-def _assemble(parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
-    """Mix segments given as (start seconds, waveform) into one buffer."""
-    end = max(_n(t) + len(x) for t, x in parts)
-    out = np.zeros(end)
-    for t, x in parts:
-        i = _n(t) if t > 0 else 0
-        out[i : i + len(x)] += x
-    return out
-
-
-def _repeat_count(rng: np.random.Generator, mean: float) -> int:
-    return max(1, int(round(mean)) + int(rng.integers(-1, 2)))
-
-
 # ---------------------------------------------------------------- birds
 
 
 def _whistle_sample(rng: np.random.Generator) -> Params:
-    f_lo = _loguniform(rng, 1200, 6500)
+    f_lo = loguniform(rng, 1200, 6500)
     return {
         "f_lo": f_lo,
         "f_hi": f_lo * rng.uniform(1.08, 1.9),
@@ -203,20 +114,20 @@ def _whistle_sample(rng: np.random.Generator) -> Params:
 
 
 def _whistle(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, parts, t = _jit(rng, jit.pitch), [], 0.0
-    for i in range(_repeat_count(rng, p["notes"]) if p["notes"] > 1 else 1):
-        k = pitch * p["step"] ** i * _jit(rng, jit.pitch / 3)
-        dur = p["note_s"] * _jit(rng, jit.duration)
-        f = _contour(p["contour"], p["f_lo"] * k, p["f_hi"] * k, _n(dur), p["vib_hz"], p["vib_depth"])
-        parts.append((t, _fade(_tone(f, (1.0, p["h2"], p["h3"]), rng), 0.2 * dur, 0.3 * dur)))
-        t += dur + p["gap_s"] * _jit(rng, jit.rate)
-    return _assemble(parts)
+    pitch, parts, t = vary(rng, jit.pitch), [], 0.0
+    for i in range(repeat_count(rng, p["notes"]) if p["notes"] > 1 else 1):
+        k = pitch * p["step"] ** i * vary(rng, jit.pitch / 3)
+        dur = p["note_s"] * vary(rng, jit.duration)
+        f = contour(p["contour"], p["f_lo"] * k, p["f_hi"] * k, samples(dur), p["vib_hz"], p["vib_depth"])
+        parts.append((t, fade(tone(f, (1.0, p["h2"], p["h3"]), rng), 0.2 * dur, 0.3 * dur)))
+        t += dur + p["gap_s"] * vary(rng, jit.rate)
+    return assemble(parts)
 
 
 def _trill_sample(rng: np.random.Generator) -> Params:
     rate = rng.uniform(8, 35)
     return {
-        "f_start": _loguniform(rng, 1800, 8000),
+        "f_start": loguniform(rng, 1800, 8000),
         "sweep": float(rng.choice([rng.uniform(0.55, 0.9), rng.uniform(1.1, 1.5)])),
         "element_s": rng.uniform(0.3, 0.8) / rate,
         "rate_hz": rate,
@@ -227,20 +138,20 @@ def _trill_sample(rng: np.random.Generator) -> Params:
 
 
 def _trill(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, rate = _jit(rng, jit.pitch), p["rate_hz"] * _jit(rng, jit.rate)
-    n_el = max(2, int(p["trill_s"] * _jit(rng, jit.duration) * rate))
+    pitch, rate = vary(rng, jit.pitch), p["rate_hz"] * vary(rng, jit.rate)
+    n_el = max(2, int(p["trill_s"] * vary(rng, jit.duration) * rate))
     el_s = min(p["element_s"], 0.85 / rate)
     parts = []
     for i in range(n_el):
         f0 = p["f_start"] * pitch * p["drift"] ** (i / (n_el - 1))
-        f = f0 * p["sweep"] ** np.linspace(0, 1, _n(el_s))
-        parts.append((i / rate, _fade(_tone(f, (1.0, p["h2"]), rng), 0.25 * el_s, 0.35 * el_s)))
-    return _assemble(parts)
+        f = f0 * p["sweep"] ** np.linspace(0, 1, samples(el_s))
+        parts.append((i / rate, fade(tone(f, (1.0, p["h2"]), rng), 0.25 * el_s, 0.35 * el_s)))
+    return assemble(parts)
 
 
 def _chirps_sample(rng: np.random.Generator) -> Params:
     return {
-        "f_start": _loguniform(rng, 2500, 9500),
+        "f_start": loguniform(rng, 2500, 9500),
         "ratio": float(rng.choice([rng.uniform(0.4, 0.8), rng.uniform(1.2, 1.6)])),
         "chirp_s": rng.uniform(0.03, 0.12),
         "chirps": int(rng.integers(2, 9)),
@@ -251,14 +162,14 @@ def _chirps_sample(rng: np.random.Generator) -> Params:
 
 
 def _chirps(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, parts, t = _jit(rng, jit.pitch), [], 0.0
-    for i in range(_repeat_count(rng, p["chirps"])):
-        f0 = p["f_start"] * pitch * (p["alt"] if i % 2 else 1.0) * _jit(rng, jit.pitch / 3)
-        dur = p["chirp_s"] * _jit(rng, jit.duration)
-        f = f0 * p["ratio"] ** np.linspace(0, 1, _n(dur))
-        parts.append((t, _fade(_tone(f, (1.0, p["h2"]), rng), 0.15 * dur, 0.4 * dur)))
-        t += dur + p["interval_s"] * _jit(rng, jit.rate)
-    return _assemble(parts)
+    pitch, parts, t = vary(rng, jit.pitch), [], 0.0
+    for i in range(repeat_count(rng, p["chirps"])):
+        f0 = p["f_start"] * pitch * (p["alt"] if i % 2 else 1.0) * vary(rng, jit.pitch / 3)
+        dur = p["chirp_s"] * vary(rng, jit.duration)
+        f = f0 * p["ratio"] ** np.linspace(0, 1, samples(dur))
+        parts.append((t, fade(tone(f, (1.0, p["h2"]), rng), 0.15 * dur, 0.4 * dur)))
+        t += dur + p["interval_s"] * vary(rng, jit.rate)
+    return assemble(parts)
 
 
 # ---------------------------------------------------------------- amphibians
@@ -267,8 +178,8 @@ def _chirps(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
 def _frog_pulse_sample(rng: np.random.Generator) -> Params:
     rate = rng.uniform(15, 150)
     return {
-        "f0": _loguniform(rng, 110, 600),
-        "f_dom": _loguniform(rng, 450, 3500),
+        "f0": loguniform(rng, 110, 600),
+        "f_dom": loguniform(rng, 450, 3500),
         "bw": rng.uniform(0.15, 0.45),
         "pulse_hz": rate,
         "pulse_s": rng.uniform(0.3, 0.8) / rate,
@@ -279,24 +190,24 @@ def _frog_pulse_sample(rng: np.random.Generator) -> Params:
 
 
 def _frog_pulse(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, parts, t = _jit(rng, jit.pitch), [], 0.0
+    pitch, parts, t = vary(rng, jit.pitch), [], 0.0
     f0, f_dom = p["f0"] * pitch, p["f_dom"] * pitch
-    ks = np.arange(1, int(_NYQUIST_GUARD / f0) + 1)
+    ks = np.arange(1, int(NYQUIST_GUARD / f0) + 1)
     weights = np.exp(-0.5 * (np.log(ks * f0 / f_dom) / p["bw"]) ** 2)
     amps = np.where(weights > 0.02, weights, 0.0)
-    for _ in range(_repeat_count(rng, p["calls"])):
-        dur = p["call_s"] * _jit(rng, jit.duration)
-        n = _n(dur)
-        carrier = _tone(np.full(n, f0), amps, rng)
-        am = _pulse_train(n, p["pulse_hz"] * _jit(rng, jit.rate), p["pulse_s"])
-        parts.append((t, _fade(carrier * am, 0.01, 0.02)))
-        t += dur + p["interval_s"] * _jit(rng, jit.rate)
-    return _assemble(parts)
+    for _ in range(repeat_count(rng, p["calls"])):
+        dur = p["call_s"] * vary(rng, jit.duration)
+        n = samples(dur)
+        carrier = tone(np.full(n, f0), amps, rng)
+        am = pulse_train(n, p["pulse_hz"] * vary(rng, jit.rate), p["pulse_s"])
+        parts.append((t, fade(carrier * am, 0.01, 0.02)))
+        t += dur + p["interval_s"] * vary(rng, jit.rate)
+    return assemble(parts)
 
 
 def _frog_peep_sample(rng: np.random.Generator) -> Params:
     return {
-        "f1": _loguniform(rng, 900, 3200),
+        "f1": loguniform(rng, 900, 3200),
         "rise": rng.uniform(1.0, 1.15),
         "note1_s": rng.uniform(0.05, 0.15),
         "ratio2": float(rng.choice([0.0, rng.uniform(1.15, 1.6)])),
@@ -308,18 +219,19 @@ def _frog_peep_sample(rng: np.random.Generator) -> Params:
 
 
 def _frog_peep(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, parts, t = _jit(rng, jit.pitch), [], 0.0
-    for _ in range(_repeat_count(rng, p["calls"])):
-        f1 = p["f1"] * pitch * _jit(rng, jit.pitch / 3)
-        d1 = p["note1_s"] * _jit(rng, jit.duration)
-        parts.append((t, _fade(_tone(f1 * p["rise"] ** np.linspace(0, 1, _n(d1)), (1.0, p["h2"]), rng), 0.01, 0.02)))
+    pitch, parts, t = vary(rng, jit.pitch), [], 0.0
+    for _ in range(repeat_count(rng, p["calls"])):
+        f1 = p["f1"] * pitch * vary(rng, jit.pitch / 3)
+        d1 = p["note1_s"] * vary(rng, jit.duration)
+        f = f1 * p["rise"] ** np.linspace(0, 1, samples(d1))
+        parts.append((t, fade(tone(f, (1.0, p["h2"]), rng), 0.01, 0.02)))
         if p["ratio2"] > 0:
-            d2 = p["note2_s"] * _jit(rng, jit.duration)
-            f2 = f1 * p["ratio2"] * p["rise"] ** np.linspace(0, 1, _n(d2))
-            parts.append((t + d1 + 0.03, _fade(_tone(f2, (1.0, p["h2"]), rng), 0.01, 0.03)))
+            d2 = p["note2_s"] * vary(rng, jit.duration)
+            f2 = f1 * p["ratio2"] * p["rise"] ** np.linspace(0, 1, samples(d2))
+            parts.append((t + d1 + 0.03, fade(tone(f2, (1.0, p["h2"]), rng), 0.01, 0.03)))
             d1 += 0.03 + d2
-        t += d1 + p["interval_s"] * _jit(rng, jit.rate)
-    return _assemble(parts)
+        t += d1 + p["interval_s"] * vary(rng, jit.rate)
+    return assemble(parts)
 
 
 # ---------------------------------------------------------------- insects
@@ -328,7 +240,7 @@ def _frog_peep(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
 def _cricket_sample(rng: np.random.Generator) -> Params:
     continuous = rng.random() < 0.35
     return {
-        "f_c": _loguniform(rng, 2500, 9000),
+        "f_c": loguniform(rng, 2500, 9000),
         "syllable_hz": rng.uniform(15, 80),
         "duty": rng.uniform(0.3, 0.7),
         "chirp_s": 60.0 if continuous else rng.uniform(0.1, 0.6),
@@ -339,18 +251,18 @@ def _cricket_sample(rng: np.random.Generator) -> Params:
 
 
 def _cricket(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    n = _n(p["bout_s"] * _jit(rng, jit.duration))
-    f = np.full(n, p["f_c"] * _jit(rng, jit.pitch / 2))
-    x = _tone(f, (1.0, p["h2"]), rng)
-    rate = p["syllable_hz"] * _jit(rng, jit.rate)
-    x *= _pulse_train(n, rate, p["duty"] / rate)
+    n = samples(p["bout_s"] * vary(rng, jit.duration))
+    f = np.full(n, p["f_c"] * vary(rng, jit.pitch / 2))
+    x = tone(f, (1.0, p["h2"]), rng)
+    rate = p["syllable_hz"] * vary(rng, jit.rate)
+    x *= pulse_train(n, rate, p["duty"] / rate)
     if p["chirp_s"] < p["chirp_period_s"]:
-        x *= _pulse_train(n, 1.0 / p["chirp_period_s"], p["chirp_s"]) > 0
-    return _fade(x, 0.05, 0.1)
+        x *= pulse_train(n, 1.0 / p["chirp_period_s"], p["chirp_s"]) > 0
+    return fade(x, 0.05, 0.1)
 
 
 def _cicada_sample(rng: np.random.Generator) -> Params:
-    lo = _loguniform(rng, 2500, 8000)
+    lo = loguniform(rng, 2500, 8000)
     return {
         "lo": lo,
         "hi": min(lo * rng.uniform(1.3, 2.4), 15000.0),
@@ -362,13 +274,13 @@ def _cicada_sample(rng: np.random.Generator) -> Params:
 
 
 def _cicada(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    dur = p["bout_s"] * _jit(rng, jit.duration)
-    n = _n(dur)
-    pitch = _jit(rng, jit.pitch / 2)
-    x = _band_noise(n, p["lo"] * pitch, p["hi"] * pitch, rng)
+    dur = p["bout_s"] * vary(rng, jit.duration)
+    n = samples(dur)
+    pitch = vary(rng, jit.pitch / 2)
+    x = band_noise(n, p["lo"] * pitch, p["hi"] * pitch, rng)
     t = np.arange(n) / SR
-    x *= 1 - p["am_depth"] * (0.5 - 0.5 * np.cos(2 * np.pi * p["am_hz"] * _jit(rng, jit.rate) * t))
-    return _fade(x, 0.05 + p["swell"] * dur, 0.15)
+    x *= 1 - p["am_depth"] * (0.5 - 0.5 * np.cos(2 * np.pi * p["am_hz"] * vary(rng, jit.rate) * t))
+    return fade(x, 0.05 + p["swell"] * dur, 0.15)
 
 
 # ---------------------------------------------------------------- mammals
@@ -376,7 +288,7 @@ def _cicada(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
 
 def _howl_sample(rng: np.random.Generator) -> Params:
     return {
-        "f0": _loguniform(rng, 150, 600),
+        "f0": loguniform(rng, 150, 600),
         "rise": rng.uniform(1.1, 1.6),
         "call_s": rng.uniform(0.6, 2.5),
         "calls": int(rng.integers(1, 4)),
@@ -387,19 +299,19 @@ def _howl_sample(rng: np.random.Generator) -> Params:
 
 
 def _howl(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, parts, t = _jit(rng, jit.pitch), [], 0.0
-    for _ in range(_repeat_count(rng, p["calls"])):
-        dur, f0 = p["call_s"] * _jit(rng, jit.duration), p["f0"] * pitch * _jit(rng, jit.pitch / 3)
-        f = _contour("arch", f0, f0 * p["rise"], _n(dur), 4.0, 0.01)
-        amps = _formant_amps(f0, ((p["formant1"], 250.0), (p["formant2"], 400.0)), top_hz=6000)
-        parts.append((t, _fade(_tone(f, amps, rng), 0.2 * dur, 0.3 * dur)))
-        t += dur + p["interval_s"] * _jit(rng, jit.rate)
-    return _assemble(parts)
+    pitch, parts, t = vary(rng, jit.pitch), [], 0.0
+    for _ in range(repeat_count(rng, p["calls"])):
+        dur, f0 = p["call_s"] * vary(rng, jit.duration), p["f0"] * pitch * vary(rng, jit.pitch / 3)
+        f = contour("arch", f0, f0 * p["rise"], samples(dur), 4.0, 0.01)
+        amps = formant_amps(f0, ((p["formant1"], 250.0), (p["formant2"], 400.0)), top_hz=6000)
+        parts.append((t, fade(tone(f, amps, rng), 0.2 * dur, 0.3 * dur)))
+        t += dur + p["interval_s"] * vary(rng, jit.rate)
+    return assemble(parts)
 
 
 def _bark_sample(rng: np.random.Generator) -> Params:
     return {
-        "f0": _loguniform(rng, 200, 700),
+        "f0": loguniform(rng, 200, 700),
         "drop": rng.uniform(0.6, 0.95),
         "bark_s": rng.uniform(0.06, 0.25),
         "noise": rng.uniform(0.2, 0.6),
@@ -410,22 +322,22 @@ def _bark_sample(rng: np.random.Generator) -> Params:
 
 
 def _bark(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, parts, t = _jit(rng, jit.pitch), [], 0.0
-    for _ in range(_repeat_count(rng, p["barks"])):
-        dur, f0 = p["bark_s"] * _jit(rng, jit.duration), p["f0"] * pitch
-        n = _n(dur)
-        tonal = _tone(f0 * p["drop"] ** np.linspace(0, 1, n), _formant_amps(f0, ((p["formant"], 600.0),)), rng)
+    pitch, parts, t = vary(rng, jit.pitch), [], 0.0
+    for _ in range(repeat_count(rng, p["barks"])):
+        dur, f0 = p["bark_s"] * vary(rng, jit.duration), p["f0"] * pitch
+        n = samples(dur)
+        tonal = tone(f0 * p["drop"] ** np.linspace(0, 1, n), formant_amps(f0, ((p["formant"], 600.0),)), rng)
         tonal /= max(float(np.max(np.abs(tonal))), 1e-9)
-        noisy = _band_noise(n, 0.5 * p["formant"], 2 * p["formant"], rng) / 3
+        noisy = band_noise(n, 0.5 * p["formant"], 2 * p["formant"], rng) / 3
         x = (1 - p["noise"]) * tonal + p["noise"] * noisy
-        parts.append((t, _fade(x, 0.01, 0.5 * dur)))
-        t += dur + p["interval_s"] * _jit(rng, jit.rate)
-    return _assemble(parts)
+        parts.append((t, fade(x, 0.01, 0.5 * dur)))
+        t += dur + p["interval_s"] * vary(rng, jit.rate)
+    return assemble(parts)
 
 
 def _grunt_sample(rng: np.random.Generator) -> Params:
     return {
-        "f0": _loguniform(rng, 70, 180),
+        "f0": loguniform(rng, 70, 180),
         "pulse_hz": rng.uniform(8, 30),
         "call_s": rng.uniform(0.2, 0.8),
         "formant": rng.uniform(400, 1300),
@@ -435,15 +347,15 @@ def _grunt_sample(rng: np.random.Generator) -> Params:
 
 
 def _grunt(p: Params, rng: np.random.Generator, jit: Jitter) -> np.ndarray:
-    pitch, parts, t = _jit(rng, jit.pitch), [], 0.0
-    for _ in range(_repeat_count(rng, p["calls"])):
-        dur, f0 = p["call_s"] * _jit(rng, jit.duration), p["f0"] * pitch
-        n = _n(dur)
-        x = _tone(np.full(n, f0), _formant_amps(f0, ((p["formant"], 350.0),), top_hz=3500), rng)
-        x *= 0.3 + 0.7 * _pulse_train(n, p["pulse_hz"] * _jit(rng, jit.rate), 0.6 / p["pulse_hz"])
-        parts.append((t, _fade(x, 0.03, 0.3 * dur)))
-        t += dur + p["interval_s"] * _jit(rng, jit.rate)
-    return _assemble(parts)
+    pitch, parts, t = vary(rng, jit.pitch), [], 0.0
+    for _ in range(repeat_count(rng, p["calls"])):
+        dur, f0 = p["call_s"] * vary(rng, jit.duration), p["f0"] * pitch
+        n = samples(dur)
+        x = tone(np.full(n, f0), formant_amps(f0, ((p["formant"], 350.0),), top_hz=3500), rng)
+        x *= 0.3 + 0.7 * pulse_train(n, p["pulse_hz"] * vary(rng, jit.rate), 0.6 / p["pulse_hz"])
+        parts.append((t, fade(x, 0.03, 0.3 * dur)))
+        t += dur + p["interval_s"] * vary(rng, jit.rate)
+    return assemble(parts)
 
 
 FAMILIES: dict[str, Family] = {

@@ -113,7 +113,7 @@ class SoundscapeKnobs:
     """
 
     seconds: int = 60
-    snr_db: tuple[float, float] = (-6.0, 12.0)
+    snr_db: tuple[float, float] = (0.0, 18.0)
     snr_spread_db: float = 2.0
     lowpass_hz: tuple[float, float] = (2500.0, 12000.0)
     reverb_rt60_s: tuple[float, float] = (0.2, 0.9)
@@ -125,8 +125,8 @@ class SoundscapeKnobs:
     distractor_prob: float = 0.4
     background_dbfs: tuple[float, float] = (-42.0, -30.0)
     rain_prob: tuple[float, float] = (0.0, 0.4)
-    wind_db: tuple[float, float] = (-12.0, 3.0)
-    chorus_db: tuple[float, float] = (-15.0, 0.0)
+    wind_db: tuple[float, float] = (-18.0, -6.0)
+    chorus_db: tuple[float, float] = (-20.0, -5.0)
     stream_prob: float = 0.3
     site_concentration: float = 0.7
     night_prob: float = 0.3
@@ -191,12 +191,13 @@ PRESETS: dict[str, SynthConfig] = {
     "demo": SynthConfig(
         name="demo",
         classes={"Aves": 14, "Amphibia": 6, "Insecta": 4, "Mammalia": 2},
-        focal_files=330,
+        focal_files=360,
         rare_species=4,
         train_soundscapes=40,
         test_soundscapes=24,
         train_sites=4,
         test_sites=2,
+        focal=FocalKnobs(duration_median_s=8.0, duration_sigma=0.75),
     ),
     "full": SynthConfig(
         name="full",

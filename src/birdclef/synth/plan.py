@@ -88,7 +88,8 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
             seconds = float(np.clip(rng.lognormal(np.log(knobs.duration_median_s), knobs.duration_sigma),
                                     *knobs.duration_range_s))
             seconds = round(seconds, 2)
-            snr = float(rng.uniform(*knobs.snr_db))
+            # skewed towards clean recordings, as uploads to sound archives are
+            snr = knobs.snr_db[0] + (knobs.snr_db[1] - knobs.snr_db[0]) * float(rng.beta(1.8, 1.2))
             others = np.array([i for i in range(len(species)) if i != idx])
             labels = [sp.label]
             secondary: list[tuple[str, float]] = []
@@ -133,7 +134,7 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
             quality = (snr - knobs.snr_db[0]) / (knobs.snr_db[1] - knobs.snr_db[0]) + rng.normal(0, 0.08)
             quality -= 0.15 * (far is not None) + 0.2 * (lowfi is not None) + 0.1 * bool(secondary)
             quality -= 0.1 * (background is not None)
-            rating = float(np.clip(np.round(2 * (0.5 + 4.5 * quality)) / 2, 0.5, 5.0)) if collection == "XC" else 0.0
+            rating = float(np.clip(np.round(2 * (1.0 + 4.0 * quality)) / 2, 0.5, 5.0)) if collection == "XC" else 0.0
             row = {
                 "primary_label": sp.label,
                 "secondary_labels": repr([lab for lab, _ in secondary]),
