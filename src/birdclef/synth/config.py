@@ -53,8 +53,10 @@ class FocalKnobs:
         duration_median_s: median file length in seconds (log-normal).
         duration_sigma: log-normal sigma of the file length (long right tail).
         duration_range_s: clip of the file length in seconds.
-        snr_db: (low, high) in-band SNR of primary calls over the file background, in dB.
-        bout_gap_s: (low, high) silence between two bouts of the primary species, in seconds.
+        snr_db: (low, high) in-band SNR of primary calls over the file background, in dB (skewed high).
+        snr_spread_db: standard deviation of one bout's SNR around its file's.
+        bout_gap_s: (low, high) silence between two bouts of the primary species, in seconds (the high end
+            shrinks to a sixth of the file length for short files).
         secondary_prob: share of files with 1-2 labelled secondary species.
         secondary_snr_offset_db: secondary species' SNR relative to the primary's.
         background_species_prob: share of files with a faint species that is not labelled (label noise).
@@ -72,6 +74,7 @@ class FocalKnobs:
     duration_sigma: float = 0.7
     duration_range_s: tuple[float, float] = (3.0, 60.0)
     snr_db: tuple[float, float] = (6.0, 32.0)
+    snr_spread_db: float = 2.0
     bout_gap_s: tuple[float, float] = (0.3, 3.0)
     secondary_prob: float = 0.15
     secondary_snr_offset_db: tuple[float, float] = (-16.0, -6.0)
@@ -208,7 +211,7 @@ PRESETS: dict[str, SynthConfig] = {
         test_soundscapes=100,
         train_sites=12,
         test_sites=5,
-        species=SpeciesKnobs(confusable_pairs=15, distractors=12, file_popularity_sigma=1.2),
+        species=SpeciesKnobs(confusable_pairs=15, distractors=12, file_popularity_sigma=0.9),
         focal=FocalKnobs(duration_median_s=18.0, duration_sigma=0.8),
     ),
 }

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from birdclef.synth.ambience import NoiseProfile
-from birdclef.synth.config import SynthConfig
+from birdclef.synth.config import FocalKnobs, SynthConfig
 from birdclef.synth.scenes import Caller, Distance, FocalPlan, SoundscapePlan
 from birdclef.synth.species import Species
 
@@ -90,20 +90,7 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
             seconds = round(seconds, 2)
             # skewed towards clean recordings, as uploads to sound archives are
             snr = knobs.snr_db[0] + (knobs.snr_db[1] - knobs.snr_db[0]) * float(rng.beta(1.8, 1.2))
-            others = np.array([i for i in range(len(species)) if i != idx])
-            labels = [sp.label]
-            secondary: list[tuple[str, float]] = []
-            if rng.random() < knobs.secondary_prob:
-                k = 1 if rng.random() < 0.7 else 2
-                picks = rng.choice(others, size=k, replace=False, p=scape_w[others] / scape_w[others].sum())
-                secondary = [(species[int(i)].label, snr + float(rng.uniform(*knobs.secondary_snr_offset_db)))
-                             for i in picks]
-                labels += [lab for lab, _ in secondary]
-            background = None
-            if rng.random() < knobs.background_species_prob:
-                free = [i for i in others if species[int(i)].label not in labels]
-                pick = species[int(rng.choice(free))].label
-                background = (pick, snr + float(rng.uniform(*knobs.background_snr_offset_db)))
+            secondary, background = _other_species(knobs, species, idx, snr, scape_w, rng)
             voice = None
             if rng.random() < knobs.voice_prob.get(collection, 0.0):
                 dur = min(float(rng.uniform(*knobs.voice_duration_s)), 0.45 * seconds)
@@ -124,17 +111,17 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
                 secondary=tuple(secondary),
                 background=background,
                 snr_db=snr,
+                snr_spread_db=knobs.snr_spread_db,
+                # short files keep short gaps so that they still hold a few bouts
+                gap_s=(knobs.bout_gap_s[0], max(2 * knobs.bout_gap_s[0], min(knobs.bout_gap_s[1], seconds / 6))),
                 voice=voice,
                 far=far,
                 lowfi_hz=lowfi,
                 noise=_focal_noise(config, rng),
                 peak=float(rng.uniform(0.3, 0.95)),
             )
-            # the rating tracks quality: SNR first, then distance, recorder, other species; plus rater noise
-            quality = (snr - knobs.snr_db[0]) / (knobs.snr_db[1] - knobs.snr_db[0]) + rng.normal(0, 0.08)
-            quality -= 0.15 * (far is not None) + 0.2 * (lowfi is not None) + 0.1 * bool(secondary)
-            quality -= 0.1 * (background is not None)
-            rating = float(np.clip(np.round(2 * (1.0 + 4.0 * quality)) / 2, 0.5, 5.0)) if collection == "XC" else 0.0
+            rating = _rating(knobs.snr_db, snr, far is not None, lowfi is not None, bool(secondary),
+                             background is not None, rng) if collection == "XC" else 0.0
             row = {
                 "primary_label": sp.label,
                 "secondary_labels": repr([lab for lab, _ in secondary]),
@@ -152,6 +139,34 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
             }
             recordings.append(Recording(plan, row))
     return recordings
+
+
+
+def _other_species(knobs: FocalKnobs, species: list[Species], idx: int, snr: float, scape_w: np.ndarray,
+                   rng: np.random.Generator) -> tuple[list[tuple[str, float]], tuple[str, float] | None]:
+    """Labelled secondary species and an unlabelled background species of one focal file, with their SNRs."""
+    others = np.array([i for i in range(len(species)) if i != idx])
+    secondary: list[tuple[str, float]] = []
+    if rng.random() < knobs.secondary_prob:
+        # co-occurring species: the ones that are common in soundscapes
+        picks = rng.choice(others, size=1 if rng.random() < 0.7 else 2, replace=False,
+                           p=scape_w[others] / scape_w[others].sum())
+        secondary = [(species[int(i)].label, snr + float(rng.uniform(*knobs.secondary_snr_offset_db))) for i in picks]
+    background = None
+    if rng.random() < knobs.background_species_prob:
+        taken = {species[idx].label, *(lab for lab, _ in secondary)}
+        free = [int(i) for i in others if species[int(i)].label not in taken]
+        background = (species[int(rng.choice(free))].label, snr + float(rng.uniform(*knobs.background_snr_offset_db)))
+    return secondary, background
+
+
+def _rating(snr_range: tuple[float, float], snr: float, far: bool, lowfi: bool, secondary: bool, background: bool,
+            rng: np.random.Generator) -> float:
+    """Xeno-canto-style rating (0.5-5 in half steps) that tracks quality: SNR first, then distance, recorder,
+    other species; plus rater noise."""
+    quality = (snr - snr_range[0]) / (snr_range[1] - snr_range[0]) + rng.normal(0, 0.08)
+    quality -= 0.15 * far + 0.2 * lowfi + 0.1 * secondary + 0.1 * background
+    return float(np.clip(np.round(2 * (1.0 + 4.0 * quality)) / 2, 0.5, 5.0))
 
 
 def plan_sites(config: SynthConfig, species: list[Species], rng: np.random.Generator) -> list[Site]:

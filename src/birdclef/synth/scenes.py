@@ -54,7 +54,9 @@ class FocalPlan:
         primary: primary label.
         secondary: (label, in-band SNR dB) of each labelled secondary species.
         background: (label, SNR dB) of an unlabelled faint species, or None.
-        snr_db: in-band SNR of the primary's bouts.
+        snr_db: mean in-band SNR of the primary's bouts.
+        snr_spread_db: standard deviation of one bout's SNR around ``snr_db``.
+        gap_s: (low, high) silence between two bouts of the primary, in seconds.
         voice: (start_s, duration_s, dB over the background RMS) of a spoken announcement, or None.
         far: distance applied to the primary's calls, or None.
         lowfi_hz: low-pass of a band-limited recorder, or None.
@@ -68,6 +70,8 @@ class FocalPlan:
     secondary: tuple[tuple[str, float], ...]
     background: tuple[str, float] | None
     snr_db: float
+    snr_spread_db: float
+    gap_s: tuple[float, float]
     voice: tuple[float, float, float] | None
     far: Distance | None
     lowfi_hz: float | None
@@ -154,8 +158,9 @@ def render_focal(plan: FocalPlan, species: dict[str, Species], jitter: Jitter, r
         if len(bout) > fits and events:
             break
         bout = bout[:fits]
-        events.append(_add(mix, background, bout, t, plan.snr_db + rng.normal(0, 2), plan.primary, "focal"))
-        t += len(bout) / SR + rng.uniform(*_gap(plan))
+        events.append(_add(mix, background, bout, t, plan.snr_db + rng.normal(0, plan.snr_spread_db), plan.primary,
+                           "focal"))
+        t += len(bout) / SR + rng.uniform(*plan.gap_s)
     for label, snr in plan.secondary:
         for _ in range(int(rng.integers(1, 4))):
             events.append(_add_somewhere(mix, background, species[label], jitter, rng, lo, hi, snr, "secondary"))
@@ -199,11 +204,6 @@ def render_soundscape(plan: SoundscapePlan, species: dict[str, Species], jitter:
             snr = caller.snr_db + rng.normal(0, snr_spread_db)
             events.append(_add(mix, background, bout, start, snr, caller.label, caller.kind))
     return np.clip(mix, -1, 1).astype(np.float32), sorted(events, key=lambda e: (e.start_s, e.label))
-
-
-def _gap(plan: FocalPlan) -> tuple[float, float]:
-    # short files keep short gaps so that they still hold a few bouts
-    return (0.3, max(0.6, min(3.0, plan.seconds / 6)))
 
 
 def _add(mix: np.ndarray, background: Background, bout: np.ndarray, start_s: float, snr_db: float, label: str,
