@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from birdclef import SAMPLE_RATE
 from birdclef.synth import generate, preset_config
 from birdclef.synth.cli import synth_command
-from birdclef.synth.generate import TRAIN_COLUMNS, window_labels
+from birdclef.synth.generator import TRAIN_COLUMNS, window_labels
 from birdclef.synth.plan import plan_recordings
 from birdclef.synth.scenes import Event
 from birdclef.synth.species import make_taxonomy

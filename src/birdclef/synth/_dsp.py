@@ -111,3 +111,11 @@ def assemble(parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
 def repeat_count(rng: np.random.Generator, mean: float) -> int:
     """A count near ``mean`` (plus or minus one), at least 1."""
     return max(1, int(round(mean)) + int(rng.integers(-1, 2)))
+
+
+def lowpass(x: np.ndarray, cutoff_hz: float, order: int) -> np.ndarray:
+    """Zero-phase low-pass with a Butterworth magnitude response, applied in the frequency domain."""
+    n_fft = sp_fft.next_fast_len(len(x), real=True)
+    freqs = sp_fft.rfftfreq(n_fft, 1 / SR)
+    spec = sp_fft.rfft(x, n_fft) / np.sqrt(1 + (freqs / cutoff_hz) ** (2 * order))
+    return sp_fft.irfft(spec, n_fft)[: len(x)]

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import fft as sp_fft
-from scipy import signal
 
 from birdclef import SAMPLE_RATE
+from birdclef.synth._dsp import lowpass
 
 SR = SAMPLE_RATE
 _N_FFT = 256  # background synthesis frame: 8 ms, 125 Hz bins
@@ -123,7 +123,7 @@ def render_background(profile: NoiseProfile, n: int, rng: np.random.Generator) -
 
 
 def distance(x: np.ndarray, lowpass_hz: float, rt60_s: float, wet: float, rng: np.random.Generator) -> np.ndarray:
-    """Make a call sound distant: air absorption (2nd-order low-pass) and a Schroeder reverb.
+    """Make a call sound distant: air absorption (2nd-order Butterworth-shaped low-pass) and a Schroeder reverb.
 
     Args:
         x: the dry call (samples,).
@@ -135,8 +135,7 @@ def distance(x: np.ndarray, lowpass_hz: float, rt60_s: float, wet: float, rng: n
     Returns:
         The distant call, longer than ``x`` by the reverb tail (about ``rt60_s / 2``).
     """
-    sos = signal.butter(2, min(lowpass_hz, 0.45 * SR), btype="low", fs=SR, output="sos")
-    y = np.concatenate([signal.sosfilt(sos, x), np.zeros(int(0.5 * rt60_s * SR))])
+    y = lowpass(np.concatenate([x, np.zeros(int(0.5 * rt60_s * SR))]), lowpass_hz, order=2)
     if wet <= 0:
         return y
     tail = np.zeros_like(y)

@@ -9,7 +9,7 @@ import click
 import yaml
 
 from birdclef.synth.config import PRESETS
-from birdclef.synth.generate import generate
+from birdclef.synth.generator import generate
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict[str, object]:

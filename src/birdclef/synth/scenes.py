@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
 from birdclef import SAMPLE_RATE
+from birdclef.synth._dsp import lowpass
 from birdclef.synth.ambience import Background, NoiseProfile, distance, gain_for_snr, render_background
 from birdclef.synth.calls import Jitter, render_bout
 from birdclef.synth.species import Species
@@ -169,7 +169,7 @@ def render_focal(plan: FocalPlan, species: dict[str, Species], jitter: Jitter, r
         events.append(_add_somewhere(mix, background, species[label], jitter, rng, 0.0, plan.seconds, snr,
                                      "background"))
     if plan.lowfi_hz is not None:
-        mix = signal.sosfilt(signal.butter(4, plan.lowfi_hz, fs=SR, output="sos"), mix)
+        mix = lowpass(mix, plan.lowfi_hz, order=4)
     mix *= plan.peak / max(float(np.max(np.abs(mix))), 1e-12)
     return mix.astype(np.float32), sorted(events, key=lambda e: (e.start_s, e.label)), voice_segments
 

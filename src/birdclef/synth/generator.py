@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS, __version__
 from birdclef.io import atomic_path, write_csv, write_json
-from birdclef.synth.calls import Jitter
+from birdclef.synth._worker import Job, Result, render_all
 from birdclef.synth.config import FULL_SCALE_FACTOR, GENERATOR_VERSION, SynthConfig, preset_config
-from birdclef.synth.oggio import write_ogg
 from birdclef.synth.plan import Recording, plan_recordings, plan_sites, plan_soundscapes
-from birdclef.synth.scenes import Event, FocalPlan, SoundscapePlan, render_focal, render_soundscape
+from birdclef.synth.scenes import Event, FocalPlan, SoundscapePlan
 from birdclef.synth.species import Species, make_taxonomy
 
 TRAIN_COLUMNS = (
@@ -28,22 +24,6 @@ TRAIN_COLUMNS = (
     "scientific_name", "common_name", "author", "license",
 )  # fmt: skip
 """train.csv columns, in the competition's order."""
-
-
-@dataclass(frozen=True)
-class _Job:
-    index: int
-    plan: FocalPlan | SoundscapePlan
-    seed: np.random.SeedSequence
-
-
-@dataclass(frozen=True)
-class _Result:
-    index: int
-    events: list[Event]
-    voice: list[tuple[float, float]]
-    samples: int
-    bytes: int
 
 
 def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int | None = None, *,
@@ -86,13 +66,13 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
     sites = plan_sites(config, species, plan_rng)
     soundscapes = plan_soundscapes(config, sites, species, distractors, plan_rng)
     plans: list[FocalPlan | SoundscapePlan] = [*soundscapes, *(r.plan for r in recordings)]  # long jobs first
-    jobs = [_Job(i, p, s) for i, (p, s) in enumerate(zip(plans, job_seed.spawn(len(plans)), strict=True))]
+    jobs = [Job(i, p, s) for i, (p, s) in enumerate(zip(plans, job_seed.spawn(len(plans)), strict=True))]
 
     with atomic_path(out) as tmp:
         for plan in plans:
             (tmp / plan.path).parent.mkdir(parents=True, exist_ok=True)
         context = (tmp, {s.label: s for s in [*species, *distractors]}, config)
-        results = _run(jobs, context, workers, progress)
+        results = render_all(jobs, context, workers, progress)
         _write_tables(tmp, config, seed, species, distractors, recordings, soundscapes, results)
         total_bytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
 
@@ -113,52 +93,6 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
         "workers": workers,
         "seconds_taken": round(time.perf_counter() - started, 2),
     }
-
-
-# ---------------------------------------------------------------- rendering
-
-_CONTEXT: tuple[Path, dict[str, Species], SynthConfig] | None = None
-
-
-def _init_worker(context: tuple[Path, dict[str, Species], SynthConfig]) -> None:
-    global _CONTEXT
-    _CONTEXT = context
-
-
-def _render(job: _Job) -> _Result:
-    """Render and write one file (runs in a worker); its own seed makes it independent of scheduling."""
-    assert _CONTEXT is not None, "worker context not initialised"
-    root, species, config = _CONTEXT
-    knobs = config.species
-    jitter = Jitter(knobs.pitch_jitter, knobs.duration_jitter, knobs.rate_jitter)
-    rng = np.random.default_rng(job.seed)
-    voice: list[tuple[float, float]] = []
-    if isinstance(job.plan, FocalPlan):
-        audio, events, voice = render_focal(job.plan, species, jitter, rng)
-    else:
-        audio, events = render_soundscape(job.plan, species, jitter, config.soundscape.snr_spread_db, rng)
-    size = write_ogg(root / job.plan.path, audio, SAMPLE_RATE, config.ogg_compression)
-    return _Result(job.index, events, voice, len(audio), size)
-
-
-def _run(jobs: list[_Job], context: tuple[Path, dict[str, Species], SynthConfig], workers: int,
-         progress: bool) -> list[_Result]:
-    bar = tqdm(total=len(jobs), desc="synth", unit="file", disable=not progress)
-    results: dict[int, _Result] = {}
-    if workers == 1:
-        _init_worker(context)
-        for job in jobs:
-            results[job.index] = _render(job)
-            bar.update()
-    else:
-        # spawn, not fork: the caller may hold threads (torch, tqdm) that a fork would copy half-locked
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(context,)) as pool:
-            for res in pool.imap_unordered(_render, jobs, chunksize=1):
-                results[res.index] = res
-                bar.update()
-    bar.close()
-    return [results[i] for i in range(len(jobs))]
 
 
 # ---------------------------------------------------------------- tables
@@ -197,7 +131,7 @@ def window_labels(events: Mapping[str, list[Event]], labels: list[str], seconds:
 
 
 def _write_tables(root: Path, config: SynthConfig, seed: int, species: list[Species], distractors: list[Species],
-                  recordings: list[Recording], soundscapes: list[SoundscapePlan], results: list[_Result]) -> None:
+                  recordings: list[Recording], soundscapes: list[SoundscapePlan], results: list[Result]) -> None:
     labels = [s.label for s in species]
     write_csv(pd.DataFrame([{
         "primary_label": s.label, "inat_taxon_id": s.inat_taxon_id, "scientific_name": s.scientific_name,
