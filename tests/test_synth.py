@@ -209,6 +209,8 @@ def test_existing_output_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(synth_command, ["--preset", "tiny", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "not empty" in result.output
     assert (tmp_path / "keep.txt").read_text() == "x"
+    with pytest.raises(FileExistsError, match="is a file"):
+        generate("tiny", 0, tmp_path / "keep.txt", workers=1, progress=False)
 
 
 def test_bad_preset_and_override_are_named() -> None:

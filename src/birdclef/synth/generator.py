@@ -55,6 +55,8 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
     started = time.perf_counter()
     config = preset_config(preset, overrides)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a dataset directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
