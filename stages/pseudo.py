@@ -42,8 +42,8 @@ def main() -> None:
     classes = pd.read_parquet(args.acquire / "taxonomy.parquet")["primary_label"].tolist()
     predictors = []
     for name in members:
-        model, meta = load_checkpoint(args.teacher / name / "model.pt")
-        if list(meta["classes"]) != classes:
+        model, _ = load_checkpoint(args.teacher / name / "model.pt")
+        if list(model.classes or []) != classes:
             raise SystemExit(f"{name}: teachers must cover every species (taxon-group members merge at ensembling)")
         predictors.append(model_predictor(model.eval()))
     cache = WaveCache(args.features)

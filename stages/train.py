@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from birdclef.features.cache import WaveCache
-from birdclef.io import atomic_path, load_params, scratch_dir, write_json
+from birdclef.io import atomic_path, load_params, scratch_dir, write_csv, write_json
 from birdclef.track import stage_run
 from birdclef.train.member import MemberInputs, train_member
 from birdclef.train.voice import voice_clips
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="this iteration's output folder (one subfolder a member)")
     ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints (persist across a kill)")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--history", type=Path, required=True, help="per-epoch CSV of every member (DVC plots)")
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -81,6 +82,8 @@ def main() -> None:
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in metrics[model_name].items()))
     if rank == 0:
         write_json(args.metrics, metrics)
+        histories = [pd.read_csv(args.out / m / "history.csv") for m in iteration["members"]]
+        write_csv(pd.concat(histories, ignore_index=True), args.history)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

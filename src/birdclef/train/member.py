@@ -188,8 +188,8 @@ def _initialise(
         source = inputs.init_checkpoint
     if source is None:
         return
-    donor, meta = load_checkpoint(source)
-    if list(meta.get("classes", [])) == classes:
+    donor, _ = load_checkpoint(source)
+    if list(donor.classes or []) == classes:
         model.load_state_dict(donor.state_dict())
     else:
         # New class set: keep the backbone (and the head's input layers), learn fresh class layers.

@@ -1,0 +1,1 @@
+"""Training: the one fit() loop, datasets and sampling, losses, augmentation, self-training policies."""
