@@ -28,6 +28,8 @@ def main() -> None:
         write_json(args.metrics, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         run.set_tags({"backend": metrics["backend"]})
+        for graph in sorted(args.out.glob("fused_*.onnx")):  # the whole wave -> probabilities model per member
+            run.log_onnx(graph, name=graph.stem)
     print(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))
 
 

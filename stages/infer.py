@@ -9,7 +9,8 @@ import pandas as pd
 
 from birdclef.infer.runner import infer, list_soundscapes, load_spec, make_factory
 from birdclef.infer.submission import build_submission, evaluate, read_sample, write_submission
-from birdclef.io import load_params, write_json
+from birdclef.io import load_params, write_csv, write_json
+from birdclef.metric import per_class_auc
 from birdclef.track import stage_run
 
 
@@ -24,6 +25,8 @@ def main() -> None:
     ap.add_argument("--taxonomy", type=Path, default=None, help="taxonomy.csv, for per-taxon scores")
     ap.add_argument("--out", type=Path, required=True, help="submission.csv")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--per-class", type=Path, default=None,
+                    help="CSV of AUC per species on the labelled soundscapes (primary_label, class_name, auc)")
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -50,9 +53,16 @@ def main() -> None:
             scored = sub[sub["row_id"].isin(set(labels["row_id"]))]
             metrics["n_scored_rows"] = len(scored)
             if len(scored):
-                metrics.update(evaluate(labels[labels["row_id"].isin(set(scored["row_id"]))], scored, class_of))
+                truth = labels[labels["row_id"].isin(set(scored["row_id"]))]
+                metrics.update(evaluate(truth, scored, class_of))
+                if args.per_class is not None:
+                    per = per_class_auc(truth, scored)
+                    table = pd.DataFrame({"primary_label": list(per), "auc": [round(v, 6) for v in per.values()]})
+                    table.insert(1, "class_name", [(class_of or {}).get(c, "") for c in table["primary_label"]])
+                    write_csv(table, args.per_class)
         write_json(args.metrics, metrics)
-        run.log_metrics(metrics)
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        run.log_artifact(args.out)
         run.set_tags({"backend": str(cfg.get("backend", "auto"))})
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))
 

@@ -31,6 +31,8 @@ class LazyGroup(click.Group):
         "bundle": "birdclef.infer.bundle:bundle_command",
         "repro": "birdclef.track.pipeline:repro_command",
         "ablate": "birdclef.track.ablate:ablate_command",
+        "report": "birdclef.track.report:report_command",
+        "lb": "birdclef.track.ledger:lb_group",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
