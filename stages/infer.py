@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from birdclef import dist
 from birdclef.infer.runner import infer, list_soundscapes, load_spec, make_factory
+from birdclef.infer.sharded import infer_sharded
 from birdclef.infer.submission import build_submission, evaluate, read_sample, write_submission
 from birdclef.io import load_params, write_csv, write_json
 from birdclef.metric import per_class_auc
@@ -25,12 +27,24 @@ def main() -> None:
     ap.add_argument("--taxonomy", type=Path, default=None, help="taxonomy.csv, for per-taxon scores")
     ap.add_argument("--out", type=Path, required=True, help="submission.csv")
     ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--per-class", type=Path, default=None,
-                    help="CSV of AUC per species on the labelled soundscapes (primary_label, class_name, auc)")
+    ap.add_argument(
+        "--per-class",
+        type=Path,
+        default=None,
+        help="CSV of AUC per species on the labelled soundscapes (primary_label, class_name, auc)",
+    )
+    ap.add_argument(
+        "--shards",
+        type=Path,
+        default=Path("build/shards/infer"),
+        help="finished blocks when infer.nproc > 1 (a rerun after a kill skips them)",
+    )
     args = ap.parse_args()
 
     params = load_params(args.params)
     cfg = params["infer"]
+    nproc = int(cfg.get("nproc", 1))
+    dist.relaunch(nproc)  # infer.nproc > 1: this command again under torchrun, files split over the ranks
     spec = load_spec(args.spec)
     files = list_soundscapes(args.soundscapes)
     if not files:
@@ -38,8 +52,16 @@ def main() -> None:
     factory = make_factory(cfg.get("backend", "auto"), args.export)
     options = {k: cfg[k] for k in ("workers", "threads", "on_error", "file_seconds", "start_method") if k in cfg}
 
+    if dist.rank_world()[1] > 1:
+        opts = {k: options[k] for k in ("threads", "on_error", "file_seconds") if k in options}
+        done = infer_sharded(spec, files, factory, args.shards, int(cfg.get("block", 16)), **opts)
+        dist.finish()
+        if done is None:  # ranks > 0: their blocks are on disk, rank 0 merges and writes
+            return
+    else:
+        done = None
     with stage_run("infer", {"infer": cfg}, params.get("tracking")) as run:
-        preds, scores = infer(spec, files, factory, **options)
+        preds, scores = done if done is not None else infer(spec, files, factory, **options)
         sub = build_submission(
             preds.stems, preds.n_windows, scores, spec["classes"], read_sample(args.sample),
             bool(cfg.get("require_sample_rows", False)),

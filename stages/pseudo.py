@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from birdclef import WINDOW_SECONDS
+from birdclef import WINDOW_SECONDS, dist
 from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, load_params, write_json, write_parquet
 from birdclef.models import load_checkpoint
@@ -28,6 +28,12 @@ def main() -> None:
     ap.add_argument("--features", type=Path, required=True, help="waveform cache with the train soundscapes")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument(
+        "--shards",
+        type=Path,
+        required=True,
+        help="finished blocks of teacher predictions (kept across a kill: the rerun skips them)",
+    )
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -35,7 +41,11 @@ def main() -> None:
     rnd = next((r for r in cfg["rounds"] if int(r["k"]) == args.round), None)
     if rnd is None:
         raise SystemExit(f"params pseudo.rounds has no entry with k = {args.round}")
-    torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
+    nproc = int(cfg.get("nproc", 1))
+    dist.relaunch(nproc)  # pseudo.nproc > 1: this command again under torchrun, soundscapes split over ranks
+    rank, world = dist.rank_world()
+    threads = cfg.get("threads") or max(1, (os.cpu_count() or 1) // max(world, 1))
+    torch.set_num_threads(int(threads))
     members = sorted(p.parent.name for p in args.teacher.glob("*/model.pt"))
     if not members:
         raise SystemExit(f"{args.teacher}: no member checkpoints (*/model.pt)")
@@ -48,9 +58,30 @@ def main() -> None:
         predictors.append(model_predictor(model.eval()))
     cache = WaveCache(args.features)
     ids = sorted(cache.keys("train_soundscape"))
+    chunking = {k: cfg.get(k) for k in ("chunk_s", "stride_s", "pool")}
+    key = dist.fingerprint(
+        ids, {"teachers": {m: dist.file_digest(args.teacher / m / "model.pt") for m in members}, **chunking}
+    )
+
+    def label_block(block: list[str]) -> list[dict[str, np.ndarray]]:
+        w, f = teacher_predictions(
+            predictors,
+            cache,
+            block,
+            float(cfg["chunk_s"]),
+            float(cfg["stride_s"]),
+            cfg.get("pool", "mean"),
+            progress=False,
+        )
+        return [{"windows": w[i], "frames": f[i]} for i in range(len(block))]
+
+    results = dist.sharded_map(ids, label_block, args.shards, key, int(cfg.get("block", 16)), desc="pseudo-labelling")
+    if results is None:  # ranks > 0: their blocks are on disk, rank 0 merges and writes
+        dist.finish()
+        return
+    windows = np.stack([r["windows"] for r in results])
+    frames = np.stack([r["frames"] for r in results])
     with stage_run(f"pseudo@{args.round}", {"pseudo": cfg, "round": rnd}, params.get("tracking")) as run:
-        windows, frames = teacher_predictions(predictors, cache, ids, float(cfg["chunk_s"]), float(cfg["stride_s"]),
-                                              cfg.get("pool", "mean"))
         labels = transform(windows, cfg.get("transforms", {}), float(rnd["tau"]))
         n_files, n_win, _ = labels.probs.shape
         table = pd.DataFrame(labels.probs.reshape(-1, len(classes)), columns=classes)
@@ -77,6 +108,8 @@ def main() -> None:
             np.save(out / "frames.npy", frames.astype(np.float16))
         write_json(args.metrics, metrics)
         run.log_metrics(metrics)
+    dist.clear(args.shards, key)
+    dist.finish()
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from birdclef import dist
 from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, load_params, scratch_dir, write_csv, write_json
 from birdclef.track import stage_run
@@ -25,8 +25,12 @@ def main() -> None:
     ap.add_argument("--acquire", type=Path, required=True, help="acquire stage output folder")
     ap.add_argument("--clean", type=Path, required=True, help="clean stage output folder")
     ap.add_argument("--features", type=Path, required=True, help="waveform cache folder")
-    ap.add_argument("--labels", type=Path, required=True,
-                    help="what the iteration learns from: the segment table (k = 0) or a pseudo stage output folder")
+    ap.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="what the iteration learns from: the segment table (k = 0) or a pseudo stage output folder",
+    )
     ap.add_argument("--train-root", type=Path, required=True, help="parent of the it<k> train folders (teacher init)")
     ap.add_argument("--out", type=Path, required=True, help="this iteration's output folder (one subfolder a member)")
     ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints (persist across a kill)")
@@ -37,8 +41,7 @@ def main() -> None:
     params = load_params(args.params)
     iteration = params["iterations"][args.iteration]
     nproc = int(params["train"].get("nproc", 1))
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:  # relaunch this very command under torchrun (DDP)
-        os.execvp("torchrun", ["torchrun", f"--nproc-per-node={nproc}", *sys.argv])
+    dist.relaunch(nproc)  # train.nproc > 1: this very command again under torchrun (DDP)
     torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
     device = "cuda" if torch.cuda.is_available() and params["train"].get("device", "auto") != "cpu" else "cpu"
     rank = 0
@@ -76,7 +79,14 @@ def main() -> None:
             inputs.teacher_checkpoint = ckpt if ckpt is not None and ckpt.exists() else None
             with stage_run(f"train@{args.iteration}", {**section, "member": name}, tracking) as run:
                 metrics[model_name] = train_member(
-                    name, model_name, params, iteration, inputs, out / model_name, args.resume / model_name, run,
+                    name,
+                    model_name,
+                    params,
+                    iteration,
+                    inputs,
+                    out / model_name,
+                    args.resume / model_name,
+                    run,
                     device,
                 )
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in metrics[model_name].items()))

@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-from export_fixtures import CLASSES, GROUP, exported
 
 from birdclef.infer.backends import (
     ExportedEnsemble,
@@ -19,6 +18,8 @@ from birdclef.infer.backends import (
     read_spec,
 )
 from birdclef.infer.export import synthetic_audio
+
+from export_fixtures import CLASSES, GROUP, exported
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from export_fixtures import CLASSES, exported, write_soundscapes
 
 from birdclef.infer.bundle import build_bundle, bundle_command, check_standalone, verify_bundle
 from birdclef.infer.runner import infer, make_factory
 from birdclef.infer.submission import build_submission, read_sample, row_ids, write_submission
 from birdclef.track import params_digest
+
+from export_fixtures import CLASSES, exported, write_soundscapes
 
 STEMS = ["S01_20250101_000000", "S02_20250101_000500"]
 

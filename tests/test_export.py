@@ -8,12 +8,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_fixtures import CLASSES, GROUP, exported
 
 from birdclef.features.frontend import MelConfig, MelFrontEnd
 from birdclef.infer.backends import TorchPredictor, available_backends, make_predictor
 from birdclef.infer.export import choose_backend, export_fused, exportable_frontend, synthetic_audio
 from birdclef.models import load_checkpoint
+
+from export_fixtures import CLASSES, GROUP, exported
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from export_fixtures import CLASSES, SR, exported, soundscape
 
 from birdclef.infer.bundle import build_bundle
 from birdclef.infer.predict import (
@@ -21,6 +20,8 @@ from birdclef.infer.predict import (
     raven_table,
     window_table,
 )
+
+from export_fixtures import CLASSES, SR, exported, soundscape
 
 REAL_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "real-audio"
 

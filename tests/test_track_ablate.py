@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 from click.testing import CliRunner
-from track_fixtures import head, sh, tiny_project
 
 from birdclef.track.ablate import AblationSpec, ablate_command, experiments, resolve, set_args
+
+from track_fixtures import head, sh, tiny_project
 
 
 def _spec(tmp_path, doc) -> AblationSpec:

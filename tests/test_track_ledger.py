@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from track_fixtures import sh
 
 from birdclef.track.ledger import bundle_hash, lb_group, read_ledger, spearman
+
+from track_fixtures import sh
 
 
 def _commit_metrics(repo: Path, cv: float, local: float | None) -> str:

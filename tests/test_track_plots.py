@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import yaml
+
 from track_fixtures import REPO, chromium, png_is_blank, render_page, sh, tiny_project
 
 TEMPLATE = REPO / ".dvc" / "plots" / "offline.html"

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+
 from track_fixtures import VENV_BIN, env, free_port, sh, tiny_project
 
 pytest.importorskip("dvc_s3", reason="dvc-s3 is not installed")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from track_fixtures import chromium, png_is_blank, render_page, sh
 
 from birdclef.track.report import build_report, report_command
+
+from track_fixtures import chromium, png_is_blank, render_page, sh
 
 SPECIES = {"blue1": "Aves", "frog1": "Amphibia", "cric1": "Insecta"}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from track_fixtures import REPO, sh, tiny_project
 
 # Wall-clock figures (seconds, throughput, memory, projected Kaggle time) legitimately differ between runs.

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from track_fixtures import free_port, head, sh, tiny_project
 
 from birdclef.track import NullRun, flatten, log_on_commit_run, params_digest, parent_run, stage_run
 from birdclef.track.provenance import data_hash, declared_outputs, dirty_files, project_root
+
+from track_fixtures import free_port, head, sh, tiny_project
 
 
 def test_flatten_dots_nested_keys_and_json_encodes_lists():

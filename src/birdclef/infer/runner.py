@@ -136,14 +136,18 @@ def infer(
         ``(member predictions with timing, (rows, C) final scores in spec class order)``.
     """
     kwargs.setdefault("file_seconds", spec.get("file_seconds", 60.0))
+    preds = predict_folder(files, spec["members"], factory, spec["predict"], spec["postprocess"], **kwargs)
+    return preds, finish_spec(spec, preds)
+
+
+def finish_spec(spec: Mapping[str, Any], preds: FolderPredictions) -> np.ndarray:
+    """``finish`` with the weights, class sets, combination and post-processing of an ensemble spec."""
     members = spec["members"]
-    preds = predict_folder(files, members, factory, spec["predict"], spec["postprocess"], **kwargs)
     counts = None if spec.get("class_counts") is None else np.asarray(spec["class_counts"], dtype=np.float64)
-    scores = finish(
+    return finish(
         preds, spec["classes"], [m["weight"] for m in members], [m["classes"] for m in members],
         spec["combination"], spec["postprocess"], counts,
     )  # fmt: skip
-    return preds, scores
 
 
 @dataclass

@@ -1,0 +1,168 @@
+"""torch.distributed plumbing for the stages: torchrun relaunch, ranks, and resumable sharded maps over file lists.
+
+A sharded map splits a file list into fixed blocks of ``block`` items; block ``b`` belongs to rank ``b % world``.
+Each rank writes one ``.npz`` per finished block (atomically), so a killed job resumes by skipping the blocks on
+disk, whatever the number of ranks of the next attempt. Rank 0 waits for every block and merges them in the
+original item order; the merged result is therefore the same for 1, 2 or N ranks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from birdclef.io import atomic_path
+
+Result = dict[str, np.ndarray]
+# Long jobs (a GPU labelling 100,000 hours) outlive gloo/nccl's 30-minute default barrier timeout.
+BARRIER_TIMEOUT = datetime.timedelta(hours=24)
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` from the torchrun environment; ``(0, 1)`` outside torchrun."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def relaunch(nproc: int) -> None:
+    """Re-execute the current command under ``torchrun --nproc-per-node nproc`` unless already under torchrun.
+
+    Multi-node jobs are started by the user with torchrun directly (``--nnodes``, ``--rdzv-endpoint``), in which
+    case ``LOCAL_RANK`` is set and this is a no-op.
+    """
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", *sys.argv]
+        os.execv(sys.executable, argv)
+
+
+def init(backend: str = "gloo") -> bool:
+    """Join the process group when running under torchrun with more than one rank; True when distributed."""
+    import torch.distributed as dist
+
+    if rank_world()[1] <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=BARRIER_TIMEOUT)
+    return True
+
+
+def finish() -> None:
+    """Leave the process group (if joined)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def fingerprint(items: Sequence[str], salt: Mapping[str, Any] | str) -> str:
+    """Short digest of the item list and whatever else decides the results (params, checkpoint digests)."""
+    h = hashlib.sha256(json.dumps([list(map(str, items)), salt], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes (checkpoints in a fingerprint: a retrained teacher must not reuse old blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sharded_map(
+    items: Sequence[str],
+    compute: Callable[[list[str]], list[Result]],
+    folder: str | os.PathLike[str],
+    key: str,
+    block: int = 32,
+    progress: bool = True,
+    desc: str = "blocks",
+) -> list[Result] | None:
+    """Compute ``compute(block_items)`` over ``items`` spread across torchrun ranks; merged on rank 0.
+
+    Args:
+        items: keys (file names, cache keys) in output order.
+        compute: maps a list of items to one dict of arrays per item (same keys for every item).
+        folder: where blocks are written (``folder/<key>/block-00000.npz``); keep it across attempts to resume.
+        key: fingerprint of everything the results depend on (see :func:`fingerprint`); blocks of another key
+            are never reused.
+        block: items per block (the unit of resume and of work distribution).
+        progress: show a progress bar (rank 0 only; it counts rank 0's own items).
+        desc: progress bar label.
+
+    Returns:
+        On rank 0, one dict per item in ``items`` order; ``None`` on the other ranks.
+    """
+    rank, world = rank_world()
+    distributed = init() if world > 1 else False
+    root = Path(folder) / key
+    root.mkdir(parents=True, exist_ok=True)
+    blocks = [list(items[i : i + block]) for i in range(0, len(items), block)]
+    mine = range(rank, len(blocks), world)
+    with tqdm(total=sum(len(blocks[b]) for b in mine), desc=desc, disable=not progress or rank != 0) as bar:
+        for b in mine:
+            path = root / f"block-{b:05d}.npz"
+            if not _valid_block(path, blocks[b]):
+                results = compute(blocks[b])
+                if len(results) != len(blocks[b]):
+                    raise ValueError(f"compute returned {len(results)} results for {len(blocks[b])} items")
+                _write_block(path, blocks[b], results)
+            bar.update(len(blocks[b]))
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank != 0:
+        return None
+    merged: list[Result] = []
+    for b, names in enumerate(blocks):
+        merged.extend(_read_block(root / f"block-{b:05d}.npz", names))
+    return merged
+
+
+def clear(folder: str | os.PathLike[str], key: str) -> None:
+    """Delete the blocks of ``key`` (after the merged output is safely written)."""
+    shutil.rmtree(Path(folder) / key, ignore_errors=True)
+
+
+def _write_block(path: Path, names: list[str], results: list[Result]) -> None:
+    arrays: dict[str, np.ndarray] = {"__items__": np.asarray(names, dtype=str)}
+    for i, res in enumerate(results):
+        for name, value in res.items():
+            arrays[f"{i}/{name}"] = np.asarray(value)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _valid_block(path: Path, names: list[str]) -> bool:
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as z:
+            return z["__items__"].tolist() == names
+    except (OSError, ValueError, KeyError):  # a torn or foreign file: recompute it
+        return False
+
+
+def _read_block(path: Path, names: list[str]) -> list[Result]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: block missing after the barrier (did a rank fail?)")
+    with np.load(path) as z:
+        if z["__items__"].tolist() != names:
+            raise ValueError(f"{path}: holds other items than expected")
+        out: list[Result] = [{} for _ in names]
+        for k in z.files:
+            if k == "__items__":
+                continue
+            i, name = k.split("/", 1)
+            out[int(i)][name] = z[k]
+    return out
