@@ -199,7 +199,8 @@ def fit(
             spec = (lambda mel, g=gen: spec_augment(mel, g)) if spec_augment is not None else None
             with amp_ctx():
                 out = net(batch["wave"], spec_augment=spec)
-                loss = loss_fn(out, batch["target"], batch.get("mask"), batch.get("weight"))
+                extra = {"teacher": batch["teacher"]} if "teacher" in batch else {}  # P7's KL term (distill.py)
+                loss = loss_fn(out, batch["target"], batch.get("mask"), batch.get("weight"), **extra)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {b + 1}")
             scaler.scale(loss / accum).backward()

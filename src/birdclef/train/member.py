@@ -18,6 +18,7 @@ from birdclef.models import create_model, load_checkpoint, save_checkpoint
 from birdclef.track import NullRun, params_digest
 from birdclef.train.augment import NoiseBank, SpecAugment, WaveAugment
 from birdclef.train.datasets import FocalDataset, PseudoBank, WaveSource
+from birdclef.train.distill import DistillLoss, TeacherTargets
 from birdclef.train.evaluate import Evaluator, macro_auc
 from birdclef.train.fit import FitConfig, clear_resume, fit
 from birdclef.train.losses import build_loss
@@ -136,6 +137,15 @@ def train_member(
         )
         transforms.append(PseudoMixer(bank, st_cfg))
     transforms.append(WaveAugment(aug_cfg, noise_bank=noise, voice_bank=voice))
+    loss = build_loss(tcfg.get("loss", {}))
+    distill = dict(st_cfg.get("distill") or {})
+    distill["mode"] = str(distill.get("mode") or "off")  # YAML reads a bare `off` as False
+    if distill["mode"] != "off" and inputs.teacher_checkpoint is not None:
+        teacher, _ = load_checkpoint(inputs.teacher_checkpoint)
+        if list(teacher.classes or []) != classes:
+            raise ValueError(f"{name}: selftrain.distill needs a teacher with the student's classes")
+        transforms.append(TeacherTargets(teacher, distill, device))  # P6 / P7: after augmentation, as seen
+        loss = DistillLoss(loss, float(distill.get("kl_weight", 1.0)) if distill["mode"] == "online" else 0.0)
     spec_aug = SpecAugment(aug_cfg)
     taxa = dict(zip(inputs.taxonomy["primary_label"], inputs.taxonomy["class_name"], strict=True))
     evaluator = Evaluator(classes, inputs.cache, val_segs, inputs.soundscape_labels, float(tcfg["crop_s"]), taxa)
@@ -143,7 +153,7 @@ def train_member(
     fp = fingerprint(name, model_cfg, mel_cfg, tcfg, st_cfg if student else {}, iteration, train_segs,
                      inputs.pseudo_labels if student else 0)
     result = fit(
-        model, train_set, loop, build_loss(tcfg.get("loss", {})), transforms=transforms, spec_augment=spec_aug,
+        model, train_set, loop, loss, transforms=transforms, spec_augment=spec_aug,
         evaluate=evaluator, resume_dir=resume_dir, fingerprint=fp, run=run, device=device,
     )
 
