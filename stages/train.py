@@ -77,6 +77,10 @@ def main() -> None:
             name = f"it{iteration['k']}_{model_name}"
             ckpt = args.train_root / f"it{teacher}" / model_name / "model.pt" if teacher is not None else None
             inputs.teacher_checkpoint = ckpt if ckpt is not None and ckpt.exists() else None
+            init_from = iteration.get("init_from")  # D1 / D3: fine-tune a checkpoint, `{model}` = this member
+            inputs.init_checkpoint = Path(str(init_from).format(model=model_name)) if init_from else None
+            if inputs.init_checkpoint is not None and not inputs.init_checkpoint.is_file():
+                raise SystemExit(f"iteration {iteration['k']}: init_from {inputs.init_checkpoint} does not exist")
             with stage_run(f"train@{args.iteration}", {**section, "member": name}, tracking) as run:
                 metrics[model_name] = train_member(
                     name,

@@ -63,6 +63,15 @@ def quiet_soundscape_clips(cache: WaveSource, keys: list[str], share: float = 0.
     return [cache.read(k, w * window, window) for _, k, w in keep]
 
 
+def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in recursively (nested dicts merge, other values replace)."""
+    out = dict(base)
+    for key, value in override.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = merged(out[key], value) if nested else value
+    return out
+
+
 def fingerprint(*parts: Any) -> str:
     """Identify a training run by its settings and inputs (a resume checkpoint must match it)."""
     h = hashlib.sha256()
@@ -102,7 +111,7 @@ def train_member(
         Flat metrics: ``val_auc``, ``soundscape_auc`` (+ per taxon class), timing.
     """
     run = run or NullRun()
-    tcfg = dict(params["train"])
+    tcfg = merged(params["train"], iteration.get("train") or {})  # an iteration may override train.* keys
     st_cfg = dict(params.get("selftrain", {}))
     model_cfg = dict(params["models"][model_name])
     mel_cfg = dict(params["mels"][model_cfg.pop("mel")])
@@ -205,5 +214,5 @@ def _initialise(
         # New class set: keep the backbone (and the head's input layers), learn fresh class layers.
         donor.replace_head(len(classes))
         model.load_state_dict(donor.state_dict(), strict=False)
-    if tcfg.get("freeze_backbone", False):
+    if tcfg.get("freeze_backbone", False):  # D3: rare-class head fine-tuning, only the class layers learn
         model.freeze_backbone(True)

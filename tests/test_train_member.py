@@ -1,0 +1,82 @@
+"""train_member: one member end to end on toy data; per-iteration overrides, fine-tuning a checkpoint with a frozen
+backbone (D1/D3), and teacher-in-the-loop distillation (P6/P7) switched from params."""
+
+import pandas as pd
+import pytest
+import torch
+
+from birdclef.models import load_checkpoint
+from birdclef.train.member import MemberInputs, merged, train_member
+
+from train_fixtures import toy_segments
+
+MEL = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000}
+
+
+def _params(**selftrain):
+    return {
+        "models": {"tiny": {"head": "sed", "backbone": "test_efficientnet", "pretrained": False, "mel": "m"}},
+        "mels": {"m": MEL},
+        "train": {"crop_s": 1.0, "crop_policy": "random", "secondary_value": 0.5, "val_fold": 0,
+                  "loop": {"epochs": 1, "batch_size": 4, "progress": False}, "augment": {}, "loss": {"name": "bce"}},
+        "selftrain": selftrain,
+    }  # fmt: skip
+
+
+def _inputs():
+    segs, cache = toy_segments()
+    taxonomy = pd.DataFrame({"primary_label": ["a", "b", "c"], "class_name": ["Aves", "Amphibia", "Aves"]})
+    return MemberInputs(segments=segs, taxonomy=taxonomy, cache=cache)
+
+
+@pytest.fixture(scope="module")
+def it0(tmp_path_factory):
+    out = tmp_path_factory.mktemp("it0")
+    metrics = train_member("it0_tiny", "tiny", _params(), {"k": 0}, _inputs(), out)
+    return out, metrics
+
+
+def test_member_writes_checkpoint_history_and_metrics(it0):
+    out, metrics = it0
+    assert (out / "model.pt").is_file() and (out / "val_predictions.parquet").is_file()
+    assert len(pd.read_csv(out / "history.csv")) == 1
+    assert 0.0 <= metrics["val_auc"] <= 1.0
+    model, meta = load_checkpoint(out / "model.pt")
+    assert model.classes == ["a", "b", "c"] and meta["iteration"] == 0
+
+
+def test_merged_overrides_nested_keys():
+    base = {"loop": {"epochs": 12, "batch_size": 16}, "crop_s": 5}
+    assert merged(base, {"loop": {"epochs": 3}}) == {"loop": {"epochs": 3, "batch_size": 16}, "crop_s": 5}
+    assert base["loop"]["epochs"] == 12
+
+
+def test_frozen_backbone_fine_tuning_keeps_the_backbone(it0, tmp_path):
+    inputs = _inputs()
+    inputs.init_checkpoint = it0[0] / "model.pt"
+    iteration = {"k": 1, "train": {"freeze_backbone": True, "loop": {"balance": "equal"}}}
+    train_member("it1_tiny", "tiny", _params(), iteration, inputs, tmp_path)
+    donor, _ = load_checkpoint(it0[0] / "model.pt")
+    tuned, _ = load_checkpoint(tmp_path / "model.pt")
+    d, t = donor.state_dict(), tuned.state_dict()
+    backbone = [k for k in d if k.startswith("backbone.") and d[k].is_floating_point()]
+    assert backbone and all(torch.equal(d[k], t[k]) for k in backbone)
+    assert any(not torch.equal(d[k], t[k]) for k in d if k.startswith("head.") and d[k].is_floating_point())
+
+
+@pytest.mark.parametrize("mode", ["blend", "online"])
+def test_distillation_modes_train(it0, tmp_path, mode):
+    inputs = _inputs()
+    inputs.teacher_checkpoint = it0[0] / "model.pt"
+    params = _params(init="scratch", distill={"mode": mode, "blend": 0.5, "threshold": 0.4, "kl_weight": 1.0})
+    metrics = train_member("it1_tiny", "tiny", params, {"k": 1, "teacher": 0}, inputs, tmp_path)
+    assert 0.0 <= metrics["val_auc"] <= 1.0
+
+
+def test_distillation_needs_the_students_classes(it0, tmp_path):
+    inputs = _inputs()
+    inputs.teacher_checkpoint = it0[0] / "model.pt"
+    params = _params(distill={"mode": "blend"})
+    params["models"]["tiny"]["classes"] = ["Aves"]  # a taxon-group student: the teacher covers other classes
+    with pytest.raises(ValueError, match="distill"):
+        train_member("it1_tiny", "tiny", params, {"k": 1, "teacher": 0}, inputs, tmp_path)
