@@ -34,6 +34,37 @@ def test_set_args_keep_types_for_dvc():
     ]  # fmt: skip
 
 
+def test_set_args_nested_values_parse_back_through_dvc(tmp_path):
+    from dvc.utils.hydra import apply_overrides
+
+    params = {"a": {"b": 1, "rounds": [{"k": 0, "tau": 1.0}]}, "models": {"x": {"head": "sed"}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    new = {"head": "cnn", "path": "build/it2/{model}/model.pt", "pretrained": None, "flag": True}
+    args = set_args({"a.rounds": [{"k": 0, "tau": 0.5}], "models.y": new}, params)
+    assert args[3].startswith("+models.y=")  # a key new to params.yaml needs Hydra's '+'
+    apply_overrides(str(path), args[1::2])
+    assert yaml.safe_load(path.read_text()) == {"a": {"b": 1, "rounds": [{"k": 0, "tau": 0.5}]},
+                                                "models": {"x": {"head": "sed"}, "y": new}}  # fmt: skip
+
+
+def test_gpu_preset_overrides_parse_back_through_dvc(tmp_path):
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    from birdclef.track.pipeline import preset_args
+
+    from track_fixtures import REPO
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    args = preset_args(REPO / "presets" / "gpu.yaml", tmp_path / "params.yaml")
+    apply_overrides(str(tmp_path / "params.yaml"), args[1::2])
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["models"]["sed_v2s"]["backbone"] == "tf_efficientnetv2_s"
+    assert params["train"]["crop_s"] == 20 and params["iterations"][2]["members"] == ["sed_v2s"]
+
+
 def test_resolve_takes_the_last_matching_file_and_one_word_taxa():
     metrics = {
         "metrics/train/it1.json": {"m1": {"soundscape_auc": 0.6, "soundscape_auc_Aves": 0.7},
@@ -49,14 +80,24 @@ def test_resolve_takes_the_last_matching_file_and_one_word_taxa():
 
 def test_experiments_reads_names_metrics_and_errors():
     stale = {"metrics": {"m.json": {"data": {"score": 0.5}}}}  # DVC shows the baseline's files for a failed run
-    show = [{"rev": "workspace", "experiments": None},
-            {"rev": "abc", "experiments": [
-                {"revs": [{"name": "x-a", "data": {"metrics": {"m.json": {"data": {"score": 1}}}}, "error": None}],
-                 "executor": {"state": "success"}},
+    show = [
+        {"rev": "workspace", "experiments": None},
+        {
+            "rev": "abc",
+            "experiments": [
+                {
+                    "revs": [{"name": "x-a", "data": {"metrics": {"m.json": {"data": {"score": 1}}}}, "error": None}],
+                    "executor": {"state": "success"},
+                },
                 {"revs": [{"name": "x-a", "data": stale, "error": None}], "executor": {"state": "success"}},
-                {"revs": [{"name": "x-b", "data": stale, "error": {"msg": "Experiment run failed"}}],
-                 "executor": {"state": "failed"}},
-                {"revs": [{"name": "x-c", "data": stale, "error": None}], "executor": {"state": "queued"}}]}]
+                {
+                    "revs": [{"name": "x-b", "data": stale, "error": {"msg": "Experiment run failed"}}],
+                    "executor": {"state": "failed"},
+                },
+                {"revs": [{"name": "x-c", "data": stale, "error": None}], "executor": {"state": "queued"}},
+            ],
+        },
+    ]
     assert experiments(show) == {
         "x-a": {"metrics": {"m.json": {"score": 1}}, "state": "success", "error": None},
         "x-b": {"metrics": {}, "state": "failed", "error": "Experiment run failed"},

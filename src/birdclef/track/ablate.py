@@ -75,12 +75,38 @@ class AblationSpec:
         return f"{self.name}-{variant}"
 
 
-def set_args(overrides: Mapping[str, Any]) -> list[str]:
-    """``-S key=value`` arguments; non-string values are written as JSON so DVC parses them back typed."""
+def set_args(overrides: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> list[str]:
+    """``-S key=value`` arguments in DVC's (Hydra's) override grammar, so DVC parses the values back typed.
+
+    Args:
+        overrides: dotted params keys -> values (scalars, lists, dicts).
+        params: the current params; a key absent from them is written ``+key=value`` (Hydra adds it).
+    """
     args: list[str] = []
     for key, value in overrides.items():
-        args += ["-S", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+        prefix = "+" if params is not None and not _has_key(params, key) else ""
+        args += ["-S", f"{prefix}{key}={value if isinstance(value, str) else hydra_value(value)}"]
     return args
+
+
+def hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar: bare dict keys, quoted strings, true/false/null."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return json.dumps(value)  # numbers, true / false, null
+
+
+def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def queue_commands(spec: AblationSpec) -> list[list[str]]:
@@ -184,8 +210,12 @@ def run_ablation(spec: AblationSpec, repo: Path, run: bool = True) -> dict[str, 
 
 @click.command("ablate")
 @click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Markdown file to write [default: reports/ablation-<name>.md].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Markdown file to write [default: reports/ablation-<name>.md].",
+)
 @click.option("--metric", default=None, help="Override the spec's metric (FILE:KEY, `|` for fallbacks).")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
 @click.option("--no-run", is_flag=True, help="Only tabulate experiments that already ran (same names).")
@@ -214,8 +244,10 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
         for cmd in queue_commands(spec):
             click.echo(shlex.join(["dvc", *cmd[1:]]))
         return
-    command = ["birdclef", "ablate", str(spec_path)] + (["--metric", metric] if metric else []) + (
-        ["--no-run"] if no_run else []
+    command = (
+        ["birdclef", "ablate", str(spec_path)]
+        + (["--metric", metric] if metric else [])
+        + (["--no-run"] if no_run else [])
     )
     results = run_ablation(spec, repo, run=not no_run)
     sha = git(repo, "rev-parse", "HEAD") or "unknown"

@@ -157,16 +157,30 @@ def lb_group() -> None:
 @click.argument("score", type=float)
 @click.option("--split", type=click.Choice(SPLITS), required=True, help="Which Kaggle leaderboard.")
 @click.option("--commit", default=None, help="Commit that made the submission [default: the manifest's, else HEAD].")
-@click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The submitted bundle's MANIFEST.json (bundle hash, commit).")
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The submitted bundle's MANIFEST.json (bundle hash, commit).",
+)
 @click.option("--note", default="", help="Free text, e.g. the Kaggle submission name.")
-@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default="leaderboard.csv",
-              show_default=True)
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default="leaderboard.csv", show_default=True)
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
-@click.option("--mlflow/--no-mlflow", "use_mlflow", default=True, show_default=True,
-              help="Also log the score on the commit's `infer` run in MLflow, when one exists.")
+@click.option(
+    "--mlflow/--no-mlflow",
+    "use_mlflow",
+    default=True,
+    show_default=True,
+    help="Also log the score on the commit's `infer` run in MLflow, when one exists.",
+)
 def record_command(
-    score: float, split: str, commit: str | None, manifest: Path | None, note: str, ledger: Path, repo: Path,
+    score: float,
+    split: str,
+    commit: str | None,
+    manifest: Path | None,
+    note: str,
+    ledger: Path,
+    repo: Path,
     use_mlflow: bool,
 ) -> None:
     """Append a leaderboard SCORE for a commit to the ledger (then `git add leaderboard.csv`)."""
@@ -192,13 +206,18 @@ def record_command(
 
 
 @lb_group.command("show")
-@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default="leaderboard.csv",
-              show_default=True)
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default="leaderboard.csv", show_default=True)
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
-@click.option("--cv", "cv_ref", default=DEFAULT_CV, show_default=True,
-              help="CV metric as FILE:KEY (a glob takes the last file; `|` separates fallbacks).")
-@click.option("--local", "local_ref", default=DEFAULT_LOCAL, show_default=True,
-              help="Local test-soundscape metric as FILE:KEY.")
+@click.option(
+    "--cv",
+    "cv_ref",
+    default=DEFAULT_CV,
+    show_default=True,
+    help="CV metric as FILE:KEY (a glob takes the last file; `|` separates fallbacks).",
+)
+@click.option(
+    "--local", "local_ref", default=DEFAULT_LOCAL, show_default=True, help="Local test-soundscape metric as FILE:KEY."
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "csv", "markdown"]), default="text", show_default=True)
 def show_command(ledger: Path, repo: Path, cv_ref: str, local_ref: str, fmt: str) -> None:
     """Print the ledger joined with each commit's CV and local AUC, and their Spearman correlation (3+ entries)."""

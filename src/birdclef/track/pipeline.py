@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+import yaml
 
 from birdclef.io import load_params
 from birdclef.track.runs import PARENT_ENV, parent_run, project_root, tracking_uri
@@ -70,6 +71,20 @@ def run_pipeline(dvc_args: Sequence[str], exp: bool = False, params: Path = Path
     return rc, run_id
 
 
+def preset_args(path: Path, params: Path | None = None) -> list[str]:
+    """``-S key=value`` arguments for every ``dotted.key: value`` of a preset YAML (keys new to ``params``: ``+``)."""
+    from birdclef.track.ablate import set_args
+
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise click.BadParameter(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(doc, dict) or not doc:
+        raise click.BadParameter(f"{path}: expected a mapping of dotted params keys to values")
+    current = load_params(params) if params is not None and params.exists() else None
+    return set_args(doc, current)
+
+
 class _DvcFailedError(Exception):
     """Raised inside the parent run so that MLflow marks it FAILED."""
 
@@ -83,8 +98,12 @@ class _DvcFailedError(Exception):
     "--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
     help="params.yaml (its `tracking` section names the MLflow experiment).",
 )  # fmt: skip
+@click.option(
+    "--preset", "preset", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="A YAML of dotted params overrides (e.g. presets/gpu.yaml), passed as -S arguments; implies --exp.",
+)  # fmt: skip
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
-def repro_command(exp: bool, params: Path, dvc_args: tuple[str, ...]) -> None:
+def repro_command(exp: bool, params: Path, preset: Path | None, dvc_args: tuple[str, ...]) -> None:
     """Run the DVC pipeline as one MLflow tree: a parent run, one child run per executed stage.
 
     \b
@@ -92,8 +111,12 @@ def repro_command(exp: bool, params: Path, dvc_args: tuple[str, ...]) -> None:
       birdclef repro                          # dvc repro
       birdclef repro --force train@0          # dvc repro --force train@0
       birdclef repro --exp -S train.loop.epochs=2 -n short   # dvc exp run ...
+      birdclef repro --preset presets/gpu.yaml -n gpu         # dvc exp run -S <every override of the preset>
     Open the runs with: mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db
     """
+    if preset is not None:
+        exp = True
+        dvc_args = (*preset_args(preset, params), *dvc_args)
     rc, run_id = run_pipeline(dvc_args, exp, params)
     if run_id:
         click.echo(f"MLflow parent run {run_id} in {tracking_uri(project_root())}", err=True)

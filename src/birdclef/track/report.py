@@ -166,7 +166,7 @@ def section_ensemble(data: Sequence[RevisionData]) -> str:
     for d in data:
         for key, w in sorted(d.ensemble.items()):
             if key.startswith("weight_"):
-                member = key[len("weight_"):]
+                member = key[len("weight_") :]
                 rows.append([escape(d.rev.label), escape(member), _num(float(w)),
                              _num(d.ensemble.get(f"member_{member}_score"))])  # fmt: skip
     if not rows:
@@ -231,17 +231,39 @@ def build_report(
 
 @click.command("report")
 @click.argument("revs", nargs=-1)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="reports/report.html",
-              show_default=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default="reports/report.html", show_default=True
+)
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
-@click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path), default="data/taxonomy.csv",
-              show_default=True, help="Species -> taxon class, for per-class tables that lack it.")
-@click.option("--history", "history_globs", multiple=True, default=HISTORY_GLOBS, show_default=True,
-              help="Globs of per-epoch history CSVs (repeatable).")
-@click.option("--per-class", "per_class_globs", multiple=True, default=PER_CLASS_GLOBS, show_default=True,
-              help="Globs of per-class AUC CSVs (label, [class_name], auc).")
+@click.option(
+    "--taxonomy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="data/taxonomy.csv",
+    show_default=True,
+    help="Species -> taxon class, for per-class tables that lack it.",
+)
+@click.option(
+    "--history",
+    "history_globs",
+    multiple=True,
+    default=HISTORY_GLOBS,
+    show_default=True,
+    help="Globs of per-epoch history CSVs (repeatable).",
+)
+@click.option(
+    "--per-class",
+    "per_class_globs",
+    multiple=True,
+    default=PER_CLASS_GLOBS,
+    show_default=True,
+    help="Globs of per-class AUC CSVs (label, [class_name], auc).",
+)
 def report_command(
-    revs: tuple[str, ...], out: Path, repo: Path, taxonomy: Path, history_globs: tuple[str, ...],
+    revs: tuple[str, ...],
+    out: Path,
+    repo: Path,
+    taxonomy: Path,
+    history_globs: tuple[str, ...],
     per_class_globs: tuple[str, ...],
 ) -> None:
     """Write one self-contained HTML report comparing REVS (git revisions or `workspace`; default: HEAD and the

@@ -166,7 +166,7 @@ def taxon_scores(data: RevisionData) -> tuple[str, dict[str, float]]:
         for metrics in data.train[k].values():
             for key, v in metrics.items():
                 if key.startswith("soundscape_auc_"):
-                    sums.setdefault(key[len("soundscape_auc_"):].capitalize(), []).append(v)
+                    sums.setdefault(key[len("soundscape_auc_") :].capitalize(), []).append(v)
         if sums:
             return f"train it{k}", {t: sum(v) / len(v) for t, v in sums.items()}
     return "", {}

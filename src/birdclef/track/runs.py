@@ -142,9 +142,7 @@ def _connect(tracking: Mapping[str, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def stage_run(
-    stage: str, params: Mapping[str, Any], tracking: Mapping[str, Any] | None = None
-) -> Iterator[NullRun]:
+def stage_run(stage: str, params: Mapping[str, Any], tracking: Mapping[str, Any] | None = None) -> Iterator[NullRun]:
     """Open one MLflow run for a stage execution, or a :class:`NullRun` when tracking is disabled.
 
     The run is a child of ``MLFLOW_PARENT_RUN_ID`` when set (``birdclef repro``). An exception inside the block
