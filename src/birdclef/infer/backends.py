@@ -91,6 +91,70 @@ def load_graph(backend: str, path: PathLike, threads: int = 1) -> Callable[[np.n
     return _GRAPHS[backend](path, threads)
 
 
+class NumpyFrontEnd:
+    """The mel front end in numpy (FFT-based): waveform (B, samples) -> (B, channels, n_mels, frames) float32.
+
+    The same numbers as ``birdclef.features.frontend.MelFrontEnd`` (centred reflect-padded STFT, power 2, Slaney
+    mel filterbank, dB, per-clip normalisation, optional deltas) up to float rounding, from the window and
+    filterbank the export stage saved (``frontend_<mel>.npz``), so neither torch nor torchaudio is needed. An FFT
+    costs O(n_fft log n_fft) per frame where the ONNX graph's Conv-DFT costs O(n_fft^2): on CPU this is the
+    faster front end, and the export stage checks its parity against torch before recording it.
+    """
+
+    def __init__(self, config: dict[str, Any], window: np.ndarray, fb: np.ndarray) -> None:
+        self.cfg = dict(config)
+        self.n_fft, self.hop = int(config["n_fft"]), int(config["hop_length"])
+        self.window = np.asarray(window, dtype=np.float32)  # (n_fft,)
+        self.fb = np.asarray(fb, dtype=np.float32)  # (n_fft // 2 + 1, n_mels)
+
+    @classmethod
+    def load(cls, path: PathLike) -> NumpyFrontEnd:
+        with np.load(path) as z:
+            return cls(json.loads(str(z["config"])), z["window"], z["fb"])
+
+    def save(self, path: PathLike) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, config=np.array(json.dumps(self.cfg)), window=self.window, fb=self.fb)
+
+    def __call__(self, wave: np.ndarray) -> list[np.ndarray]:
+        """``[mel]`` for a (B, samples) batch (a list, like an ONNX graph's outputs)."""
+        c = self.cfg
+        x = np.asarray(wave, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"front end expects (batch, samples), got shape {x.shape}")
+        if c.get("absmax"):
+            x = x / np.maximum(np.abs(x).max(axis=1, keepdims=True), 1e-8)
+        half = self.n_fft // 2
+        padded = np.pad(x, ((0, 0), (half, half)), mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft, axis=1)[:, :: self.hop]
+        spec = np.fft.rfft(frames * self.window, axis=-1)  # (B, frames, bins)
+        power = spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2
+        db = 10.0 * np.log10(np.maximum(np.swapaxes(power @ self.fb, 1, 2), 1e-10))  # (B, n_mels, frames)
+        top = float(c.get("top_db", 80.0))
+        peak = db.max(axis=(1, 2), keepdims=True)
+        norm = c.get("norm", "ref_max")
+        if norm == "ref_max":
+            out = (np.maximum(db - peak, -top) + top) / top
+        elif norm == "minmax":
+            db = np.maximum(db, peak - top)
+            low = db.min(axis=(1, 2), keepdims=True)
+            out = (db - low) / np.maximum(peak - low, 1e-6)
+        else:
+            out = np.maximum(db, peak - top)
+        out = out[:, None].astype(np.float32)
+        if c.get("deltas"):
+            d1 = _deltas(out)
+            out = np.concatenate([out, d1, _deltas(d1)], axis=1)
+        return [out]
+
+
+def _deltas(x: np.ndarray) -> np.ndarray:
+    # torchaudio.functional.compute_deltas with win_length 5: replicate-padded, (sum_n n (x[t+n] - x[t-n])) / 10.
+    p = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(2, 2)], mode="edge")
+    t = x.shape[-1]
+    return ((p[..., 3 : 3 + t] - p[..., 1 : 1 + t]) + 2 * (p[..., 4 : 4 + t] - p[..., 0:t])) / 10.0
+
+
 class _ChainPredictor:
     """Runs ONNX graphs in a chain: each graph's first output feeds the next; the last gives clip and frame."""
 
@@ -226,6 +290,7 @@ class ExportedEnsemble:
             when that runtime is not installed).
         threads: intra-op threads of every graph.
         cache_batches: front-end outputs kept per mel config for ``predictors()`` (a content-keyed cache).
+        frontend: ``auto`` (the numpy FFT front end when the export has one, else the ONNX graph) | ``onnx``.
 
     Attributes:
         spec: the export spec; ``classes`` the ensemble class list; ``members`` the member entries (name, mel,
@@ -233,9 +298,15 @@ class ExportedEnsemble:
     """
 
     def __init__(
-        self, export_dir: PathLike, backend: str | None = None, threads: int = 1, cache_batches: int = 16
+        self,
+        export_dir: PathLike,
+        backend: str | None = None,
+        threads: int = 1,
+        cache_batches: int = 16,
+        frontend: str = "auto",
     ) -> None:
         self.root = Path(export_dir)
+        self.frontend = frontend
         self.spec = read_spec(self.root)
         if backend is None:
             default = self.spec.get("backend", "onnxruntime")
@@ -243,12 +314,16 @@ class ExportedEnsemble:
         self.backend = backend
         self.classes: list[str] = list(self.spec["classes"])
         self.members: list[dict[str, Any]] = list(self.spec["members"])
-        self._frontends = {
-            name: load_graph(backend, self.root / mel["frontend"], threads) for name, mel in self.spec["mels"].items()
-        }
+        self._frontends = {name: self._frontend(mel, threads) for name, mel in self.spec["mels"].items()}
         self._bodies = {m["name"]: load_graph(backend, self.root / m["body"], threads) for m in self.members}
         self._cache: dict[str, OrderedDict[tuple, np.ndarray]] = {name: OrderedDict() for name in self._frontends}
         self._cache_batches = int(cache_batches)
+
+    def _frontend(self, mel: dict[str, Any], threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+        # The numpy FFT front end when the export recorded one (its parity held), else the ONNX graph.
+        if mel.get("numpy") and self.frontend != "onnx":
+            return NumpyFrontEnd.load(self.root / mel["numpy"])
+        return load_graph(self.backend, self.root / mel["frontend"], threads)
 
     @property
     def ensemble_spec(self) -> dict[str, Any]:

@@ -79,6 +79,8 @@ def build_bundle(
         # Only the graphs the script runs: front ends and bodies (fused graphs serve `birdclef predict`).
         for mel in spec["mels"].values():
             shutil.copy2(Path(export_dir) / mel["frontend"], model / mel["frontend"])
+            if mel.get("numpy"):
+                shutil.copy2(Path(export_dir) / mel["numpy"], model / mel["numpy"])
         for member in spec["members"]:
             shutil.copy2(Path(export_dir) / member["body"], model / member["body"])
             member.pop("fused", None)

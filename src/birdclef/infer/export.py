@@ -23,6 +23,7 @@ from birdclef.infer.backends import (
     SPEC_FILE,
     SPEC_FORMAT,
     ExportedEnsemble,
+    NumpyFrontEnd,
     TorchPredictor,
     available_backends,
     load_graph,
@@ -291,7 +292,7 @@ def export_ensemble(
     metrics: dict[str, Any] = {}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        mels = _export_frontends(loaded, tmp, cfg["opset"], wave, int(cfg["threads"]), metrics)
+        mels = _export_frontends(loaded, tmp, cfg["opset"], wave, int(cfg["threads"]), metrics, cfg["tolerance"])
         for entry, model in loaded:
             stem = safe_name(entry["name"])
             entry["body"] = export_body(model, tmp / f"member_{stem}.onnx", cfg["opset"]).name
@@ -326,6 +327,7 @@ def _export_frontends(
     wave: np.ndarray,
     threads: int,
     metrics: dict[str, Any],
+    tolerance: float = DEFAULTS["tolerance"],
 ) -> dict[str, Any]:
     # One graph per distinct mel config; a name shared by two different configs is an error.
     mels: dict[str, Any] = {}
@@ -341,7 +343,24 @@ def _export_frontends(
             reference = MelFrontEnd(model.mel_cfg)(torch.from_numpy(wave)).numpy()
         got = load_graph("onnxruntime", path, threads)(wave)[0]
         metrics[f"parity_frontend_{entry['mel']}"] = float(np.abs(reference - got).max())
+        fast = numpy_frontend(MelFrontEnd(model.mel_cfg))
+        diff = float(np.abs(reference - fast(wave)[0]).max())
+        metrics[f"parity_numpy_frontend_{entry['mel']}"] = diff
+        if diff <= tolerance:  # else the ONNX front end serves (slower, but within tolerance)
+            fast.save(out / f"frontend_{entry['mel']}.npz")
+            mels[entry["mel"]]["numpy"] = f"frontend_{entry['mel']}.npz"
     return mels
+
+
+def numpy_frontend(frontend: MelFrontEnd) -> NumpyFrontEnd:
+    """The numpy FFT twin of a torch front end: its window (centred in n_fft samples) and mel filterbank."""
+    spec = frontend.mel.spectrogram
+    n_fft = int(spec.n_fft)
+    window = np.zeros(n_fft, dtype=np.float32)
+    left = (n_fft - spec.window.numel()) // 2  # torch.stft centres a shorter window in the frame
+    window[left : left + spec.window.numel()] = spec.window.float().numpy()
+    fb = frontend.mel.mel_scale.fb.float().numpy()  # (n_fft // 2 + 1, n_mels)
+    return NumpyFrontEnd(frontend.cfg.to_dict(), window, fb)
 
 
 def _check_backends(
