@@ -12,8 +12,8 @@ members averaged first), per round ``pseudo_auc_it<k>_mean`` / ``_std``, every s
 checks: ``it1_gain_exceeds_std`` (mean it1 - mean it0 > max(std it0, std it1)) and ``it2_within_std_of_it1``
 (mean it2 >= mean it1 - std it2).
 
-Run: ``python benchmarks/self_training.py --seeds 0,1,2`` (about 15 minutes per seed on 2 cores with the demo
-preset). ``--no-run`` only reads the experiments of earlier runs.
+Run: ``python benchmarks/self_training.py --seeds 0,1,2 --target train@2`` (about 15 minutes per seed on 2 cores
+with the demo preset; ``--target`` stops after the last student). ``--no-run`` only reads earlier experiments.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from birdclef.track.ablate import experiments
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_seed(project: Path, seed: int, extra: list[str]) -> None:
+def run_seed(project: Path, seed: int, extra: list[str], targets: list[str]) -> None:
     sets = ["-S", f"train.loop.seed={seed}"]
     for item in extra:
         sets += ["-S", item]
-    cmd = ["dvc", "exp", "run", *sets, "-n", f"selftrain-seed{seed}", "--force"]
+    cmd = ["dvc", "exp", "run", *sets, "-n", f"selftrain-seed{seed}", "--force", *targets]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=project, check=True)
 
@@ -82,13 +82,14 @@ def main() -> None:
     ap.add_argument("--project", type=Path, default=ROOT, help="DVC project with data/ (default: this repository)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra -S override (repeatable)")
+    ap.add_argument("--target", action="append", default=[], help="stage(s) to reproduce (default: all), e.g. train@2")
     ap.add_argument("--no-run", action="store_true", help="only read experiments selftrain-seed<N> that exist")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     per_seed = {}
     for seed in seeds:
         if not args.no_run:
-            run_seed(args.project, seed, args.set)
+            run_seed(args.project, seed, args.set, args.target)
         per_seed[seed] = exp_metrics(args.project, f"selftrain-seed{seed}")
     print(json.dumps(summarise(per_seed), indent=2))
 
