@@ -68,14 +68,25 @@ def _mel_bench(runs: int, clips: int = 32) -> dict[str, float]:
 
     def theirs() -> None:
         for clip in x:
-            s = librosa.feature.melspectrogram(y=clip, sr=SAMPLE_RATE, n_fft=cfg["n_fft"], hop_length=cfg["hop_length"],
-                                               n_mels=cfg["n_mels"], fmin=cfg["fmin"], fmax=cfg["fmax"])
+            s = librosa.feature.melspectrogram(
+                y=clip,
+                sr=SAMPLE_RATE,
+                n_fft=cfg["n_fft"],
+                hop_length=cfg["hop_length"],
+                n_mels=cfg["n_mels"],
+                fmin=cfg["fmin"],
+                fmax=cfg["fmax"],
+            )
             librosa.power_to_db(s, ref=np.max, top_db=cfg["top_db"])
 
     ours(), theirs()  # warm-up (numba compilation, torch kernels)
     t_ours, t_theirs = _median_time(ours, runs), _median_time(theirs, runs)
-    return {"mel_clips_per_s": round(clips / t_ours, 1), "librosa_clips_per_s": round(clips / t_theirs, 1),
-            "mel_speedup_vs_librosa": round(t_theirs / t_ours, 2), "librosa_version": librosa.__version__}
+    return {
+        "mel_clips_per_s": round(clips / t_ours, 1),
+        "librosa_clips_per_s": round(clips / t_theirs, 1),
+        "mel_speedup_vs_librosa": round(t_theirs / t_ours, 2),
+        "librosa_version": librosa.__version__,
+    }
 
 
 def _crop_reader(args: tuple[WaveCache, float, int]) -> int:
@@ -97,19 +108,35 @@ def _crops_per_s(cache_dir: Path, runs: int, seconds: float = 2.0) -> dict[str, 
     two = []
     for r in range(runs):
         with mp.get_context("fork").Pool(2) as pool:
-            two.append(sum(pool.map(_crop_reader, [(cache, seconds, 100 + 2 * r), (cache, seconds, 101 + 2 * r)]))
-                       / seconds)
-    return {"crop_reads_per_s_1proc": round(statistics.median(one)), "crop_reads_per_s_2proc": round(
-        statistics.median(two))}
+            two.append(
+                sum(pool.map(_crop_reader, [(cache, seconds, 100 + 2 * r), (cache, seconds, 101 + 2 * r)])) / seconds
+            )
+    return {
+        "crop_reads_per_s_1proc": round(statistics.median(one)),
+        "crop_reads_per_s_2proc": round(statistics.median(two)),
+    }
 
 
 def _peak_rss_stage(data: Path, segments: Path, soundscapes: Path, out: Path) -> dict[str, float]:
     """Run stages/features.py and poll the summed RSS of its process tree (parent + decoding workers)."""
     params = out.parent / "bench_params.yaml"
     params.write_text(yaml.safe_dump({"features": yaml.safe_load((REPO / "params.yaml").read_text())["features"]}))
-    cmd = [sys.executable, str(REPO / "stages/features.py"), "--data", str(data), "--segments", str(segments),
-           "--soundscapes", str(soundscapes), "--params", str(params), "--out", str(out), "--metrics",
-           str(out.parent / "bench_metrics.json")]
+    cmd = [
+        sys.executable,
+        str(REPO / "stages/features.py"),
+        "--data",
+        str(data),
+        "--segments",
+        str(segments),
+        "--soundscapes",
+        str(soundscapes),
+        "--params",
+        str(params),
+        "--out",
+        str(out),
+        "--metrics",
+        str(out.parent / "bench_metrics.json"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak, stop = [0, 0], threading.Event()
 
@@ -131,8 +158,13 @@ def _peak_rss_stage(data: Path, segments: Path, soundscapes: Path, out: Path) ->
     stop.set()
     t.join()
     hours = pd.read_parquet(out / "index.parquet").length.sum() / SAMPLE_RATE / 3600 if rc == 0 else 0.0
-    return {"rc": rc, "wall_s": round(time.perf_counter() - t0, 1), "cache_hours": round(hours, 2),
-            "peak_rss_tree_mb": round(peak[0] / 2**20), "peak_rss_max_proc_mb": round(peak[1] / 2**20)}
+    return {
+        "rc": rc,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "cache_hours": round(hours, 2),
+        "peak_rss_tree_mb": round(peak[0] / 2**20),
+        "peak_rss_max_proc_mb": round(peak[1] / 2**20),
+    }
 
 
 def main() -> None:
@@ -148,8 +180,12 @@ def main() -> None:
         print(json.dumps({"skipped": f"run the pipeline first: {args.segments} / {args.soundscapes} missing"}))
         return
     seg, sc = pd.read_parquet(args.segments), pd.read_parquet(args.soundscapes)
-    out: dict[str, object] = {"segments": len(seg), "soundscapes": len(sc), "runs": args.runs,
-                              "cpu_count": os.cpu_count()}
+    out: dict[str, object] = {
+        "segments": len(seg),
+        "soundscapes": len(sc),
+        "runs": args.runs,
+        "cpu_count": os.cpu_count(),
+    }
     with tempfile.TemporaryDirectory(dir=REPO / "build" if (REPO / "build").is_dir() else None) as tmp:
         tmp_dir = Path(tmp)
         t_decode = _median_time(lambda: _decode_only(args.data, seg, sc), args.runs)
@@ -157,8 +193,12 @@ def main() -> None:
         t_cache1 = _median_time(lambda: build_wave_cache(seg, sc, args.data, tmp_dir / "c1", cfg1), args.runs)
         cfg2 = FeaturesConfig(workers=2)
         t_cache2 = _median_time(lambda: build_wave_cache(seg, sc, args.data, tmp_dir / "c2", cfg2), args.runs)
-        out.update(decode_only_s=round(t_decode, 2), cache_1worker_s=round(t_cache1, 2),
-                   cache_2workers_s=round(t_cache2, 2), cache_vs_decode_ratio=round(t_cache1 / t_decode, 2))
+        out.update(
+            decode_only_s=round(t_decode, 2),
+            cache_1worker_s=round(t_cache1, 2),
+            cache_2workers_s=round(t_cache2, 2),
+            cache_vs_decode_ratio=round(t_cache1 / t_decode, 2),
+        )
         out.update(_crops_per_s(tmp_dir / "c1", args.runs))
         if not args.skip_mel:
             out.update(_mel_bench(args.runs))

@@ -1,15 +1,18 @@
 """Inference speed and memory benchmark: one SED member end to end, ONNX vs torch, N-member ensembles, peak RSS.
 
 Prints one JSON object (times are medians of ``--repeats`` runs, after one warm-up):
-- ``e2e_ms_per_min_{torch,onnxruntime}``: decode (ogg) + mel + model + post-processing of one 60-s soundscape
-  with ``--threads`` intra-op threads (goal <= 150 ms on 2 cores with onnxruntime); ``decode_ms_per_min`` alone;
+- ``e2e_ms_per_min_<backend>``: decode (ogg) + mel + model + post-processing of one 60-s soundscape with
+  ``--threads`` intra-op threads (goal <= 150 ms on 2 cores); ``decode_ms_per_min`` alone. ``onnxruntime`` and
+  ``openvino`` run as the infer stage does (numpy FFT front end + body graph); ``onnxruntime_graph_frontend``
+  runs the ONNX front-end graph (Conv-DFT) instead, for reference;
 - ``ort_speedup``: torch eager / onnxruntime model time (mel + model, decode excluded; goal >= 2.5);
 - ``ensemble_ms_per_min_n<N>``: N members sharing one mel config (one front end, N bodies) end to end;
 - ``rss_mb_<n>_files``, ``seconds_per_soundscape_minute_<n>_files``, ``projected_kaggle_minutes_<n>_files``:
   ``runner.infer`` over n generated 60-s noise soundscapes in a fresh process with ``--workers`` workers (files
   are hard links to ``--distinct`` distinct ones: more than a worker's mel cache holds, so none is served from it).
 
-The model has random weights (speed does not depend on them). Run: ``python benchmarks/inference.py``.
+The model has random weights (speed does not depend on them). Run: ``python benchmarks/inference.py --model
+sed_mnv3s`` (the default member).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import yaml
 from birdclef import SAMPLE_RATE
 from birdclef.audio.decode import load_audio
 from birdclef.infer import ensemble, postprocess
-from birdclef.infer.backends import ExportedEnsemble, OrtPredictor, TorchPredictor, read_spec
+from birdclef.infer.backends import ExportedEnsemble, OrtPredictor, TorchPredictor, available_backends, read_spec
 from birdclef.infer.export import export_ensemble
 from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT
 from birdclef.infer.windows import predict_file
@@ -88,7 +91,7 @@ def rss_run(files_dir: Path, spec_path: Path, export_dir: Path, workers: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    ap.add_argument("--model", default="sed_mnv3", help="a params.yaml `models` entry")
+    ap.add_argument("--model", default="sed_mnv3s", help="a params.yaml `models` entry")
     ap.add_argument("--classes", type=int, default=206)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
@@ -123,9 +126,15 @@ def main() -> None:
         spec = read_spec(tmp / "export")
         torch_pred = TorchPredictor(model, args.threads)
         frontend = tmp / "export" / next(iter(spec["mels"].values()))["frontend"]
-        ort_pred = OrtPredictor([frontend, tmp / "export" / spec["members"][0]["body"]], args.threads)
+        # What the infer stage runs: the numpy FFT front end + the body graph; and the all-ONNX chain for reference.
+        candidates = [("torch", torch_pred)]
+        for backend in available_backends():
+            ens = ExportedEnsemble(tmp / "export", backend, args.threads, cache_batches=1)
+            candidates.append((backend, next(iter(ens.predictors().values()))))
+        graph_chain = OrtPredictor([frontend, tmp / "export" / spec["members"][0]["body"]], args.threads)
+        candidates.append(("onnxruntime_graph_frontend", graph_chain))
         result["decode_ms_per_min"] = median_ms(lambda i: load_audio(paths[i]), args.repeats)
-        for name, pred in (("torch", torch_pred), ("onnxruntime", ort_pred)):
+        for name, pred in candidates:
             result[f"model_ms_per_min_{name}"] = median_ms(
                 lambda i, p=pred: predict_file(p, waves[i], batch_size=batch), args.repeats
             )

@@ -70,8 +70,12 @@ def _fit(X: np.ndarray, Y: np.ndarray):
 
     scaler = StandardScaler().fit(X)
     Xs = scaler.transform(X)
-    models = [LogisticRegression(C=0.1, max_iter=300, class_weight="balanced").fit(Xs, Y[:, j] > 0.5)
-              if 0 < Y[:, j].sum() < len(Y) else None for j in range(Y.shape[1])]
+    models = [
+        LogisticRegression(C=0.1, max_iter=300, class_weight="balanced").fit(Xs, Y[:, j] > 0.5)
+        if 0 < Y[:, j].sum() < len(Y)
+        else None
+        for j in range(Y.shape[1])
+    ]
 
     def predict(Z: np.ndarray) -> np.ndarray:
         Zs = scaler.transform(Z)
@@ -84,8 +88,9 @@ def difficulty(root: Path) -> dict[str, float]:
     """The sklearn difficulty check on a generated dataset (see the module docstring)."""
     import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=1024, hop_length=500, n_mels=64, f_min=50,
-                                               f_max=14000)
+    mel = torchaudio.transforms.MelSpectrogram(
+        SAMPLE_RATE, n_fft=1024, hop_length=500, n_mels=64, f_min=50, f_max=14000
+    )
     labels = list(pd.read_csv(root / "taxonomy.csv", dtype={"primary_label": str})["primary_label"])
     column = {label: j for j, label in enumerate(labels)}
     train = pd.read_csv(root / "train.csv", dtype={"primary_label": str})
@@ -100,8 +105,12 @@ def difficulty(root: Path) -> dict[str, float]:
         files += [row.filename] * len(f)
     X, Y, files = np.concatenate(X), np.array(Y), np.array(files)
     rng = np.random.default_rng(0)
-    held = [f for _, g in train.groupby("primary_label") if len(g) >= 3
-            for f in rng.choice(g["filename"].to_numpy(), size=len(g) // 5 or 1, replace=False)]
+    held = [
+        f
+        for _, g in train.groupby("primary_label")
+        if len(g) >= 3
+        for f in rng.choice(g["filename"].to_numpy(), size=len(g) // 5 or 1, replace=False)
+    ]
     heldout = np.isin(files, held)
 
     def soundscapes(folder: str, truth: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +127,9 @@ def difficulty(root: Path) -> dict[str, float]:
     return {
         "focal_heldout_auc": _macro_auc(Y[heldout], split(X[heldout])),
         "test_auc": _macro_auc(Y_test, full(X_test)),
-        "test_auc_self_trained": _macro_auc(Y_test, _fit(np.concatenate([X, X_scape]),
-                                                         np.concatenate([Y, pseudo]))(X_test)),
+        "test_auc_self_trained": _macro_auc(
+            Y_test, _fit(np.concatenate([X, X_scape]), np.concatenate([Y, pseudo]))(X_test)
+        ),
         "test_auc_in_domain_reference": _macro_auc(Y_test, _fit(X_scape, Y_scape)(X_test)),
         "test_positive_rate": round(float(Y_test.mean()), 4),
         "test_windows_without_call": round(float((Y_test.sum(axis=1) == 0).mean()), 4),
@@ -135,8 +145,9 @@ def difficulty_cnn(root: Path, epochs: int = 40, seed: int = 0) -> dict[str, flo
     torch.manual_seed(seed)
     hop = 1024
     width = WINDOW_SECONDS * SAMPLE_RATE // hop
-    mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=2048, hop_length=hop, n_mels=48, f_min=50,
-                                               f_max=14000)
+    mel = torchaudio.transforms.MelSpectrogram(
+        SAMPLE_RATE, n_fft=2048, hop_length=hop, n_mels=48, f_min=50, f_max=14000
+    )
 
     def logmel(path: Path) -> np.ndarray:
         with torch.no_grad():
@@ -161,8 +172,12 @@ def difficulty_cnn(root: Path, epochs: int = 40, seed: int = 0) -> dict[str, flo
             y[column[label]] = 1
         ys.append(y)
     rng = np.random.default_rng(seed)
-    held = {int(i) for _, g in train.groupby("primary_label") if len(g) >= 3
-            for i in rng.choice(g.index.to_numpy(), size=len(g) // 5 or 1, replace=False)}
+    held = {
+        int(i)
+        for _, g in train.groupby("primary_label")
+        if len(g) >= 3
+        for i in rng.choice(g.index.to_numpy(), size=len(g) // 5 or 1, replace=False)
+    }
     fit_idx = [i for i in range(len(mels)) if i not in held]
     M_held = np.concatenate([windows(mels[i]) for i in sorted(held)])
     Y_held = np.concatenate([np.repeat(ys[i][None], len(windows(mels[i])), 0) for i in sorted(held)])
@@ -170,15 +185,24 @@ def difficulty_cnn(root: Path, epochs: int = 40, seed: int = 0) -> dict[str, flo
     def soundscapes(folder: str, truth: Path) -> tuple[np.ndarray, np.ndarray]:
         table = pd.read_csv(truth)
         stems = sorted({r.rsplit("_", 1)[0] for r in table["row_id"]})
-        return (np.concatenate([windows(logmel(root / folder / f"{s}.ogg"))[:12] for s in stems]),
-                table[labels].to_numpy())
+        return (
+            np.concatenate([windows(logmel(root / folder / f"{s}.ogg"))[:12] for s in stems]),
+            table[labels].to_numpy(),
+        )
 
     M_test, Y_test = soundscapes("test_soundscapes", root / "test_labels.csv")
     M_scape, Y_scape = soundscapes("train_soundscapes", root / "synth_truth" / "train_soundscape_labels.csv")
 
     def block(i: int, o: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
-                             nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, padding=1),
+            nn.BatchNorm2d(o),
+            nn.ReLU(),
+            nn.Conv2d(o, o, 3, padding=1),
+            nn.BatchNorm2d(o),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -208,12 +232,13 @@ def difficulty_cnn(root: Path, epochs: int = 40, seed: int = 0) -> dict[str, flo
         for _ in range(epochs):
             net.train()
             order = rng.permutation(fit_idx)
-            batches = [(np.stack([crop(mels[i]) for i in part]), np.stack([ys[i] for i in part]))
-                       for part in (order[k : k + 32] for k in range(0, len(order), 32))]
+            batches = [
+                (np.stack([crop(mels[i]) for i in part]), np.stack([ys[i] for i in part]))
+                for part in (order[k : k + 32] for k in range(0, len(order), 32))
+            ]
             if extra is not None:
                 perm = rng.permutation(len(extra[0]))
-                batches += [(extra[0][perm[k : k + 32]], extra[1][perm[k : k + 32]])
-                            for k in range(0, len(perm), 32)]
+                batches += [(extra[0][perm[k : k + 32]], extra[1][perm[k : k + 32]]) for k in range(0, len(perm), 32)]
                 batches = [batches[i] for i in rng.permutation(len(batches))]
             for xb, yb in batches:
                 loss = nn.functional.binary_cross_entropy_with_logits(net(norm(xb)), torch.from_numpy(yb).float())
@@ -224,8 +249,10 @@ def difficulty_cnn(root: Path, epochs: int = 40, seed: int = 0) -> dict[str, flo
         return net
 
     net = train_net()
-    result = {"cnn_focal_heldout_auc": _macro_auc(Y_held, predict(net, M_held)),
-              "cnn_test_auc": _macro_auc(Y_test, predict(net, M_test))}
+    result = {
+        "cnn_focal_heldout_auc": _macro_auc(Y_held, predict(net, M_held)),
+        "cnn_test_auc": _macro_auc(Y_test, predict(net, M_test)),
+    }
     student = train_net((M_scape, (predict(net, M_scape) ** 2).astype(np.float32)))
     result["cnn_test_auc_self_trained"] = _macro_auc(Y_test, predict(student, M_test))
     oracle = train_net((M_scape, Y_scape.astype(np.float32)))
@@ -245,20 +272,31 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.overrides)}
 
-    report: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                              "workers": args.workers, "overrides": overrides}
+    report: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "workers": args.workers,
+        "overrides": overrides,
+    }
     if not args.skip_tiny:
         with tempfile.TemporaryDirectory() as tmp:
             runs = [_run("tiny", args.seed, args.workers, overrides, Path(tmp) / f"tiny{i}") for i in range(3)]
-        report["tiny"] = {"seconds_median": statistics.median(r["wall_s"] for r in runs),
-                          "seconds_runs": [r["wall_s"] for r in runs], "megabytes": runs[0]["megabytes"],
-                          "audio_seconds": sum(runs[0]["audio_seconds"].values())}
+        report["tiny"] = {
+            "seconds_median": statistics.median(r["wall_s"] for r in runs),
+            "seconds_runs": [r["wall_s"] for r in runs],
+            "megabytes": runs[0]["megabytes"],
+            "audio_seconds": sum(runs[0]["audio_seconds"].values()),
+        }
     if not args.skip_demo:
         with tempfile.TemporaryDirectory() as tmp:
             demo = _run("demo", args.seed, args.workers, overrides, Path(tmp) / "demo")
-            report["demo"] = {"seconds": demo["wall_s"], "megabytes": demo["megabytes"],
-                              "audio_seconds": round(sum(demo["audio_seconds"].values()), 1),
-                              "train_files": demo["train_files"], "species": demo["species"]}
+            report["demo"] = {
+                "seconds": demo["wall_s"],
+                "megabytes": demo["megabytes"],
+                "audio_seconds": round(sum(demo["audio_seconds"].values()), 1),
+                "train_files": demo["train_files"],
+                "species": demo["species"],
+            }
             if args.baseline:
                 started = time.perf_counter()
                 report["demo_difficulty"] = difficulty(Path(tmp) / "demo")

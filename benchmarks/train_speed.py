@@ -26,10 +26,12 @@ import torch
 import yaml
 
 from birdclef import SAMPLE_RATE
+from birdclef.features.cache import WaveCache
 from birdclef.models import create_model
-from birdclef.train.augment import WaveAugment
+from birdclef.train.augment import NoiseBank, WaveAugment
 from birdclef.train.datasets import FocalDataset
 from birdclef.train.fit import _collate_items
+from birdclef.train.member import quiet_soundscape_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES = 206
@@ -63,8 +65,6 @@ class ClipCache:
 
 def source(features: Path | None) -> tuple[object, pd.DataFrame, list[str]]:
     if features is not None and (features / "index.parquet").exists():
-        from birdclef.features.cache import WaveCache
-
         cache = WaveCache(features)
         keys = cache.keys("segment")
     else:
@@ -104,7 +104,10 @@ def main() -> None:
 
     cache, segs, labels = source(args.features)
     ds = FocalDataset(segs, cache, labels, float(tcfg["crop_s"]), tcfg.get("crop_policy", "random"))
-    augment = WaveAugment(tcfg.get("augment", {}))
+    noise = None
+    if isinstance(cache, WaveCache) and cache.keys("train_soundscape"):
+        noise = NoiseBank(quiet_soundscape_clips(cache, cache.keys("train_soundscape")))  # A9 clips, as train does
+    augment = WaveAugment(tcfg.get("augment", {}), noise_bank=noise)
     rng = np.random.default_rng(0)
     gen = torch.Generator().manual_seed(0)
 
