@@ -84,7 +84,7 @@ TEACHER_SCRIPT = textwrap.dedent(
 
     out = dist.sharded_map(ids, label, Path(sys.argv[1]), "key", block=2, progress=False)
     if out is not None:
-        stack = {name: np.stack([r[name] for r in out]) for name in ("windows", "frames")}
+        stack = {{name: np.stack([r[name] for r in out]) for name in ("windows", "frames")}}
         np.savez(sys.argv[2], **stack)
         if sys.argv[3] == "reference":  # the unsharded computation, in one call
             w, f = teacher_predictions([predictor], cache, ids, 5.0, 2.5, progress=False)
