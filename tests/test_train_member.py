@@ -1,6 +1,7 @@
 """train_member: one member end to end on toy data; per-iteration overrides, fine-tuning a checkpoint with a frozen
 backbone (D1/D3), and teacher-in-the-loop distillation (P6/P7) switched from params."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -80,3 +81,52 @@ def test_distillation_needs_the_students_classes(it0, tmp_path):
     params["models"]["tiny"]["classes"] = ["Aves"]  # a taxon-group student: the teacher covers other classes
     with pytest.raises(ValueError, match="distill"):
         train_member("it1_tiny", "tiny", params, {"k": 1, "teacher": 0}, inputs, tmp_path)
+
+
+def _switch(path: str, value):
+    """A train.* override dict from a dotted path under train (e.g. 'loop.ema' -> {'loop': {'ema': value}})."""
+    out: dict = {}
+    node = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+SWITCHES = [
+    *[(f"augment.wave.{name}", {"enabled": True, "p": 1.0}) for name in
+      ("time_flip", "filter", "gain", "mixup", "hard_mixup", "sumix", "cutmix", "background", "voice", "noise")],
+    *[(f"augment.spec.{name}", {"enabled": True, "p": 1.0}) for name in ("freq_mask", "time_mask", "erasing")],
+    *[("loss", {"name": name}) for name in ("bce", "focal", "bce_focal", "ce", "soft_auc")],
+    ("loss", {"name": "bce", "sed_dual": True, "label_smoothing": 0.1, "soft_auc_weight": 0.5,
+              "neg_penalty": {"weight": 0.1, "margin": 0.0}}),
+    ("secondary_value", "mask"),
+    ("crop_policy", "first"),
+    ("crop_policy", "rms"),
+    ("loop.balance", "equal"),
+    ("loop.balance", "none"),
+    ("loop.optimizer", {"name": "radam", "lr": 0.001}),
+    ("loop.scheduler", {"name": "cosine", "warmup_epochs": 0, "restart_epochs": 1}),
+    ("loop.ema", {"enabled": True, "decay": 0.9}),
+    ("loop.soup", {"enabled": True, "last_k": 2}),
+    ("loop.grad_accum", 2),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "value"), SWITCHES, ids=[f"{p}={v}" for p, v in SWITCHES])
+def test_every_technique_switched_on_from_params_trains_a_step(tmp_path, path, value):
+    segs, cache = toy_segments()
+    rng = np.random.default_rng(0)
+    for i in range(2):  # quiet train soundscapes: the background (A9) clips
+        cache.waves[f"sc{i}"] = (0.01 * rng.standard_normal(32000 * 12)).astype(np.float32)
+        cache.kinds[f"sc{i}"] = "train_soundscape"
+    taxonomy = pd.DataFrame({"primary_label": ["a", "b", "c"], "class_name": ["Aves", "Amphibia", "Aves"]})
+    voice = [(0.1 * rng.standard_normal(32000)).astype(np.float32)]
+    inputs = MemberInputs(segments=segs, taxonomy=taxonomy, cache=cache, voice_clips=voice)
+    iteration = {"k": 0, "train": _switch(path, value)}
+    if path == "loop.soup":
+        iteration["train"]["loop"]["epochs"] = 2
+    metrics = train_member("it0_tiny", "tiny", _params(), iteration, inputs, tmp_path)
+    assert np.isfinite(pd.read_csv(tmp_path / "history.csv")["train_loss"]).all()
+    assert 0.0 <= metrics["val_auc"] <= 1.0
