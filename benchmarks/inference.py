@@ -6,6 +6,8 @@ Prints one JSON object (times are medians of ``--repeats`` runs, after one warm-
   ``openvino`` run as the infer stage does (numpy FFT front end + body graph); ``onnxruntime_graph_frontend``
   runs the ONNX front-end graph (Conv-DFT) instead, for reference;
 - ``ort_speedup``: torch eager / onnxruntime model time (mel + model, decode excluded; goal >= 2.5);
+  ``ort_body_speedup`` the same for the network alone (``body_ms_per_min_*``, mel precomputed) and
+  ``frontend_ms_per_min_*`` the mel front ends alone (torchaudio, and the numpy/scipy FFT one the infer stage runs);
 - ``ensemble_ms_per_min_n<N>``: N members sharing one mel config (one front end, N bodies) end to end;
 - ``rss_mb_<n>_files``, ``seconds_per_soundscape_minute_<n>_files``, ``projected_kaggle_minutes_<n>_files``:
   ``runner.infer`` over n generated 60-s noise soundscapes in a fresh process with ``--workers`` workers (files
@@ -35,8 +37,16 @@ import yaml
 from birdclef import SAMPLE_RATE
 from birdclef.audio.decode import load_audio
 from birdclef.infer import ensemble, postprocess
-from birdclef.infer.backends import ExportedEnsemble, OrtPredictor, TorchPredictor, available_backends, read_spec
-from birdclef.infer.export import export_ensemble
+from birdclef.infer.backends import (
+    ExportedEnsemble,
+    NumpyFrontEnd,
+    OrtPredictor,
+    TorchPredictor,
+    available_backends,
+    load_graph,
+    read_spec,
+)
+from birdclef.infer.export import body_wrapper, export_ensemble
 from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT
 from birdclef.infer.windows import predict_file
 from birdclef.models import create_model, save_checkpoint
@@ -140,6 +150,24 @@ def main() -> None:
             )
             result[f"e2e_ms_per_min_{name}"] = median_ms(end_to_end([pred], paths, post, batch), args.repeats)
         result["ort_speedup"] = round(result["model_ms_per_min_torch"] / result["model_ms_per_min_onnxruntime"], 2)
+
+        # The two halves apart, on 12 five-second windows per soundscape minute.
+        batches = [np.ascontiguousarray(w[: 12 * 5 * SAMPLE_RATE].reshape(12, -1)) for w in waves]
+        numpy_fe = NumpyFrontEnd.load(tmp / "export" / next(iter(spec["mels"].values()))["numpy"], args.threads)
+        with torch.inference_mode():
+            result["frontend_ms_per_min_torch"] = median_ms(
+                lambda i: model.frontend(torch.from_numpy(batches[i])), args.repeats
+            )
+        result["frontend_ms_per_min_numpy"] = median_ms(lambda i: numpy_fe(batches[i]), args.repeats)
+        mels = [numpy_fe(b)[0] for b in batches]
+        body = body_wrapper(model).eval()
+        with torch.inference_mode():
+            result["body_ms_per_min_torch"] = median_ms(lambda i: body(torch.from_numpy(mels[i])), args.repeats)
+        ort_body = load_graph("onnxruntime", tmp / "export" / spec["members"][0]["body"], args.threads)
+        result["body_ms_per_min_onnxruntime"] = median_ms(lambda i: ort_body(mels[i]), args.repeats)
+        result["ort_body_speedup"] = round(
+            result["body_ms_per_min_torch"] / result["body_ms_per_min_onnxruntime"], 2
+        )
 
         # N members on one mel config: the same body graph N times behind one shared front end (its cache holds
         # the current batch only, so members 2..N reuse the mel and no repeat reuses the previous file's).

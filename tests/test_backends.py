@@ -118,17 +118,23 @@ def test_read_spec_names_what_is_wrong_with_a_folder(built, tmp_path):
         {"n_fft": 512, "hop_length": 256, "n_mels": 32, "norm": "db", "deltas": True},
     ],
 )
-def test_numpy_frontend_matches_torch(cfg, tmp_path):
+@pytest.mark.parametrize("fft", ["scipy", "numpy"])
+def test_numpy_frontend_matches_torch(cfg, fft, tmp_path, monkeypatch):
     import torch
 
     from birdclef.features.frontend import MelConfig, MelFrontEnd
+    from birdclef.infer import backends
     from birdclef.infer.backends import NumpyFrontEnd
     from birdclef.infer.export import numpy_frontend
 
+    if fft == "numpy":  # the fallback of an image without scipy
+        monkeypatch.setattr(backends, "_scipy_fft", lambda: None)
+    else:
+        assert backends._scipy_fft() is not None
     torch_fe = MelFrontEnd(MelConfig.from_dict(cfg))
     fast = numpy_frontend(torch_fe)
     fast.save(tmp_path / "fe.npz")
-    loaded = NumpyFrontEnd.load(tmp_path / "fe.npz")
+    loaded = NumpyFrontEnd.load(tmp_path / "fe.npz", threads=2)
     wave = synthetic_audio(2, seed=3)
     with torch.no_grad():
         ref = torch_fe(torch.from_numpy(wave)).numpy()

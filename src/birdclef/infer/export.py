@@ -343,7 +343,7 @@ def _export_frontends(
             reference = MelFrontEnd(model.mel_cfg)(torch.from_numpy(wave)).numpy()
         got = load_graph("onnxruntime", path, threads)(wave)[0]
         metrics[f"parity_frontend_{entry['mel']}"] = float(np.abs(reference - got).max())
-        fast = numpy_frontend(MelFrontEnd(model.mel_cfg))
+        fast = numpy_frontend(MelFrontEnd(model.mel_cfg), threads)
         diff = float(np.abs(reference - fast(wave)[0]).max())
         metrics[f"parity_numpy_frontend_{entry['mel']}"] = diff
         if diff <= tolerance:  # else the ONNX front end serves (slower, but within tolerance)
@@ -352,7 +352,7 @@ def _export_frontends(
     return mels
 
 
-def numpy_frontend(frontend: MelFrontEnd) -> NumpyFrontEnd:
+def numpy_frontend(frontend: MelFrontEnd, threads: int = 1) -> NumpyFrontEnd:
     """The numpy FFT twin of a torch front end: its window (centred in n_fft samples) and mel filterbank."""
     spec = frontend.mel.spectrogram
     n_fft = int(spec.n_fft)
@@ -360,7 +360,7 @@ def numpy_frontend(frontend: MelFrontEnd) -> NumpyFrontEnd:
     left = (n_fft - spec.window.numel()) // 2  # torch.stft centres a shorter window in the frame
     window[left : left + spec.window.numel()] = spec.window.float().numpy()
     fb = frontend.mel.mel_scale.fb.float().numpy()  # (n_fft // 2 + 1, n_mels)
-    return NumpyFrontEnd(frontend.cfg.to_dict(), window, fb)
+    return NumpyFrontEnd(frontend.cfg.to_dict(), window, fb, threads)
 
 
 def _check_backends(
