@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "bench_windows": 12,  # 5-s windows per timed call (one soundscape)
     "bench_repeats": 3,
     "backend": "auto",  # auto (the fastest backend whose parity holds) | onnxruntime | openvino
+    "switch_margin": 0.2,  # auto leaves onnxruntime only for a backend at least this much faster (timing noise)
 }
 _SPEC_VERSION = 1
 
@@ -313,7 +314,9 @@ def export_ensemble(
         for backend, diffs in parity.items():
             metrics |= {f"parity_{backend}_{name}": diff for name, diff in diffs.items()}
             metrics[f"seconds_{backend}"] = round(speeds[backend], 4)
-        spec["backend"] = metrics["backend"] = choose_backend(parity, speeds, cfg["tolerance"], cfg["backend"])
+        spec["backend"] = metrics["backend"] = choose_backend(
+            parity, speeds, cfg["tolerance"], cfg["backend"], cfg["switch_margin"]
+        )
         write_json(tmp / SPEC_FILE, spec)
         for f in sorted(tmp.glob("*.onnx")):
             metrics[f"size_mb_{f.stem}"] = round(f.stat().st_size / 2**20, 3)
@@ -391,15 +394,24 @@ def _check_backends(
 
 
 def choose_backend(
-    parity: Mapping[str, Mapping[str, float]], speeds: Mapping[str, float], tolerance: float, requested: str = "auto"
+    parity: Mapping[str, Mapping[str, float]],
+    speeds: Mapping[str, float],
+    tolerance: float,
+    requested: str = "auto",
+    margin: float = DEFAULTS["switch_margin"],
 ) -> str:
     """The default backend of an export: the fastest one whose parity with torch holds for every member.
+
+    onnxruntime, the reference, is kept unless another backend's timed call is at least ``margin`` (a fraction)
+    faster: two backends within timing noise of each other must not flip between two runs of the same commit,
+    since the submission's last digits (and so ``dvc metrics diff``) would flip with them.
 
     Args:
         parity: {backend: {member: max abs probability diff vs torch}}.
         speeds: {backend: seconds for the timed call}.
         tolerance: the largest diff allowed.
         requested: ``auto``, or a backend that must pass.
+        margin: the speed-up, as a fraction of onnxruntime's time, another backend needs to be chosen.
 
     Raises:
         ValueError: onnxruntime (the reference backend) is missing or fails parity, or ``requested`` fails.
@@ -414,7 +426,8 @@ def choose_backend(
         if requested not in ok:
             raise ValueError(f"export.backend {requested!r} is not installed or fails parity: {dict(parity)}")
         return requested
-    return min(ok, key=lambda b: speeds[b])
+    fastest = min(ok, key=lambda b: speeds[b])
+    return fastest if speeds[fastest] <= (1.0 - margin) * speeds["onnxruntime"] else "onnxruntime"
 
 
 def _ensemble_classes(loaded: list[tuple[dict[str, Any], nn.Module]], ensemble: Mapping[str, Any] | None) -> list[str]:
