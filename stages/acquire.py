@@ -12,6 +12,7 @@ from birdclef.data.layout import LayoutError, TableError
 from birdclef.data.params import AcquireParams
 from birdclef.data.problems import BadInputError
 from birdclef.io import load_params
+from birdclef.track import stage_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, required=True, help="data-docs folder to write")
     args = parser.parse_args(argv)
     try:
-        params = AcquireParams.from_dict(load_params(args.params, "acquire"))
-        quality = run_acquire(args.data, params, args.out, args.metrics, args.report)
+        everything = load_params(args.params)
+        section = everything.get("acquire", {})
+        with stage_run("acquire", {"acquire": section}, everything.get("tracking")) as run:
+            params = AcquireParams.from_dict(section)
+            quality = run_acquire(args.data, params, args.out, args.metrics, args.report)
+            run.log_metrics(quality)
     except (BadInputError, ContractError, LayoutError, TableError, KeyError, ValueError) as err:
         print(f"acquire failed: {err}", file=sys.stderr)
         return 1

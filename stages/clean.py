@@ -12,6 +12,7 @@ from birdclef.audio import AudioError
 from birdclef.audio.clean import CleanConfig, run_clean
 from birdclef.audio.rules import load_exclusions
 from birdclef.io import atomic_path, load_params, write_csv, write_json, write_parquet
+from birdclef.track import stage_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,22 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     truth_csv = Path(args.data) / "synth_truth" / "voice.csv"
+    out = Path(args.out)
     try:
-        cfg = CleanConfig.from_params(load_params(args.params, "clean"))
-        recordings = pd.read_parquet(Path(args.manifest) / "recordings.parquet")
-        exclusions = load_exclusions(cfg.exclude_csv) if cfg.exclude_csv else None
-        truth = pd.read_csv(truth_csv) if truth_csv.exists() else None
-        result = run_clean(recordings, args.data, cfg, exclusions=exclusions, voice_truth=truth)
+        everything = load_params(args.params)
+        section = everything.get("clean", {})
+        with stage_run("clean", {"clean": section}, everything.get("tracking")) as run:
+            cfg = CleanConfig.from_params(section)
+            recordings = pd.read_parquet(Path(args.manifest) / "recordings.parquet")
+            exclusions = load_exclusions(cfg.exclude_csv) if cfg.exclude_csv else None
+            truth = pd.read_csv(truth_csv) if truth_csv.exists() else None
+            result = run_clean(recordings, args.data, cfg, exclusions=exclusions, voice_truth=truth)
+            with atomic_path(out) as tmp:  # the folder appears whole or not at all
+                write_parquet(result.segments, tmp / "segments.parquet")
+                write_parquet(result.voice_spans, tmp / "voice_spans.parquet")
+                write_csv(result.quarantine, tmp / "quarantine.csv")
+            write_json(args.metrics, result.metrics)
+            run.log_metrics(result.metrics)
+            run.log_artifact(out / "quarantine.csv")
     except (AudioError, KeyError, ValueError, FileNotFoundError) as err:
         print(f"clean failed: {err}", file=sys.stderr)
         return 1
 
-    out = Path(args.out)
-    with atomic_path(out) as tmp:  # the folder appears whole or not at all
-        write_parquet(result.segments, tmp / "segments.parquet")
-        write_parquet(result.voice_spans, tmp / "voice_spans.parquet")
-        write_csv(result.quarantine, tmp / "quarantine.csv")
-    write_json(args.metrics, result.metrics)
     m = result.metrics
     print(f"clean: kept {m['segments_kept']} segments of {m['files_kept']}/{m['files_in']} files, "
           f"{m['hours_kept']:.2f} h; quarantined {len(result.quarantine)} rows -> {out}")

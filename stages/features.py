@@ -11,6 +11,7 @@ import pandas as pd
 from birdclef.audio import AudioError
 from birdclef.features.waves import FeaturesConfig, build_wave_cache
 from birdclef.io import atomic_path, load_params, write_json
+from birdclef.track import stage_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,15 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     try:
-        cfg = FeaturesConfig.from_params(load_params(args.params, "features"))
-        segments = pd.read_parquet(args.segments)
-        soundscapes = pd.read_parquet(args.soundscapes) if args.soundscapes else None
-        with atomic_path(args.out) as tmp:
-            metrics = build_wave_cache(segments, soundscapes, args.data, tmp, cfg)
+        everything = load_params(args.params)
+        section = everything.get("features", {})
+        with stage_run("features", {"features": section}, everything.get("tracking")) as run:
+            cfg = FeaturesConfig.from_params(section)
+            segments = pd.read_parquet(args.segments)
+            soundscapes = pd.read_parquet(args.soundscapes) if args.soundscapes else None
+            with atomic_path(args.out) as tmp:
+                metrics = build_wave_cache(segments, soundscapes, args.data, tmp, cfg)
+            write_json(args.metrics, metrics)
+            run.log_metrics(metrics)
     except (AudioError, KeyError, ValueError, FileNotFoundError) as err:
         print(f"features failed: {err}", file=sys.stderr)
         return 1
-    write_json(args.metrics, metrics)
     print(f"features: {sum(v for k, v in metrics.items() if k.startswith('keys_'))} keys, "
           f"{metrics['cache_mb']} MB, {metrics['failed']} failed -> {Path(args.out)}")
     return 0

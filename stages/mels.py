@@ -10,6 +10,7 @@ from birdclef.features.cache import WaveCache
 from birdclef.features.mel_cache import build_mel_cache
 from birdclef.features.waves import FeaturesConfig
 from birdclef.io import atomic_path, load_params
+from birdclef.track import stage_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,10 +24,15 @@ def main(argv: list[str] | None = None) -> None:
     mels = load_params(args.params, "mels")
     if args.name not in mels:
         raise SystemExit(f"{args.params}: no mel config {args.name!r} under mels: (have {', '.join(sorted(mels))})")
-    cfg = FeaturesConfig.from_params(load_params(args.params, "features"))
+    everything = load_params(args.params)
+    cfg = FeaturesConfig.from_params(everything.get("features", {}))
     torch.set_num_threads(max(1, cfg.workers))
-    with atomic_path(args.out) as tmp:
-        m = build_mel_cache(WaveCache(args.features), mels[args.name], tmp, args.name, cfg.mel_dtype, cfg.cache_mel)
+    logged = {"mel": {args.name: mels[args.name]}, "features": everything.get("features", {})}
+    with stage_run(f"mels@{args.name}", logged, everything.get("tracking")) as run:
+        with atomic_path(args.out) as tmp:
+            m = build_mel_cache(WaveCache(args.features), mels[args.name], tmp, args.name, cfg.mel_dtype,
+                                cfg.cache_mel)  # fmt: skip
+        run.log_metrics(m)
     state = f"{m['keys']} keys, {m['frames']} frames, {m['mb']} MB" if cfg.cache_mel else "off (marker only)"
     print(f"mels {args.name}: {state} -> {args.out}")
 

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from birdclef.io import atomic_path, load_params, write_json
+from birdclef.track import stage_run
 from birdclef.train.pretrain import PretrainConfig, run_pretrain
 
 
@@ -32,10 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not cfg.enabled:
         # Off: a fixed marker, so the train stages that depend on this folder do not rerun for nothing.
-        with atomic_path(args.out) as tmp:
-            tmp.mkdir()
-            write_json(tmp / "pretrain.json", {"enabled": False, "members": []})
-        write_json(args.metrics, {"enabled": 0})
+        with stage_run("pretrain", {"pretrain": params.get("pretrain", {})}, params.get("tracking")) as run:
+            with atomic_path(args.out) as tmp:
+                tmp.mkdir()
+                write_json(tmp / "pretrain.json", {"enabled": False, "members": []})
+            write_json(args.metrics, {"enabled": 0})
+            run.log_metrics({"enabled": 0})
         print("pretrain: off (pretrain.sources is empty)")
         return 0
     # One process: pre-training ignores train.nproc (run it on a GPU with the gpu preset instead).

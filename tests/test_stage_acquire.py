@@ -25,10 +25,12 @@ def corrupted(tmp_path):
     return data
 
 
-def _run(tmp_path, data, on_bad):
+def _run(tmp_path, data, on_bad, tracking_uri: str | None = None):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"seed": 0, "acquire": {"on_bad": on_bad, "n_folds": 3}, "train": {}}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    # MLflow only where a test looks at the run (opening a fresh sqlite store costs seconds)
+    env |= {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {"BIRDCLEF_TRACKING": "0"}
     cmd = [sys.executable, str(REPO / "stages/acquire.py"), "--data", str(data), "--params", str(params),
            "--out", "build/acquire", "--metrics", "metrics/data_quality.json", "--report", "reports/data_docs"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -44,7 +46,8 @@ def test_fail_exits_nonzero_naming_both_problems(tmp_path, corrupted):
 
 
 def test_skip_quarantines_both_and_writes_every_output(tmp_path, corrupted):
-    result = _run(tmp_path, corrupted, "skip")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = _run(tmp_path, corrupted, "skip", tracking_uri=store)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "build" / "acquire"
     quarantine = pd.read_csv(out / "quarantine.csv", keep_default_na=False)
@@ -64,3 +67,10 @@ def test_skip_quarantines_both_and_writes_every_output(tmp_path, corrupted):
     assert "train_csv_secondary_labels" in result.stderr and "7 recordings" in result.stdout
     docs = tmp_path / "reports" / "data_docs"
     assert (docs / "index.html").is_file() and (docs / "validations" / "recordings").is_dir()
+    # one MLflow run for the stage execution, with its params and the data-quality metrics
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.tags["dvc_stage"] == "acquire" and run.data.params["acquire.on_bad"] == "skip"
+    assert run.data.metrics["recordings"] == 7 and run.data.metrics["quarantined_truncated"] == 1

@@ -20,7 +20,8 @@ from birdclef.io import load_params, read_json
 from audio_fixtures import bird_calls, write_audio
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+       "BIRDCLEF_TRACKING": "0"}  # fmt: skip  # MLflow runs: tests/test_stage_acquire.py, test_track_repro.py
 
 
 def _params(root: Path, **features) -> None:

@@ -123,7 +123,4 @@ def test_real_pipeline_on_the_tiny_preset_is_byte_reproducible_and_tracked(tmp_p
     assert len(children) == len(runs) - 1
     commit = sh(["git", "rev-parse", "HEAD"], copies[0]).stdout.strip()
     assert {r.data.tags["git_commit"] for r in runs} == {commit}
-    assert {r.data.tags["dvc_stage"] for r in children} <= stages
-    assert {s.split("@")[0] for s in stages} - {r.data.tags["dvc_stage"].split("@")[0] for r in children} <= {
-        "acquire", "clean", "features"
-    }  # fmt: skip  # the data stages do not record runs
+    assert {r.data.tags["dvc_stage"] for r in children} == stages  # every stage records (train: one run a member)
