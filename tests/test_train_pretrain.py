@@ -59,6 +59,7 @@ def extra_root(tmp_path):
             rows.append({"primary_label": label, "filename": name, "rating": "4.0", "class_name": "Aves"})
     rows.append({"primary_label": "x2", "filename": "x2/missing.ogg", "rating": "3.0", "class_name": "Aves"})
     rows.append({"primary_label": "x2", "filename": "x2/XC0.ogg", "rating": "9.5", "class_name": "Aves"})
+    rows.append({"primary_label": "x2", "filename": "x2/XC1.ogg", "rating": "3.0", "class_name": "Aves"})
     pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
     return root
 
@@ -73,7 +74,7 @@ def test_segments_leave_out_competition_rare_missing_and_malformed_rows(extra_ro
     assert segments["fold"].nunique() >= 2  # every species in more than one fold (assign_folds)
     assert report["competition_species_files"] == 2 and report["rare_species_dropped"] == 1
     reasons = {s["reason"] for s in report["skipped"]}
-    assert reasons == {"missing", "malformed"}, report["skipped"]
+    assert reasons == {"missing", "malformed", "duplicate"}, report["skipped"]
     assert any("missing.ogg" in s["detail"] for s in report["skipped"])  # the file is named
 
 
@@ -89,6 +90,8 @@ def test_keeping_competition_species_and_config_errors(extra_root):
         pretrain_segments(extra_root, PretrainConfig.from_params({"sources": ["xc"], "members": ["t"],
                                                                   "min_files": 10}), COMPETITION)  # fmt: skip
     assert not PretrainConfig.from_params(None).enabled
+    with pytest.raises(ValueError, match="sources is empty"):
+        pretrain_segments(extra_root, PretrainConfig.from_params(None), COMPETITION)
 
 
 def test_pretrained_backbone_is_fine_tuned_with_a_fresh_competition_head(extra_root, tmp_path):
@@ -147,7 +150,7 @@ def test_stage_on_trains_and_reports(extra_root):
     metrics = json.loads((root / "metrics" / "pretrain.json").read_text())
     assert metrics["enabled"] == 1 and metrics["files"] == 6 and "val_auc" in metrics["tiny"]
     skipped = pd.read_csv(root / "build" / "pretrain" / "skipped.csv")
-    assert set(skipped["reason"]) == {"missing", "malformed"}
+    assert set(skipped["reason"]) == {"missing", "malformed", "duplicate"}
     bad = _run_stage(root, _params(["nope"]))
     assert bad.returncode == 1 and "nope" in bad.stderr
     assert (root / "build" / "pretrain" / "tiny" / "model.pt").is_file()  # a failed run leaves the last output

@@ -98,6 +98,8 @@ def pretrain_segments(
         ValueError: no species is left to pre-train on (the message gives the counts of what was dropped).
         LayoutError: a source folder or its metadata CSV is missing.
     """
+    if not cfg.sources:
+        raise ValueError("pretrain.sources is empty: name the extra sources (folders under data/extra/)")
     root = Path(root)
     frames, skipped = [], []
     for source in cfg.sources:
@@ -111,8 +113,12 @@ def pretrain_segments(
         rows["source"] = source
         rows["path"] = [f"{audio_dir}/{f}" for f in rows["filename"]]
         frames.append(rows)
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True)
     report: dict[str, Any] = {"rows": int(len(rows) + len(skipped))}
+    repeated = rows.duplicated(["source", "filename"], keep="first")
+    skipped += [{"row": r, "reason": "duplicate", "detail": f"{p} is named by an earlier row"}
+                for r, p in zip(rows.loc[repeated, "row"], rows.loc[repeated, "path"], strict=True)]  # fmt: skip
+    rows = rows[~repeated]
     competition = set(competition_species)
     if cfg.exclude_competition_species and len(rows):
         is_comp = rows["primary_label"].isin(competition)
