@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
+    args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
     try:
         cfg = PretrainConfig.from_params(params.get("pretrain"))
     except ValueError as err:
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"pretrain failed: {err}", file=sys.stderr)
         return 1
+    args.resume.mkdir(parents=True, exist_ok=True)
     write_json(args.metrics, {"enabled": 1, **metrics})
     print(f"pretrain: {metrics['files']} files, {metrics['species']} species -> {args.out}")
     return 0

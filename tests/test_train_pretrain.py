@@ -138,6 +138,7 @@ def test_stage_off_writes_a_fixed_marker(tmp_path):
     marker = (tmp_path / "build" / "pretrain" / "pretrain.json").read_bytes()
     assert json.loads(marker) == {"enabled": False, "members": []}
     assert json.loads((tmp_path / "metrics" / "pretrain.json").read_text()) == {"enabled": 0}
+    assert (tmp_path / "build" / "resume" / "pretrain").is_dir()  # every declared output exists (DVC checks)
     assert _run_stage(tmp_path, _params([])).returncode == 0
     assert (tmp_path / "build" / "pretrain" / "pretrain.json").read_bytes() == marker  # no spurious reruns
 
@@ -147,6 +148,7 @@ def test_stage_on_trains_and_reports(extra_root):
     proc = _run_stage(root, _params(["xc"]))
     assert proc.returncode == 0, proc.stderr
     assert (root / "build" / "pretrain" / "tiny" / "model.pt").is_file()
+    assert (root / "build" / "resume" / "pretrain").is_dir()
     metrics = json.loads((root / "metrics" / "pretrain.json").read_text())
     assert metrics["enabled"] == 1 and metrics["files"] == 6 and "val_auc" in metrics["tiny"]
     skipped = pd.read_csv(root / "build" / "pretrain" / "skipped.csv")
