@@ -17,7 +17,10 @@ TIMING = re.compile(r"(seconds|per_second|rss|startup|minutes)")
 
 def _outputs(root: Path) -> dict[str, bytes]:
     files = sorted(p for p in (root / "metrics").rglob("*") if p.is_file())
-    files += sorted(p for p in root.rglob("submission.csv") if "data" not in p.relative_to(root).parts[:1])
+    # the pipeline's submission.csv files, not the input data's nor the copy MLflow keeps as a run artifact
+    files += sorted(
+        p for p in root.rglob("submission.csv") if p.relative_to(root).parts[0] not in ("data", "mlruns", "mlartifacts")
+    )
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
 
 
