@@ -112,22 +112,19 @@ def test_fused_graph_maps_a_waveform_to_probabilities_on_every_backend(built, tm
         assert np.abs(got["frame"] - want["frame"]).max() <= 1e-4
 
 
-def test_choose_backend_takes_the_fastest_backend_whose_parity_holds():
+def test_choose_backend_takes_the_preferred_backend_whose_parity_holds():
     good = {"onnxruntime": {"a": 1e-6}, "openvino": {"a": 2e-6}}
-    assert choose_backend(good, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4) == "openvino"
-    assert choose_backend(good, {"onnxruntime": 1.0, "openvino": 2.0}, 1e-4) == "onnxruntime"
+    assert choose_backend(good, 1e-4) == "openvino"  # a fixed preference: no timing, no flip between runs
+    assert choose_backend({"onnxruntime": {"a": 1e-6}}, 1e-4) == "onnxruntime"  # openvino not installed
     drifting = {"onnxruntime": {"a": 1e-6}, "openvino": {"a": 3e-3}}
-    assert choose_backend(drifting, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4) == "onnxruntime"
+    assert choose_backend(drifting, 1e-4) == "onnxruntime"
     with pytest.raises(ValueError, match="openvino"):
-        choose_backend(drifting, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4, requested="openvino")
-    assert choose_backend(good, {"onnxruntime": 2.0, "openvino": 1.0}, 1e-4, requested="onnxruntime") == "onnxruntime"
-    # Within timing noise the reference stays: a 10% faster openvino is not enough at the default 20% margin.
-    assert choose_backend(good, {"onnxruntime": 1.0, "openvino": 0.9}, 1e-4) == "onnxruntime"
-    assert choose_backend(good, {"onnxruntime": 1.0, "openvino": 0.9}, 1e-4, margin=0.05) == "openvino"
+        choose_backend(drifting, 1e-4, requested="openvino")
+    assert choose_backend(good, 1e-4, requested="onnxruntime") == "onnxruntime"
 
 
 def test_choose_backend_fails_when_the_reference_backend_drifts_from_torch():
     with pytest.raises(ValueError, match="reference"):
-        choose_backend({"onnxruntime": {"a": 5e-3}, "openvino": {"a": 1e-6}}, {"onnxruntime": 1, "openvino": 1}, 1e-4)
+        choose_backend({"onnxruntime": {"a": 5e-3}, "openvino": {"a": 1e-6}}, 1e-4)
     with pytest.raises(ValueError, match="reference"):
-        choose_backend({"openvino": {"a": 1e-6}}, {"openvino": 1.0}, 1e-4)
+        choose_backend({"openvino": {"a": 1e-6}}, 1e-4)
