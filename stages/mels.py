@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="mel cache folder: mel.npy, index.parquet, meta.json")
     args = p.parse_args(argv)
 
-    mels = load_params(args.params, "mels")
+    everything = load_params(args.params)
+    mels = everything.get("mels", {})
     if args.name not in mels:
         raise SystemExit(f"{args.params}: no mel config {args.name!r} under mels: (have {', '.join(sorted(mels))})")
-    everything = load_params(args.params)
     cfg = FeaturesConfig.from_params(everything.get("features", {}))
     torch.set_num_threads(max(1, cfg.workers))
     logged = {"mel": {args.name: mels[args.name]}, "features": everything.get("features", {})}
