@@ -39,7 +39,6 @@ from birdclef.audio.decode import load_audio
 from birdclef.infer import ensemble, postprocess
 from birdclef.infer.backends import (
     ExportedEnsemble,
-    NumpyFrontEnd,
     OrtPredictor,
     TorchPredictor,
     available_backends,
@@ -47,6 +46,7 @@ from birdclef.infer.backends import (
     read_spec,
 )
 from birdclef.infer.export import body_wrapper, export_ensemble
+from birdclef.infer.melspec import NumpyFrontEnd
 from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT
 from birdclef.infer.windows import predict_file
 from birdclef.models import create_model, save_checkpoint
@@ -165,9 +165,7 @@ def main() -> None:
             result["body_ms_per_min_torch"] = median_ms(lambda i: body(torch.from_numpy(mels[i])), args.repeats)
         ort_body = load_graph("onnxruntime", tmp / "export" / spec["members"][0]["body"], args.threads)
         result["body_ms_per_min_onnxruntime"] = median_ms(lambda i: ort_body(mels[i]), args.repeats)
-        result["ort_body_speedup"] = round(
-            result["body_ms_per_min_torch"] / result["body_ms_per_min_onnxruntime"], 2
-        )
+        result["ort_body_speedup"] = round(result["body_ms_per_min_torch"] / result["body_ms_per_min_onnxruntime"], 2)
 
         # N members on one mel config: the same body graph N times behind one shared front end (its cache holds
         # the current batch only, so members 2..N reuse the mel and no repeat reuses the previous file's).

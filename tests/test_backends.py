@@ -123,14 +123,14 @@ def test_numpy_frontend_matches_torch(cfg, fft, tmp_path, monkeypatch):
     import torch
 
     from birdclef.features.frontend import MelConfig, MelFrontEnd
-    from birdclef.infer import backends
-    from birdclef.infer.backends import NumpyFrontEnd
+    from birdclef.infer import melspec
     from birdclef.infer.export import numpy_frontend
+    from birdclef.infer.melspec import NumpyFrontEnd
 
     if fft == "numpy":  # the fallback of an image without scipy
-        monkeypatch.setattr(backends, "_scipy_fft", lambda: None)
+        monkeypatch.setattr(melspec, "_scipy_fft", lambda: None)
     else:
-        assert backends._scipy_fft() is not None
+        assert melspec._scipy_fft() is not None
     torch_fe = MelFrontEnd(MelConfig.from_dict(cfg))
     fast = numpy_frontend(torch_fe)
     fast.save(tmp_path / "fe.npz")
@@ -153,3 +153,20 @@ def test_exported_ensemble_numpy_and_onnx_front_ends_agree(built):
     for name in fast:
         for key in ("clip", "frame"):
             assert np.abs(fast[name][key] - graph[name][key]).max() <= 1e-4
+
+
+def test_numpy_frontend_rows_over_threads_equal_one_thread(tmp_path):
+    from birdclef.features.frontend import MelConfig, MelFrontEnd
+    from birdclef.infer.export import numpy_frontend
+    from birdclef.infer.melspec import NumpyFrontEnd
+
+    fe = numpy_frontend(MelFrontEnd(MelConfig.from_dict({"n_fft": 1024, "hop_length": 320, "n_mels": 64})))
+    fe.save(tmp_path / "fe.npz")
+    one = NumpyFrontEnd.load(tmp_path / "fe.npz", threads=1)
+    wave = synthetic_audio(5, seed=4)
+    ref = one(wave)[0]
+    for threads in (2, 3, 8):  # fewer rows than threads too
+        got = NumpyFrontEnd.load(tmp_path / "fe.npz", threads=threads)(wave)[0]
+        assert got.shape == ref.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert NumpyFrontEnd.load(tmp_path / "fe.npz", threads=4)(wave[:1])[0].shape == ref[:1].shape

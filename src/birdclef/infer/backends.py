@@ -14,7 +14,6 @@ distinct mel config (``wave (B, samples) -> mel (B, ch, n_mels, frames)``), one 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .melspec import NumpyFrontEnd
 
 Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
 PathLike = str | os.PathLike[str]
@@ -93,95 +94,6 @@ def load_graph(backend: str, path: PathLike, threads: int = 1) -> Callable[[np.n
     if not Path(path).is_file():
         raise FileNotFoundError(f"ONNX graph {path} does not exist")
     return _GRAPHS[backend](path, threads)
-
-
-class NumpyFrontEnd:
-    """The mel front end in numpy (FFT-based): waveform (B, samples) -> (B, channels, n_mels, frames) float32.
-
-    The same numbers as ``birdclef.features.frontend.MelFrontEnd`` (centred reflect-padded STFT, power 2, Slaney
-    mel filterbank, dB, per-clip normalisation, optional deltas) up to float rounding, from the window and
-    filterbank the export stage saved (``frontend_<mel>.npz``), so neither torch nor torchaudio is needed. An FFT
-    costs O(n_fft log n_fft) per frame where the ONNX graph's Conv-DFT costs O(n_fft^2): on CPU this is the
-    faster front end, and the export stage checks its parity against torch before recording it.
-    """
-
-    def __init__(self, config: dict[str, Any], window: np.ndarray, fb: np.ndarray, threads: int = 1) -> None:
-        self.cfg = dict(config)
-        self.n_fft, self.hop = int(config["n_fft"]), int(config["hop_length"])
-        self.window = np.asarray(window, dtype=np.float32)  # (n_fft,)
-        self.fb = np.asarray(fb, dtype=np.float32)  # (n_fft // 2 + 1, n_mels)
-        self.threads = max(1, int(threads))
-
-    @classmethod
-    def load(cls, path: PathLike, threads: int = 1) -> NumpyFrontEnd:
-        """The front end saved by ``save``; ``threads``: FFT worker threads (with scipy installed)."""
-        with np.load(path) as z:
-            return cls(json.loads(str(z["config"])), z["window"], z["fb"], threads)
-
-    def _power(self, frames: np.ndarray) -> np.ndarray:
-        # |rfft|^2 in float32: (B, frames, n_fft) -> (B, frames, bins). The FFT dominates the front end's time.
-        scipy_fft = _scipy_fft()
-        if scipy_fft is not None:
-            spec = scipy_fft.rfft(frames, axis=-1, workers=self.threads, overwrite_x=True)
-        else:
-            spec = np.fft.rfft(frames, axis=-1).astype(np.complex64, copy=False)
-        power = np.abs(spec)
-        return np.square(power, out=power)
-
-    def save(self, path: PathLike) -> None:
-        with open(path, "wb") as f:
-            np.savez(f, config=np.array(json.dumps(self.cfg)), window=self.window, fb=self.fb)
-
-    def __call__(self, wave: np.ndarray) -> list[np.ndarray]:
-        """``[mel]`` for a (B, samples) batch (a list, like an ONNX graph's outputs)."""
-        c = self.cfg
-        x = np.asarray(wave, dtype=np.float32)
-        if x.ndim != 2:
-            raise ValueError(f"front end expects (batch, samples), got shape {x.shape}")
-        if c.get("absmax"):
-            x = x / np.maximum(np.abs(x).max(axis=1, keepdims=True), 1e-8)
-        half = self.n_fft // 2
-        padded = np.pad(x, ((0, 0), (half, half)), mode="reflect")
-        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft, axis=1)[:, :: self.hop]
-        power = self._power(frames * self.window)  # (B, frames, bins)
-        db = 10.0 * np.log10(np.maximum(np.swapaxes(power @ self.fb, 1, 2), 1e-10))  # (B, n_mels, frames)
-        top = float(c.get("top_db", 80.0))
-        peak = db.max(axis=(1, 2), keepdims=True)
-        norm = c.get("norm", "ref_max")
-        if norm == "ref_max":
-            out = (np.maximum(db - peak, -top) + top) / top
-        elif norm == "minmax":
-            db = np.maximum(db, peak - top)
-            low = db.min(axis=(1, 2), keepdims=True)
-            out = (db - low) / np.maximum(peak - low, 1e-6)
-        else:
-            out = np.maximum(db, peak - top)
-        out = out[:, None].astype(np.float32)
-        if c.get("deltas"):
-            d1 = _deltas(out)
-            out = np.concatenate([out, d1, _deltas(d1)], axis=1)
-        return [out]
-
-
-@functools.cache
-def _scipy_fft() -> Any:
-    """``scipy.fft`` when installed, else None (imported on first use, so the bundle needs only numpy).
-
-    scipy's pocketfft runs single-precision transforms over several threads: about 5x numpy.fft on a 60-s
-    soundscape here; an image without scipy still runs, on numpy.fft.
-    """
-    try:
-        import scipy.fft
-    except ImportError:
-        return None
-    return scipy.fft
-
-
-def _deltas(x: np.ndarray) -> np.ndarray:
-    # torchaudio.functional.compute_deltas with win_length 5: replicate-padded, (sum_n n (x[t+n] - x[t-n])) / 10.
-    p = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(2, 2)], mode="edge")
-    t = x.shape[-1]
-    return ((p[..., 3 : 3 + t] - p[..., 1 : 1 + t]) + 2 * (p[..., 4 : 4 + t] - p[..., 0:t])) / 10.0
 
 
 class _ChainPredictor:

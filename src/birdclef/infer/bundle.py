@@ -15,7 +15,7 @@ from typing import Any
 import click
 import yaml
 
-from birdclef.infer import backends, ensemble, kaggle_script, postprocess, windows
+from birdclef.infer import backends, ensemble, kaggle_script, melspec, postprocess, windows
 from birdclef.io import atomic_path, load_params, write_json
 from birdclef.track.runs import params_digest, provenance_tags
 
@@ -23,7 +23,7 @@ SCRIPT = "predict_kaggle.py"
 PACKAGE = "birdclef_bundle"
 MODEL_DIR = "model"
 MANIFEST = "MANIFEST.json"
-HELPERS = (windows, postprocess, ensemble, backends)
+HELPERS = (windows, postprocess, ensemble, melspec, backends)
 """Modules copied next to the script; at import time they may only need what a Kaggle image has."""
 ALLOWED_IMPORTS = {"numpy", "pandas", "soundfile", "onnxruntime", "__future__", *sys.stdlib_module_names}
 
@@ -55,7 +55,7 @@ def build_bundle(
     """Write the bundle folder ``out`` atomically and return its manifest.
 
     Layout: ``predict_kaggle.py`` (the standalone script), ``birdclef_bundle/`` (windows, postprocess,
-    ensemble, backends), ``model/`` (front-end and body graphs, export_spec.json), ``MANIFEST.json``.
+    ensemble, melspec, backends), ``model/`` (front-end and body graphs, export_spec.json), ``MANIFEST.json``.
 
     Args:
         export_dir: the export stage's folder.

@@ -23,12 +23,12 @@ from birdclef.infer.backends import (
     SPEC_FILE,
     SPEC_FORMAT,
     ExportedEnsemble,
-    NumpyFrontEnd,
     TorchPredictor,
     available_backends,
     load_graph,
     make_predictor,
 )
+from birdclef.infer.melspec import NumpyFrontEnd
 from birdclef.io import atomic_path, write_json
 from birdclef.models import InferenceWrapper, load_checkpoint
 
@@ -396,9 +396,7 @@ def _check_backends(
     return parity, speeds
 
 
-def choose_backend(
-    parity: Mapping[str, Mapping[str, float]], tolerance: float, requested: str = "auto"
-) -> str:
+def choose_backend(parity: Mapping[str, Mapping[str, float]], tolerance: float, requested: str = "auto") -> str:
     """The default backend of an export: the first of ``AUTO_PREFERENCE`` whose parity with torch holds.
 
     Args:

@@ -2,8 +2,8 @@
 
 Needs only numpy, pandas, soundfile and onnxruntime (OpenVINO when installed and chosen at export): no torch,
 no birdclef. ``birdclef bundle`` copies this file into the bundle as ``predict_kaggle.py``, next to
-``birdclef_bundle/`` (the numpy-only windows, postprocess, ensemble and backends modules of the repository) and
-``model/`` (the ONNX graphs and export_spec.json, which embeds the ensemble spec).
+``birdclef_bundle/`` (the numpy-only windows, postprocess, ensemble, melspec and backends modules of the
+repository) and ``model/`` (the ONNX graphs and export_spec.json, which embeds the ensemble spec).
 
 It mirrors ``birdclef.infer.runner.infer`` step for step (decode, member predictions with member-level TTA,
 combination, file-level post-processing, class-mean rows for files that fail), so its submission equals the
