@@ -89,6 +89,24 @@ def test_exported_ensemble_runs_each_mel_config_once_per_batch(built):
     assert len(calls) == 2  # other audio: a new mel
 
 
+def test_group_predictor_runs_the_front_end_once_and_returns_members_in_the_asked_order(built):
+    ensemble = ExportedEnsemble(built["export"], backend="onnxruntime", threads=1)
+    calls = []
+    frontend = ensemble._frontends["mel_tiny"]
+    ensemble._frontends["mel_tiny"] = lambda x: calls.append(x.shape) or frontend(x)
+    wave = synthetic_audio(3, seed=15)
+    outputs = ensemble.member_outputs(wave)
+    calls.clear()
+    got = ensemble.group_predictor(["it0_cnn_group", "it0_sed_tiny"])(wave)
+    assert len(calls) == 1 and len(got) == 2
+    for name, out in zip(["it0_cnn_group", "it0_sed_tiny"], got, strict=True):
+        np.testing.assert_array_equal(out["clip"], outputs[name]["clip"])
+        np.testing.assert_array_equal(out["frame"], outputs[name]["frame"])
+    assert len(ensemble.group_predictor()(wave)) == 2
+    with pytest.raises(ValueError, match="no exported member"):
+        ensemble.group_predictor(["it9_missing"])
+
+
 def test_exported_ensemble_takes_the_spec_backend_by_default(built):
     ensemble = ExportedEnsemble(built["export"])
     assert ensemble.backend == json.loads((built["export"] / "export_spec.json").read_text())["backend"]

@@ -130,6 +130,38 @@ def test_taxon_group_member_merges_into_full_classes(folder: Path):
     np.testing.assert_allclose(out[:, 2], 0.5)
 
 
+class CountingFactory:
+    """``level_predictor`` members that also offer ``group`` (as ``ExportFactory`` does), counting batches."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, ...]] = []
+
+    def __call__(self, member, threads):
+        return level_predictor(member, threads)
+
+    def group(self, members, threads):
+        predictors = [level_predictor(m, threads) for m in members]
+
+        def predict(wave):
+            self.batches.append(tuple(wave.shape))
+            return [p(wave) for p in predictors]
+
+        return predict
+
+
+def test_members_sharing_a_chunking_run_in_one_pass_with_unchanged_scores(folder: Path):
+    files = R.list_soundscapes(folder)[:2]
+    members = [{"name": "m1"}, {"name": "ctx", "predict": {"chunk_s": 10}}, {"name": "m2", "scale": 0.5}]
+    factory = CountingFactory()
+    grouped = R.predict_folder(files, members, factory, predict={"batch_size": 16})
+    # Per file: one 12-chunk batch for m1 + m2 together, one for the 10-s member: 2 files x 2 groups.
+    assert factory.batches == [(12, 5 * SR), (12, 10 * SR)] * 2
+    plain = R.predict_folder(files, members, level_predictor, predict={"batch_size": 16})  # no group: stacked
+    for a, b in zip(grouped.members, plain.members, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(grouped.members[2][:, 0], 0.5 * grouped.members[0][:, 0], atol=1e-6)
+
+
 def test_member_predict_overrides_and_typos():
     cfg = R.member_predict_cfg({"name": "cnn", "predict": {"chunk_s": 10}}, {"stride_s": 2.5})
     assert cfg["chunk_s"] == 10 and cfg["stride_s"] == 2.5 and cfg["pool"] == "mean"

@@ -164,6 +164,51 @@ def test_bad_predictor_output_is_an_error():
         W.predict_file(nan_out, np.ones(20 * SR, dtype=np.float32))
 
 
+def test_group_pass_equals_one_pass_per_member_and_stacks_chunks_once():
+    wave = np.random.default_rng(2).normal(size=37 * SR).astype(np.float32)
+    members = [sed_fake(32), cnn_fake, sed_fake(8, bias=0.1)]
+    batches = []
+
+    def group(batch):
+        batches.append(batch.shape)
+        return W.stack_predictors(members)(batch)
+
+    got = W.predict_file_group(group, wave, chunk_s=10, stride_s=2.5, batch_size=4)
+    assert len(got) == 3 and len(batches) == len(W.chunk_starts(7 * 5 * SR, 10, 2.5)) // 4 + 1
+    for member, (windows, frames) in zip(members, got, strict=True):
+        want = W.predict_file(member, wave, chunk_s=10, stride_s=2.5, batch_size=4)
+        np.testing.assert_array_equal(windows, want[0])
+        np.testing.assert_array_equal(frames, want[1])
+
+
+def test_group_by_chunking_keeps_member_order_within_and_across_groups():
+    a, b = {"chunk_s": 5, "stride_s": 5}, {"chunk_s": 10, "stride_s": 5}
+    assert W.group_by_chunking([a, b, dict(a), b]) == [(a, [0, 2]), (b, [1, 3])]
+    assert W.group_by_chunking([]) == []
+
+
+def test_predict_members_places_each_group_output_at_its_member_position():
+    wave = np.random.default_rng(3).normal(size=60 * SR).astype(np.float32)
+    members = [sed_fake(16), cnn_fake, sed_fake(16, bias=0.2)]
+    chunkings = [{"chunk_s": 5, "stride_s": 5}, {"chunk_s": 10, "stride_s": 5}, {"chunk_s": 5, "stride_s": 5}]
+    groups = [
+        (W.stack_predictors([members[i] for i in positions]), chunking, positions)
+        for chunking, positions in W.group_by_chunking(chunkings)
+    ]
+    got = W.predict_members(groups, wave, n_windows=12, frame_transform=lambda f: f**2)
+    for member, chunking, windows in zip(members, chunkings, got, strict=True):
+        want, _ = W.predict_file(member, wave, n_windows=12, frame_transform=lambda f: f**2, **chunking)
+        np.testing.assert_array_equal(windows, want)
+    with pytest.raises(ValueError, match="2 outputs for 1 members"):
+        W.predict_members([(W.stack_predictors(members[:2]), chunkings[0], [0])], wave)
+    with pytest.raises(ValueError, match=r"positions \[1\] belong to no group"):
+        W.predict_members([(W.stack_predictors(members[:1]), chunkings[0], [0]), (cnn_fake_group, {}, [2])], wave)
+
+
+def cnn_fake_group(wave: np.ndarray) -> list[dict[str, np.ndarray]]:
+    return [cnn_fake(wave)]
+
+
 def test_module_runs_without_torch_or_birdclef(tmp_path: Path):
     path = Path(W.__file__)
     code = (

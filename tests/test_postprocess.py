@@ -120,6 +120,11 @@ def test_peak_tta_averages_raw_and_normalised_passes():
     assert out["frame"].shape == (2, 1, 1)
     assert P.wrap_predictor(loudness, None) is loudness
 
+    group = P.wrap_predictor(lambda w: [loudness(w), loudness(2 * w)], {"peak_tta": {"enabled": True, "weight": 0.5}})
+    first, second = group(wave)  # a group predictor: the TTA applies to each member's output
+    np.testing.assert_allclose(first["clip"], out["clip"], rtol=1e-6)
+    np.testing.assert_allclose(second["clip"][:, 0], [0.6, 0.0], rtol=1e-6)  # (1.0 + 2 * 0.1) / 2
+
 
 def test_frame_transform_switch():
     assert P.frame_transform({}) is None

@@ -281,11 +281,31 @@ class ExportedEnsemble:
         mels = self.mels(wave)
         return {m["name"]: self._body(m, mels[m["mel"]]) for m in self.members}
 
+    def group_predictor(
+        self, names: Sequence[str] | None = None
+    ) -> Callable[[np.ndarray], list[dict[str, np.ndarray]]]:
+        """The members ``names`` (default: all) as one ``windows.GroupPredictor``: per batch, each mel config
+        they use runs once, then each member's body; outputs in the order of ``names``."""
+        members = {m["name"]: m for m in self.members}
+        unknown = [n for n in (names or []) if n not in members]
+        if unknown:
+            raise ValueError(f"{self.root}: no exported member(s) {unknown} (has {sorted(members)})")
+        chosen = [members[n] for n in names] if names is not None else list(self.members)
+        mel_names = list(dict.fromkeys(m["mel"] for m in chosen))
+
+        def predict(wave: np.ndarray) -> list[dict[str, np.ndarray]]:
+            wave = np.ascontiguousarray(wave, dtype=np.float32)
+            mels = {name: self._frontends[name](wave)[0] for name in mel_names}
+            return [self._body(m, mels[m["mel"]]) for m in chosen]
+
+        return predict
+
     def predictors(self) -> dict[str, Predictor]:
         """One Predictor per member; members of one mel config share its front end through a small cache.
 
         Feeding the same chunks to every member (e.g. ``windows.predict_file`` per member with the same
-        chunking) computes each mel config once per batch, as ``member_outputs`` does.
+        chunking) computes each mel config once per batch, as ``member_outputs`` does; ``group_predictor``
+        does the same without the per-member copies of the batch and the content hash.
         """
         return {m["name"]: self._member_predictor(m) for m in self.members}
 

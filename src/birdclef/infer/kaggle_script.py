@@ -65,21 +65,18 @@ class MemberRunner:
         self.ensemble = backends.ExportedEnsemble(model_dir, backend, threads)
         spec = self.spec = self.ensemble.ensemble_spec
         self.post = spec.get("postprocess")
-        predictors = self.ensemble.predictors()
-        self.members = []
-        for m in spec["members"]:
-            # Chunking: the ensemble's, overridden per member (as runner.member_predict_cfg does).
-            chunking = {**spec["predict"], **(m.get("predict") or {})}
-            self.members.append((postprocess.wrap_predictor(predictors[m["name"]], self.post), chunking))
+        # Chunking: the ensemble's, overridden per member (as runner.member_predict_cfg does); members with the
+        # same chunking share one pass (one batch stack, each mel config once), as in runner._init_worker.
+        chunkings = [{**spec["predict"], **(m.get("predict") or {})} for m in spec["members"]]
+        self.groups = []
+        for chunking, positions in windows.group_by_chunking(chunkings):
+            predict = self.ensemble.group_predictor([spec["members"][i]["name"] for i in positions])
+            self.groups.append((postprocess.wrap_predictor(predict, self.post), chunking, positions))
         self.frame_transform = postprocess.frame_transform(self.post)
 
     def __call__(self, path: str, n_windows: int) -> list[np.ndarray]:
         """Window probabilities (n_windows, C_m) of every member for the file at ``path``."""
-        wave = load_wave(path)
-        return [
-            windows.predict_file(predict, wave, n_windows=n_windows, frame_transform=self.frame_transform, **cfg)[0]
-            for predict, cfg in self.members
-        ]
+        return windows.predict_members(self.groups, load_wave(path), n_windows, self.frame_transform)
 
 
 _WORKER: dict[str, Any] = {}

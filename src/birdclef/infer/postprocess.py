@@ -161,17 +161,26 @@ def peak_normalised(predictor: Predictor, peak: float = 0.1, weight: float = 0.5
     ``(1 - weight) * raw + weight * normalised`` for both clip and frame probabilities (costs a second pass).
     """
 
-    def predict(wave: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(wave: np.ndarray) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
         top = np.abs(wave).max(axis=1, keepdims=True)
         scale = np.where(top > 0, peak / np.maximum(top, 1e-12), 1.0).astype(wave.dtype)
         raw, norm = predictor(wave), predictor(wave * scale)
+        if isinstance(raw, Mapping):
+            return mix(raw, norm)
+        return [mix(r, n) for r, n in zip(raw, norm, strict=True)]  # a group predictor: one output per member
+
+    def mix(raw: Mapping[str, np.ndarray], norm: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {key: (1 - weight) * np.asarray(raw[key]) + weight * np.asarray(norm[key]) for key in ("clip", "frame")}
 
     return predict
 
 
 def wrap_predictor(predictor: Predictor, cfg: Mapping[str, Any] | None) -> Predictor:
-    """Apply the member-level predictor wrappers of ``cfg`` (peak-volume TTA when enabled)."""
+    """Apply the member-level predictor wrappers of ``cfg`` (peak-volume TTA when enabled).
+
+    ``predictor`` may also be a group predictor (``windows.GroupPredictor``); the wrapper then applies to each
+    of its outputs.
+    """
     step = resolve(cfg)["peak_tta"]
     if not step["enabled"]:
         return predictor

@@ -18,9 +18,9 @@ from tqdm import tqdm
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.audio.decode import AudioError, load_audio
 from birdclef.infer import ensemble, postprocess
-from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble, Predictor, TorchPredictor
+from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble, TorchPredictor
 from birdclef.infer.runner import AUDIO_SUFFIXES, member_predict_cfg
-from birdclef.infer.windows import predict_file
+from birdclef.infer.windows import group_by_chunking, predict_members, stack_predictors
 from birdclef.io import write_csv
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,18 @@ class Scorer:
             spec = exported.ensemble_spec
             self.classes = list(spec["classes"])
             self.members = spec["members"]
-            predictors: dict[str, Predictor] = exported.predictors()
             self.post = spec.get("postprocess")
             self.counts = None if spec.get("class_counts") is None else np.asarray(spec["class_counts"], float)
             self.freq_range = (
                 min(m["config"].get("fmin", 0.0) for m in exported.spec["mels"].values()),
                 max(m["config"].get("fmax", SAMPLE_RATE / 2) for m in exported.spec["mels"].values()),
             )
-            chunking = [member_predict_cfg(m, spec["predict"]) for m in self.members]
-            wrapped = [postprocess.wrap_predictor(predictors[m["name"]], self.post) for m in self.members]
-            self._runs = list(zip(wrapped, chunking, strict=True))
+            # Members with the same chunking share one pass (one batch stack, each mel config once).
+            chunkings = [member_predict_cfg(m, spec["predict"]) for m in self.members]
+            self._groups = []
+            for chunking, positions in group_by_chunking(chunkings):
+                predict = exported.group_predictor([self.members[i]["name"] for i in positions])
+                self._groups.append((postprocess.wrap_predictor(predict, self.post), chunking, positions))
         self.file_postprocess = file_postprocess
         self._frame_transform = postprocess.frame_transform(self.post)
 
@@ -85,7 +87,7 @@ class Scorer:
         self.members = [{"name": path.stem, "weight": 1.0, "classes": None}]
         self.post, self.counts = None, None
         self.freq_range = (model.mel_cfg.fmin, model.mel_cfg.fmax)
-        self._runs = [(predictor, member_predict_cfg(self.members[0]))]
+        self._groups = [(stack_predictors([predictor]), member_predict_cfg(self.members[0]), [0])]
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         """Args: wave (samples,) float32 mono at 32 kHz. Returns: (n_windows, C) float32 scores.
@@ -94,10 +96,7 @@ class Scorer:
         window, which would drop up to 2.5 s of a recording's tail; a tail under 0.1 s is dropped.
         """
         n_windows = max(1, math.ceil((wave.shape[0] / SAMPLE_RATE - _MIN_TAIL_S) / WINDOW_SECONDS))
-        preds = [
-            predict_file(p, wave, n_windows=n_windows, frame_transform=self._frame_transform, **cfg)[0]
-            for p, cfg in self._runs
-        ]
+        preds = predict_members(self._groups, wave, n_windows, self._frame_transform)
         weights = [m["weight"] for m in self.members]
         scores = ensemble.combine(preds, weights, self.classes, [m["classes"] for m in self.members], "mean")
         if self.file_postprocess:

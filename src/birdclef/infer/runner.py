@@ -30,7 +30,14 @@ import numpy as np
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.audio.decode import AudioError, load_audio
 from birdclef.infer import ensemble, postprocess
-from birdclef.infer.windows import Predictor, n_windows_for, predict_file
+from birdclef.infer.windows import (
+    GroupPredictor,
+    Predictor,
+    group_by_chunking,
+    n_windows_for,
+    predict_members,
+    stack_predictors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +97,26 @@ class ExportFactory:
     backend: str | None = None
 
     def __call__(self, member: Mapping[str, Any], threads: int) -> Predictor:
+        predict = self.group([member], threads)
+        return lambda wave: predict(wave)[0]
+
+    def group(self, members: Sequence[Mapping[str, Any]], threads: int) -> GroupPredictor:
+        """The members as one group predictor: each mel config they use runs once per batch."""
         from birdclef.infer.backends import ExportedEnsemble
 
         key = (self.export_dir, self.backend, int(threads))
         if key not in _EXPORTED:
             _EXPORTED[key] = ExportedEnsemble(self.export_dir, self.backend, int(threads))
-        predictors = _EXPORTED[key].predictors()
-        if member["name"] not in predictors:
-            raise ValueError(f"{self.export_dir}: no exported member {member['name']!r} (has {sorted(predictors)})")
-        return predictors[member["name"]]
+        return _EXPORTED[key].group_predictor([m["name"] for m in members])
+
+
+def group_predictor(factory: PredictorFactory, members: Sequence[Mapping[str, Any]], threads: int) -> GroupPredictor:
+    """Members that share a chunking as one ``windows.GroupPredictor``: the factory's own ``group`` when it has
+    one (``ExportFactory``: one front end per mel config for all of them), else their predictors side by side."""
+    group = getattr(factory, "group", None)
+    if group is not None:
+        return group(members, threads)
+    return stack_predictors([factory(m, threads) for m in members])
 
 
 def make_factory(backend: str, export_dir: str | os.PathLike[str] | None = None) -> PredictorFactory:
@@ -325,10 +343,13 @@ def _init_worker(job: _Job) -> None:
     # Runs once per worker process: predictors (and their thread pools / sessions) are built here.
     frame_tf = postprocess.frame_transform(job.post)
     _STATE["job"] = job
-    _STATE["members"] = [
-        (postprocess.wrap_predictor(job.factory(m, job.threads), job.post), member_predict_cfg(m, job.predict))
-        for m in job.members
-    ]
+    # Members with the same chunking share one pass: one stacked batch per chunk group, one mel per config.
+    chunkings = [member_predict_cfg(m, job.predict) for m in job.members]
+    groups = []
+    for chunking, positions in group_by_chunking(chunkings):
+        predict = group_predictor(job.factory, [job.members[i] for i in positions], job.threads)
+        groups.append((postprocess.wrap_predictor(predict, job.post), chunking, positions))
+    _STATE["groups"] = groups
     _STATE["frame_transform"] = frame_tf
 
 
@@ -343,10 +364,7 @@ def _predict_one(path: str) -> _Outcome:
         audio_seconds = wave.shape[0] / SAMPLE_RATE
         _warn_odd_input(path, wave, job.file_seconds)
         n_windows = n_windows or n_windows_for(wave.shape[0])
-        windows = []
-        for predictor, cfg in _STATE["members"]:
-            w, _ = predict_file(predictor, wave, n_windows=n_windows, frame_transform=_STATE["frame_transform"], **cfg)
-            windows.append(w)
+        windows = predict_members(_STATE["groups"], wave, n_windows, _STATE["frame_transform"])
     except (AudioError, ValueError, RuntimeError) as err:
         if job.on_error == "raise":
             raise InferenceError(f"{path}: {err}") from err

@@ -21,7 +21,8 @@ Timeline rules (TECHNIQUES.md I1):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,10 @@ SAMPLE_RATE = 32_000
 
 Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
 """``(wave (B, samples) float32 at 32 kHz) -> {"clip": (B, C) probs, "frame": (B, T, C) probs}``."""
+
+GroupPredictor = Callable[[np.ndarray], Sequence[dict[str, np.ndarray]]]
+"""Several members on the same batch: ``wave (B, samples) -> [Predictor output of each member]``, so members that
+share a chunking (and a mel config) are fed one stacked batch (and one front end) instead of one each."""
 
 
 def n_windows_for(n_samples: int, window_s: float = 5.0, sample_rate: int = SAMPLE_RATE) -> int:
@@ -134,6 +139,43 @@ def predict_file(
     Returns:
         ``windows`` (n_windows, C) and ``frames`` (n_windows * bins_per_window, C), float32 probabilities.
     """
+    return predict_file_group(
+        lambda batch: [predictor(batch)],
+        wave,
+        chunk_s=chunk_s,
+        stride_s=stride_s,
+        window_s=window_s,
+        batch_size=batch_size,
+        pool=pool,
+        pad=pad,
+        n_windows=n_windows,
+        frame_transform=frame_transform,
+        sample_rate=sample_rate,
+    )[0]
+
+
+def predict_file_group(
+    predictor: GroupPredictor,
+    wave: np.ndarray,
+    chunk_s: float = 5.0,
+    stride_s: float = 5.0,
+    window_s: float = 5.0,
+    batch_size: int = 16,
+    pool: str = "mean",
+    pad: bool = True,
+    n_windows: int | None = None,
+    frame_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    sample_rate: int = SAMPLE_RATE,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``predict_file`` for several members fed the same chunks: one chunking, one batch stack, M outputs.
+
+    Args:
+        predictor: see ``GroupPredictor`` (it returns the same number of outputs on every call).
+        Others: as ``predict_file``.
+
+    Returns:
+        One ``(windows, frames)`` pair per output of ``predictor``, in its order.
+    """
     if wave.ndim != 1:
         raise ValueError(f"wave must be 1-D (samples,), got shape {wave.shape}")
     window = _samples(window_s, sample_rate)
@@ -146,31 +188,105 @@ def predict_file(
     left = max(0, -int(starts[0]))
     right = max(0, int(starts[-1]) + chunk - n_samples)
     padded = np.pad(wave, (left, right))
-    acc = weight = None
-    n_bins = bin_width = n_frames = 0
+    timelines: list[_Timeline] = []
     for lo in range(0, len(starts), batch_size):
         batch_starts = starts[lo : lo + batch_size]
         batch = np.stack([padded[s + left : s + left + chunk] for s in batch_starts])
-        values, spans = _chunk_frames(predictor(batch), batch_starts, chunk, window)
-        if acc is None:
-            n_frames = spans.shape[1]
-            n_bins = n_windows * frames_per_window(n_frames, chunk_s, window_s)
-            bin_width = n_samples / n_bins
-            acc = np.zeros((n_bins, values.shape[-1]))
-            weight = np.zeros(n_bins)
-        elif spans.shape[1] != n_frames:
-            raise ValueError(f"predictor changed its frame count from {n_frames} to {spans.shape[1]}")
-        _accumulate(acc, weight, values.reshape(-1, values.shape[-1]), spans.reshape(-1, 2), bin_width)
-    if np.any(weight <= 0):
-        gap = int(np.argmin(weight > 0)) * bin_width / sample_rate
-        raise ValueError(
-            f"chunks leave the timeline uncovered near {gap:.2f} s (chunk_s={chunk_s}, stride_s={stride_s}, "
-            f"pad={pad}); use a smaller stride or pad=True"
-        )
-    frames = (acc / weight[:, None]).astype(np.float32)
-    if frame_transform is not None:
-        frames = frame_transform(frames)
-    return pool_frames(frames, n_windows, pool), frames
+        outputs = predictor(batch)
+        if timelines and len(outputs) != len(timelines):
+            raise ValueError(f"predictor changed its number of outputs from {len(timelines)} to {len(outputs)}")
+        for k, out in enumerate(outputs):
+            values, spans = _chunk_frames(out, batch_starts, chunk, window)
+            if k == len(timelines):
+                n_bins = n_windows * frames_per_window(spans.shape[1], chunk_s, window_s)
+                timelines.append(_Timeline(spans.shape[1], n_bins, n_samples / n_bins, values.shape[-1]))
+            timelines[k].add(values, spans)
+    results = []
+    for timeline in timelines:
+        frames = timeline.frames(sample_rate, f"chunk_s={chunk_s}, stride_s={stride_s}, pad={pad}")
+        if frame_transform is not None:
+            frames = frame_transform(frames)
+        results.append((pool_frames(frames, n_windows, pool), frames))
+    return results
+
+
+def stack_predictors(predictors: Sequence[Predictor]) -> GroupPredictor:
+    """A ``GroupPredictor`` calling each predictor on the same batch (for members that share nothing else)."""
+    predictors = list(predictors)
+    return lambda batch: [predict(batch) for predict in predictors]
+
+
+def group_by_chunking(chunkings: Sequence[Mapping[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
+    """Members with identical ``predict_file`` keyword arguments, which can share one chunking pass.
+
+    Args:
+        chunkings: each member's keyword arguments for ``predict_file`` (chunk_s, stride_s, ...).
+
+    Returns:
+        ``(chunking, member positions)`` per distinct chunking, in order of first appearance.
+    """
+    groups: list[tuple[dict[str, Any], list[int]]] = []
+    for i, chunking in enumerate(chunkings):
+        for shared, members in groups:
+            if shared == dict(chunking):
+                members.append(i)
+                break
+        else:
+            groups.append((dict(chunking), [i]))
+    return groups
+
+
+def predict_members(
+    groups: Sequence[tuple[GroupPredictor, Mapping[str, Any], Sequence[int]]],
+    wave: np.ndarray,
+    n_windows: int | None = None,
+    frame_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Window scores of every member of an ensemble for one recording, one ``predict_file_group`` per group.
+
+    Args:
+        groups: ``(group predictor, chunking, member positions)``; the predictor returns one output per
+            position, in that order (see ``group_by_chunking``).
+        wave, n_windows, frame_transform: as ``predict_file``.
+
+    Returns:
+        (n_windows, C_m) window probabilities per member, in member-position order.
+    """
+    n_members = max((max(members, default=-1) + 1 for _, _, members in groups), default=0)
+    out: list[np.ndarray | None] = [None] * n_members
+    for predictor, chunking, members in groups:
+        results = predict_file_group(predictor, wave, n_windows=n_windows, frame_transform=frame_transform, **chunking)
+        if len(results) != len(members):
+            raise ValueError(f"group predictor gave {len(results)} outputs for {len(members)} members")
+        for position, (windows, _) in zip(members, results, strict=True):
+            out[position] = windows
+    missing = [i for i, w in enumerate(out) if w is None]
+    if missing:
+        raise ValueError(f"member positions {missing} belong to no group")
+    return out  # type: ignore[return-value]
+
+
+class _Timeline:
+    """One member's overlap-weighted frame timeline over one recording (``n_bins`` bins of ``width`` samples)."""
+
+    def __init__(self, n_frames: int, n_bins: int, width: float, n_classes: int) -> None:
+        self.n_frames, self.width = n_frames, width
+        self.acc = np.zeros((n_bins, n_classes))
+        self.weight = np.zeros(n_bins)
+
+    def add(self, values: np.ndarray, spans: np.ndarray) -> None:
+        if spans.shape[1] != self.n_frames:
+            raise ValueError(f"predictor changed its frame count from {self.n_frames} to {spans.shape[1]}")
+        _accumulate(self.acc, self.weight, values.reshape(-1, values.shape[-1]), spans.reshape(-1, 2), self.width)
+
+    def frames(self, sample_rate: int, how: str) -> np.ndarray:
+        """(n_bins, C) float32: the mean of the values over each bin; raises if a bin got none."""
+        if np.any(self.weight <= 0):
+            gap = int(np.argmin(self.weight > 0)) * self.width / sample_rate
+            raise ValueError(
+                f"chunks leave the timeline uncovered near {gap:.2f} s ({how}); use a smaller stride or pad=True"
+            )
+        return (self.acc / self.weight[:, None]).astype(np.float32)
 
 
 def _chunk_frames(
