@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from birdclef import dist
 from birdclef.io import atomic_path, load_params, write_json
 from birdclef.track import stage_run
 from birdclef.train.pretrain import PretrainConfig, run_pretrain
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # One process: pre-training ignores train.nproc (run it on a GPU with the gpu preset instead).
     torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
-    device = "cuda" if torch.cuda.is_available() and params["train"].get("device", "auto") != "cpu" else "cpu"
+    device = dist.torch_device(params["train"].get("device", "auto"))
     species = pd.read_parquet(args.acquire / "taxonomy.parquet")["primary_label"].tolist()
     try:
         with atomic_path(args.out) as tmp:

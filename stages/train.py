@@ -43,7 +43,7 @@ def main() -> None:
     nproc = int(params["train"].get("nproc", 1))
     dist.relaunch(nproc)  # train.nproc > 1: this very command again under torchrun (DDP)
     torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
-    device = "cuda" if torch.cuda.is_available() and params["train"].get("device", "auto") != "cpu" else "cpu"
+    device = dist.torch_device(params["train"].get("device", "auto"))
     rank = 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")

@@ -112,3 +112,18 @@ def test_two_torchrun_ranks_give_the_single_process_output(tmp_path):
         np.testing.assert_array_equal(one[name], ref[name])
     # Rank 1 owned blocks 1 and 3 (items s02, s03, s06): its files are there, written by another process.
     assert sorted(p.name for p in (tmp_path / "b2" / "key").glob("*.npz")) == [f"block-{b:05d}.npz" for b in range(4)]
+
+
+def test_torch_device_auto_cpu_and_an_unavailable_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert dist.torch_device("auto") == dist.torch_device("cpu") == "cpu"
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        dist.torch_device("cuda")
+    with pytest.raises(ValueError, match="train.device must be one of"):
+        dist.torch_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert dist.torch_device("auto") == dist.torch_device("cuda") == "cuda"
+    assert dist.torch_device("cpu") == "cpu"
+

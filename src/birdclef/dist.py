@@ -33,6 +33,31 @@ def rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def torch_device(setting: str = "auto") -> str:
+    """The torch device a stage trains on, from ``train.device``.
+
+    Args:
+        setting: ``auto`` (CUDA when a device is visible, else the CPU), ``cpu`` or ``cuda``.
+
+    Returns:
+        ``"cuda"`` or ``"cpu"`` (a torchrun rank picks its ``cuda:<LOCAL_RANK>`` itself).
+
+    Raises:
+        ValueError: an unknown setting. RuntimeError: ``cuda`` asked for where no CUDA device is visible (a GPU
+            preset on a CPU machine would otherwise train for hours on the CPU without saying so).
+    """
+    import torch
+
+    if setting not in DEVICES:
+        raise ValueError(f"train.device must be one of {DEVICES}, not {setting!r}")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return "cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu"
+
+
 def relaunch(nproc: int) -> None:
     """Re-execute the current command under ``torchrun --nproc-per-node nproc`` unless already under torchrun.
 

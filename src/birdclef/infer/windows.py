@@ -16,6 +16,10 @@ Timeline rules (TECHNIQUES.md I1):
   of its neighbours.
 - The timeline has ``round(window_s * T / chunk_s)`` bins per window (1 for T = 1); windows pool their bins by
   mean or max.
+
+Ensembles: members with the same chunking run in one pass (``predict_file_group`` with a ``GroupPredictor``;
+``group_by_chunking`` and ``predict_members`` do the bookkeeping), so the chunks are stacked once per batch and
+an export's front end runs once per mel config, whatever the number of members.
 """
 
 from __future__ import annotations
@@ -187,11 +191,11 @@ def predict_file_group(
 
     left = max(0, -int(starts[0]))
     right = max(0, int(starts[-1]) + chunk - n_samples)
-    padded = np.pad(wave, (left, right))
+    padded = np.pad(wave, (left, right)) if left or right else wave
     timelines: list[_Timeline] = []
     for lo in range(0, len(starts), batch_size):
         batch_starts = starts[lo : lo + batch_size]
-        batch = np.stack([padded[s + left : s + left + chunk] for s in batch_starts])
+        batch = _stack_chunks(padded, batch_starts + left, chunk)
         outputs = predictor(batch)
         if timelines and len(outputs) != len(timelines):
             raise ValueError(f"predictor changed its number of outputs from {len(timelines)} to {len(outputs)}")
@@ -318,8 +322,20 @@ def _accumulate(acc: np.ndarray, weight: np.ndarray, values: np.ndarray, spans: 
         bins = first + k
         overlap = np.minimum(b, (bins + 1) * width) - np.maximum(a, bins * width)
         keep = (bins >= 0) & (bins < len(weight)) & (overlap > 0)
-        np.add.at(acc, bins[keep], overlap[keep, None] * values[keep])
-        np.add.at(weight, bins[keep], overlap[keep])
+        hit = bins[keep]
+        if np.unique(hit).size == hit.size:  # no bin twice in this pass: plain fancy indexing (np.add.at is slow)
+            acc[hit] += overlap[keep, None] * values[keep]
+            weight[hit] += overlap[keep]
+        else:
+            np.add.at(acc, hit, overlap[keep, None] * values[keep])
+            np.add.at(weight, hit, overlap[keep])
+
+
+def _stack_chunks(wave: np.ndarray, starts: np.ndarray, chunk: int) -> np.ndarray:
+    # (len(starts), chunk) chunks of a 1-D wave; back-to-back chunks (stride == chunk) are a view, not a copy.
+    if len(starts) > 1 and np.all(np.diff(starts) == chunk):
+        return wave[int(starts[0]) : int(starts[0]) + len(starts) * chunk].reshape(len(starts), chunk)
+    return np.stack([wave[s : s + chunk] for s in starts])
 
 
 def _samples(seconds: float, sample_rate: int) -> int:
