@@ -70,25 +70,23 @@ def manifest(rows: list[dict], data_root: Path) -> pd.DataFrame:
             info = sf.info(data_root / "train_audio" / rid)
         except (sf.LibsndfileError, RuntimeError):
             info = None
-        out.append(
-            {
-                "recording_id": rid,
-                "path": f"train_audio/{rid}",
-                "source": "train_audio",
-                "primary_label": r.get("label", rid.split("/")[0]),
-                "secondary_labels": r.get("secondary", []),
-                "class_name": r.get("class_name", "Aves"),
-                "rating": r.get("rating", 4.0),
-                "collection": "XC",
-                "author": "test",
-                "latitude": 0.0,
-                "longitude": 0.0,
-                "duration_s": info.duration if info else 0.0,
-                "sample_rate": info.samplerate if info else 0,
-                "channels": info.channels if info else 0,
-                "fold": i % 2,
-            }
-        )
+        out.append({
+            "recording_id": rid,
+            "path": f"train_audio/{rid}",
+            "source": "train_audio",
+            "primary_label": r.get("label", rid.split("/")[0]),
+            "secondary_labels": r.get("secondary", []),
+            "class_name": r.get("class_name", "Aves"),
+            "rating": r.get("rating", 4.0),
+            "collection": "XC",
+            "author": "test",
+            "latitude": 0.0,
+            "longitude": 0.0,
+            "duration_s": info.duration if info else 0.0,
+            "sample_rate": info.samplerate if info else 0,
+            "channels": info.channels if info else 0,
+            "fold": i % 2,
+        })
     df = pd.DataFrame(out)
     schema.require_columns(df, schema.RECORDINGS, "fixture")
     return df

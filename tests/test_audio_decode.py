@@ -101,17 +101,14 @@ def test_resample_is_identity_at_same_rate() -> None:
 
 
 @needs_real
-@pytest.mark.parametrize(
-    "name, rate",
-    [
-        ("maad_jura_000000.wav", 22_000),
-        ("great_tit/2021-B32-0415_05-3.wav", 22_050),
-        ("opensoundscape_great_plains_toad.wav", 44_100),
-        ("maad_spinetail.wav", 44_100),
-        ("hawkears_common_yellowthroat.mp3", 44_100),
-        ("opensoundscape_ruffed_grouse_drum.wav", 32_000),
-    ],
-)
+@pytest.mark.parametrize("name, rate", [
+    ("maad_jura_000000.wav", 22_000),
+    ("great_tit/2021-B32-0415_05-3.wav", 22_050),
+    ("opensoundscape_great_plains_toad.wav", 44_100),
+    ("maad_spinetail.wav", 44_100),
+    ("hawkears_common_yellowthroat.mp3", 44_100),
+    ("opensoundscape_ruffed_grouse_drum.wav", 32_000),
+])
 def test_real_recordings_decode_and_resample(name: str, rate: int) -> None:
     info = audio_info(REAL / name)
     assert info.sample_rate == rate

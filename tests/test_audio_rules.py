@@ -71,14 +71,11 @@ def test_load_exclusions(tmp_path: Path) -> None:
     assert rules.load_exclusions(tmp_path / "names.csv").filename.tolist() == ["sp/XC3.ogg"]
 
 
-@pytest.mark.parametrize(
-    "body, message",
-    [
-        ("file\nx.ogg\n", "needs a 'filename' column"),
-        ("filename,start_s,end_s\nx.ogg,1.0,\n", r"row 2 \(x.ogg\): give both"),
-        ("filename,start_s,end_s\nx.ogg,3.0,1.0\n", "end_s 1.0 <= start_s 3.0"),
-    ],
-)
+@pytest.mark.parametrize("body, message", [
+    ("file\nx.ogg\n", "needs a 'filename' column"),
+    ("filename,start_s,end_s\nx.ogg,1.0,\n", r"row 2 \(x.ogg\): give both"),
+    ("filename,start_s,end_s\nx.ogg,3.0,1.0\n", "end_s 1.0 <= start_s 3.0"),
+])
 def test_load_exclusions_rejects_bad_rows(tmp_path: Path, body: str, message: str) -> None:
     (tmp_path / "ex.csv").write_text(body)
     with pytest.raises(ValueError, match=message):

@@ -80,25 +80,20 @@ def test_probs_have_one_value_per_frame_and_detector_pickles() -> None:
 
 def test_model_loads_from_the_wheel_without_torch() -> None:
     assert silero_model_path().is_file()
-    code = (
-        "import sys, numpy as np; from birdclef.audio.vad import VoiceDetector; "
-        "VoiceDetector().detect(np.zeros(32000, np.float32)); print('torch' in sys.modules)"
-    )
+    code = ("import sys, numpy as np; from birdclef.audio.vad import VoiceDetector; "
+            "VoiceDetector().detect(np.zeros(32000, np.float32)); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="shared/real-audio is absent (only in the team checkout)")
-@pytest.mark.parametrize(
-    "name",
-    [
-        "opensoundscape_ruffed_grouse_drum.wav",
-        "opensoundscape_great_plains_toad.wav",
-        "hawkears_common_yellowthroat.mp3",
-        "maad_spinetail.wav",
-        "maad_jura_000000.wav",
-        "great_tit/2021-B32-0416_04-23.wav",
-    ],
-)
+@pytest.mark.parametrize("name", [
+    "opensoundscape_ruffed_grouse_drum.wav",
+    "opensoundscape_great_plains_toad.wav",
+    "hawkears_common_yellowthroat.mp3",
+    "maad_spinetail.wav",
+    "maad_jura_000000.wav",
+    "great_tit/2021-B32-0416_04-23.wav",
+])
 def test_real_animal_sounds_are_not_voice(name: str) -> None:
     assert VoiceDetector().detect(load_audio(REAL / name)) == []

@@ -40,19 +40,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     sf.write(ta / "c/inf.wav", nan, 32_000, subtype="FLOAT")
     (ta / "c/text.ogg").write_bytes(b"not audio " * 50)
     write_audio(ta / "c/ok.ogg", bird_calls(4, 10))
-    ids = [
-        "a/voice.ogg",
-        "a/long.ogg",
-        "a/long_copy.ogg",
-        "a/longvoice.flac",
-        "b/quiet_tail.wav",
-        "b/silent.wav",
-        "b/calls.ogg",
-        "c/low_rate.wav",
-        "c/inf.wav",
-        "c/text.ogg",
-        "c/ok.ogg",
-    ]
+    ids = ["a/voice.ogg", "a/long.ogg", "a/long_copy.ogg", "a/longvoice.flac", "b/quiet_tail.wav", "b/silent.wav",
+           "b/calls.ogg", "c/low_rate.wav", "c/inf.wav", "c/text.ogg", "c/ok.ogg"]
     classes = {"a": "Aves", "b": "Amphibia", "c": "Insecta"}
     return root, manifest([{"recording_id": r, "class_name": classes[r[0]]} for r in ids], root)
 
@@ -104,11 +93,7 @@ def test_quarantine_reasons(result) -> None:
     assert _pieces(result.segments, "b/quiet_tail.wav")[0][0] == 0.0
     m = result.metrics
     assert (m["removed_duplicate"], m["removed_silent"], m["removed_unsupported"], m["removed_silent_segment"]) == (
-        1,
-        1,
-        1,
-        1,
-    )
+        1, 1, 1, 1)
     assert m["files_in"] == 11 and m["files_kept"] == 6
     assert m["hours_kept_Insecta"] == pytest.approx(4.0 / 3600, abs=1e-4)
 
@@ -140,11 +125,8 @@ def test_remove_fraction_draw_is_by_seed(data) -> None:
     sub = recs[recs.recording_id.isin(voiced)]
     seed = next(s for s in range(50) if 0 < sum(unit_hash(r, s) < 0.5 for r in voiced) < 3)
     res = run_clean(sub, root, CleanConfig(workers=1, voice_remove_fraction=0.5, seed=seed))
-    whole = {
-        r
-        for r in voiced
-        if len(_pieces(res.segments, r)) == 1 and _pieces(res.segments, r)[0][0] == 0.0 and r != "b/quiet_tail.wav"
-    }
+    whole = {r for r in voiced if len(_pieces(res.segments, r)) == 1 and _pieces(res.segments, r)[0][0] == 0.0
+             and r != "b/quiet_tail.wav"}
     cleaned = {r for r in voiced if unit_hash(r, seed) < 0.5}
     assert res.metrics["voice_files_cleaned"] == len(cleaned)
     assert whole.isdisjoint(cleaned)
@@ -152,14 +134,8 @@ def test_remove_fraction_draw_is_by_seed(data) -> None:
 
 def test_manual_exclusions(data) -> None:
     root, recs = data
-    ex = pd.DataFrame(
-        {
-            "filename": ["train_audio/c/ok.ogg", "b/calls.ogg"],
-            "start_s": [np.nan, 1.0],
-            "end_s": [np.nan, 2.5],
-            "reason": ["hand: wrong species", "manual"],
-        }
-    )
+    ex = pd.DataFrame({"filename": ["train_audio/c/ok.ogg", "b/calls.ogg"], "start_s": [np.nan, 1.0],
+                       "end_s": [np.nan, 2.5], "reason": ["hand: wrong species", "manual"]})
     sub = recs[recs.recording_id.isin(["c/ok.ogg", "b/calls.ogg"])]
     res = run_clean(sub, root, CleanConfig(workers=1), exclusions=ex)
     assert "c/ok.ogg" not in set(res.segments.recording_id)
@@ -171,9 +147,8 @@ def test_manual_exclusions(data) -> None:
 
 def test_voice_precision_recall_against_truth(data) -> None:
     root, recs = data
-    truth = pd.DataFrame(
-        {"file": ["train_audio/a/voice.ogg", "a/longvoice.flac"], "start_s": [6.0, 0.0], "end_s": [10.0, 3.0]}
-    )
+    truth = pd.DataFrame({"file": ["train_audio/a/voice.ogg", "a/longvoice.flac"], "start_s": [6.0, 0.0],
+                          "end_s": [10.0, 3.0]})
     sub = recs[recs.recording_id.isin(["a/voice.ogg", "a/longvoice.flac", "b/calls.ogg"])]
     res = run_clean(sub, root, CleanConfig(workers=1), voice_truth=truth)
     m = res.metrics
@@ -187,9 +162,8 @@ def test_voice_precision_recall_against_truth(data) -> None:
 
 def test_parallel_run_gives_the_same_tables(data, result) -> None:
     root, recs = data
-    par = run_clean(
-        recs.sample(frac=1.0, random_state=1), root, CleanConfig(workers=2, rare_min_files=3, rare_copies=3)
-    )
+    par = run_clean(recs.sample(frac=1.0, random_state=1), root, CleanConfig(workers=2, rare_min_files=3,
+                                                                            rare_copies=3))
     pd.testing.assert_frame_equal(par.segments, result.segments)
     pd.testing.assert_frame_equal(par.quarantine, result.quarantine)
     assert par.metrics == result.metrics

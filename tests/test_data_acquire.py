@@ -30,18 +30,14 @@ def test_a_broken_manifest_contract_keeps_the_manifest_out(tmp_path, monkeypatch
 
     def fake_contracts(tables, taxonomy, n_folds, report_dir):
         seen.update(tables=sorted(tables), n_folds=n_folds)
-        return ContractReport(
-            checks={"recordings": (26, 1), "train_csv": (9, 0)},
-            failures=["recordings: expect_column_values_to_be_unique(path): 1 unexpected"],
-        )
+        return ContractReport(checks={"recordings": (26, 1), "train_csv": (9, 0)},
+                              failures=["recordings: expect_column_values_to_be_unique(path): 1 unexpected"])
 
     monkeypatch.setattr(acquire, "check_contracts", fake_contracts)
     with pytest.raises(ContractError, match="broke its data contract"):
         acquire.run_acquire(data, AcquireParams(n_folds=4), out, metrics, report, progress=False)
-    assert seen == {
-        "tables": ["recordings", "sample_submission_csv", "soundscapes", "taxonomy_csv", "train_csv"],
-        "n_folds": 4,
-    }
+    assert seen == {"tables": ["recordings", "sample_submission_csv", "soundscapes", "taxonomy_csv", "train_csv"],
+                    "n_folds": 4}
     quality = read_json(metrics)
     assert quality["checks_failed"] == 1 and quality["checks_failed_recordings"] == 1 and quality["recordings"] == 8
     assert not out.exists()

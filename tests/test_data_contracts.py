@@ -16,36 +16,23 @@ def test_contracts_name_what_broke(tmp_path):
     train_csv = m.inputs["train_csv"].copy()
     train_csv.loc[3, "rating"] = 6.0
     train_csv.loc[4, "filename"] = train_csv.loc[5, "filename"]
-    tables = {
-        "train_csv": train_csv,
-        "sample_submission_csv": m.inputs["sample_submission_csv"],
-        "taxonomy_csv": m.inputs["taxonomy_csv"],
-        "recordings": recordings,
-        "soundscapes": manifest_tables(m)["soundscapes"].to_pandas(),
-    }
+    tables = {"train_csv": train_csv, "sample_submission_csv": m.inputs["sample_submission_csv"],
+              "taxonomy_csv": m.inputs["taxonomy_csv"], "recordings": recordings,
+              "soundscapes": manifest_tables(m)["soundscapes"].to_pandas()}
     report = check_contracts(tables, m.taxonomy, n_folds=3)
     failures = "\n".join(report.failures)
-    for part in (
-        "recordings: expect_column_values_to_be_between(duration_s): 1 unexpected value(s), e.g. 0.0",
-        "recordings: expect_column_values_to_be_between(fold): 1 unexpected value(s), e.g. 7",
-        "recordings_secondary_labels: expect_column_values_to_be_in_set(secondary_label)",
-        "train_csv: expect_column_values_to_be_between(rating)",
-        "train_csv: expect_column_values_to_be_unique(filename)",
-    ):
+    for part in ("recordings: expect_column_values_to_be_between(duration_s): 1 unexpected value(s), e.g. 0.0",
+                 "recordings: expect_column_values_to_be_between(fold): 1 unexpected value(s), e.g. 7",
+                 "recordings_secondary_labels: expect_column_values_to_be_in_set(secondary_label)",
+                 "train_csv: expect_column_values_to_be_between(rating)",
+                 "train_csv: expect_column_values_to_be_unique(filename)"):
         assert part in failures
     assert report.checks_failed == 5 and not report.manifest_ok
     metrics = report.metrics()
     assert metrics["checks_failed_train_csv"] == 2 and metrics["checks_failed_sample_submission_csv"] == 0
     assert metrics["checks_run"] == report.checks_run > 40
 
-    clean = check_contracts(
-        {"train_csv": m.inputs["train_csv"], "recordings": manifest_tables(m)["recordings"].to_pandas()},
-        m.taxonomy,
-        n_folds=3,
-    )
-    assert (
-        clean.manifest_ok
-        and clean.checks_failed == 0
-        and set(clean.checks)
-        == {"train_csv", "train_csv_secondary_labels", "recordings", "recordings_secondary_labels"}
-    )
+    clean = check_contracts({"train_csv": m.inputs["train_csv"], "recordings": manifest_tables(m)["recordings"]
+                             .to_pandas()}, m.taxonomy, n_folds=3)
+    assert clean.manifest_ok and clean.checks_failed == 0 and set(clean.checks) == {
+        "train_csv", "train_csv_secondary_labels", "recordings", "recordings_secondary_labels"}

@@ -12,21 +12,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-TRAIN_COLUMNS = [
-    "primary_label",
-    "secondary_labels",
-    "type",
-    "filename",
-    "collection",
-    "rating",
-    "url",
-    "latitude",
-    "longitude",
-    "scientific_name",
-    "common_name",
-    "author",
-    "license",
-]
+TRAIN_COLUMNS = ["primary_label", "secondary_labels", "type", "filename", "collection", "rating", "url",
+                 "latitude", "longitude", "scientific_name", "common_name", "author", "license"]
 TAXONOMY = [  # primary_label, inat_taxon_id, scientific_name, common_name, class_name
     ("amerob", "12727", "Turdus migratorius", "American Robin", "Aves"),
     ("bkcdon", "3", "Donacobius atricapilla", "Black-capped Donacobius", "Aves"),
@@ -46,10 +33,8 @@ RECORDINGS = [
     ("frog1/XC7.wav", "[]", "1.0", (32000, 1, "WAV"), "-20", "-45"),
     ("frog1/XC8.ogg", "['amerob', 'bkcdon']", "3.5", (32000, 1, "OGG"), "-20.1", "-45.2"),
 ]
-SOUNDSCAPES = {
-    "train_soundscapes": ["H02_20230420_074000.ogg", "H02_20230420_080000.ogg"],
-    "test_soundscapes": ["soundscape_8123.ogg"],
-}
+SOUNDSCAPES = {"train_soundscapes": ["H02_20230420_074000.ogg", "H02_20230420_080000.ogg"],
+               "test_soundscapes": ["soundscape_8123.ogg"]}
 
 
 def _tone(seconds: float, sr: int, channels: int, freq: float, seed: int) -> np.ndarray:
@@ -59,9 +44,8 @@ def _tone(seconds: float, sr: int, channels: int, freq: float, seed: int) -> np.
     return np.repeat(x[:, None], channels, axis=1).astype(np.float32)
 
 
-def write_audio(
-    path: Path, seconds: float = 1.5, sr: int = 32000, channels: int = 1, fmt: str = "OGG", seed: int = 0
-) -> None:
+def write_audio(path: Path, seconds: float = 1.5, sr: int = 32000, channels: int = 1, fmt: str = "OGG",
+                seed: int = 0) -> None:
     """Write a short tone with noise (the format's default subtype)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, _tone(seconds, sr, channels, 440.0 + 100 * seed, seed), sr, format=fmt)
@@ -78,21 +62,9 @@ def train_row(filename: str, secondary: str = "[]", rating: str = "3.0", lat: st
     """A train.csv row (all 13 competition columns) for ``filename`` ("label/file.ogg")."""
     label, base = filename.split("/")
     collection = re.match(r"[A-Za-z]+", base).group(0)  # XC, iNat, CSA
-    return [
-        label,
-        secondary,
-        "['song']",
-        filename,
-        collection,
-        rating,
-        f"https://xeno-canto.org/{filename}",
-        lat,
-        lon,
-        "Sci name",
-        "Common name",
-        "A. Recordist",
-        "cc-by-nc-sa 4.0",
-    ]
+    return [label, secondary, "['song']", filename, collection, rating,
+            f"https://xeno-canto.org/{filename}", lat, lon, "Sci name", "Common name", "A. Recordist",
+            "cc-by-nc-sa 4.0"]
 
 
 _PRISTINE: list[Path] = []
@@ -114,11 +86,8 @@ def make_competition_layout(root: Path) -> Path:
 
 def _write_layout(root: Path) -> None:
     root.mkdir(parents=True)
-    write_csv(
-        root / "taxonomy.csv",
-        ["primary_label", "inat_taxon_id", "scientific_name", "common_name", "class_name"],
-        [list(t) for t in TAXONOMY],
-    )
+    write_csv(root / "taxonomy.csv", ["primary_label", "inat_taxon_id", "scientific_name", "common_name",
+                                      "class_name"], [list(t) for t in TAXONOMY])
     rows = []
     for i, (name, secondary, rating, (sr, ch, fmt), lat, lon) in enumerate(RECORDINGS):
         write_audio(root / "train_audio" / name, seconds=1.0 + 0.25 * i, sr=sr, channels=ch, fmt=fmt, seed=i)
@@ -128,11 +97,8 @@ def _write_layout(root: Path) -> None:
         for j, name in enumerate(names):
             write_audio(root / folder / name, seconds=2.0, seed=10 + 3 * i + j)
     stem = Path(SOUNDSCAPES["test_soundscapes"][0]).stem
-    write_csv(
-        root / "sample_submission.csv",
-        ["row_id", *SUBMISSION_ORDER],
-        [[f"{stem}_{end}"] + ["0.2"] * len(SUBMISSION_ORDER) for end in (5, 10)],
-    )
+    write_csv(root / "sample_submission.csv", ["row_id", *SUBMISSION_ORDER],
+              [[f"{stem}_{end}"] + ["0.2"] * len(SUBMISSION_ORDER) for end in (5, 10)])
 
 
 def append_train_rows(root: Path, rows: list[list[str]]) -> None:
@@ -153,4 +119,4 @@ def test_fixture_has_the_quirks(tmp_path):
     assert infos["amerob/XC2.ogg"].samplerate == 44100 and infos["amerob/XC2.ogg"].channels == 2
     assert infos["bkcdon/XC5.mp3"].format == "MP3"
     assert not (root / "train_audio" / "nofile1").exists()
-    assert (root / "train.csv").read_text().count("\"['bkcdon', 'frog1']\"") == 1  # a quoted list cell
+    assert (root / "train.csv").read_text().count('"[\'bkcdon\', \'frog1\']"') == 1  # a quoted list cell

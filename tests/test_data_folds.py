@@ -30,7 +30,8 @@ def test_folds_are_deterministic_for_the_seed():
 
 
 def test_cap_keeps_highest_ratings_and_unrated_last():
-    df = pd.DataFrame({"primary_label": ["a"] * 5 + ["b"] * 2, "rating": [0.0, 2.0, 5.0, 4.0, 2.0, 0.0, 1.0]})
+    df = pd.DataFrame({"primary_label": ["a"] * 5 + ["b"] * 2,
+                       "rating": [0.0, 2.0, 5.0, 4.0, 2.0, 0.0, 1.0]})
     kept = cap_per_label(df, 2, seed=0)
     assert kept.index.tolist() == [2, 3, 5, 6]  # original order kept; b has only two
     tie = cap_per_label(df, 3, seed=0).loc[lambda d: d.primary_label == "a"]

@@ -33,16 +33,8 @@ def test_zip_with_a_top_folder_and_an_extra_source(tmp_path):
     archive = _zip(comp, tmp_path / "birdclef-2025.zip", top="birdclef-2025/")
     dest = tmp_path / "data"
     summary = ingest_kaggle(archive, dest, [_extra(tmp_path)])
-    assert summary == {
-        "dest": str(dest),
-        "source": "zip",
-        "species": 5,
-        "train_rows": 8,
-        "train_audio_files": 8,
-        "train_soundscapes": 2,
-        "test_soundscapes": 0,
-        "extra": {"xc_extra": 1},
-    }
+    assert summary == {"dest": str(dest), "source": "zip", "species": 5, "train_rows": 8, "train_audio_files": 8,
+                       "train_soundscapes": 2, "test_soundscapes": 0, "extra": {"xc_extra": 1}}
     check_layout(dest)
     assert (dest / "test_soundscapes").is_dir() and (dest / "extra/xc_extra/train_audio/frog1/XC700.ogg").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]  # no temp folder left

@@ -21,21 +21,9 @@ from birdclef.data.layout import (
 
 @pytest.mark.parametrize(
     ("cell", "labels"),
-    [
-        ("[]", []),
-        ("['grekis', 'rumfly1']", ["grekis", "rumfly1"]),
-        ('["a"]', ["a"]),
-        ("['']", []),
-        ("", []),
-        ("nan", []),
-        (math.nan, []),
-        ("['a' 'b']", ["a", "b"]),
-        ("[1139490, 41663]", ["1139490", "41663"]),
-        ("a b", ["a", "b"]),
-        ("a;b,c", ["a", "b", "c"]),
-        ("['a', 'a', ' b ']", ["a", "b"]),
-        ("('a',)", ["a"]),
-    ],
+    [("[]", []), ("['grekis', 'rumfly1']", ["grekis", "rumfly1"]), ('["a"]', ["a"]), ("['']", []), ("", []),
+     ("nan", []), (math.nan, []), ("['a' 'b']", ["a", "b"]), ("[1139490, 41663]", ["1139490", "41663"]),
+     ("a b", ["a", "b"]), ("a;b,c", ["a", "b", "c"]), ("['a', 'a', ' b ']", ["a", "b"]), ("('a',)", ["a"])],
 )
 def test_secondary_labels_quirks(cell, labels):
     assert parse_secondary_labels(cell) == labels
@@ -58,13 +46,8 @@ def test_check_layout_names_every_missing_path(tmp_path):
 
 def test_malformed_rows_are_named_and_the_rest_kept(tmp_path):
     path = tmp_path / "train.csv"
-    rows = [
-        train_row("a/XC1.ogg"),
-        train_row("a/XC2.ogg", rating="six"),
-        ["a", "[]", "too", "few"],
-        train_row("a/XC3.ogg", secondary="['b'", lat="95"),
-        train_row("a/XC4.ogg", rating="", lat=""),
-    ]
+    rows = [train_row("a/XC1.ogg"), train_row("a/XC2.ogg", rating="six"), ["a", "[]", "too", "few"],
+            train_row("a/XC3.ogg", secondary="['b'", lat="95"), train_row("a/XC4.ogg", rating="", lat="")]
     write_csv(path, TRAIN_COLUMNS, rows)
     raw, bad_lines = read_csv_strings(path, ("primary_label", "filename"))
     assert [str(p) for p in bad_lines] == ["train.csv:4: malformed: 4 fields, the header has 13"]
@@ -93,11 +76,8 @@ def test_unusable_csvs_raise_naming_file_and_line(tmp_path):
 
 def test_taxonomy_problems_are_all_listed(tmp_path):
     path = tmp_path / "taxonomy.csv"
-    write_csv(
-        path,
-        ["primary_label", "inat_taxon_id", "scientific_name", "common_name", "class_name"],
-        [["a", "1", "s", "c", "Aves"], ["a", "2", "s", "c", "Aves"], ["b", "x", "s", "c", ""]],
-    )
+    write_csv(path, ["primary_label", "inat_taxon_id", "scientific_name", "common_name", "class_name"],
+              [["a", "1", "s", "c", "Aves"], ["a", "2", "s", "c", "Aves"], ["b", "x", "s", "c", ""]])
     with pytest.raises(TableError) as err:
         read_taxonomy(path)
     message = str(err.value)

@@ -48,11 +48,8 @@ def test_manifest_of_a_quirky_layout_round_trips(layout, tmp_path):
     back = read_manifest(tmp_path / "manifest")
     pd.testing.assert_frame_equal(back["recordings"], m.recordings, check_dtype=False)
     assert back["recordings"]["secondary_labels"].iloc[1] == ["bkcdon", "frog1"]
-    assert {c: str(t) for c, t in back["recordings"].dtypes.items() if c in ("rating", "sample_rate", "fold")} == {
-        "rating": "float64",
-        "sample_rate": "int64",
-        "fold": "int64",
-    }
+    assert {c: str(t) for c, t in back["recordings"].dtypes.items() if c in ("rating", "sample_rate", "fold")} == \
+        {"rating": "float64", "sample_rate": "int64", "fold": "int64"}
     assert list(back["soundscapes"].columns) == list(schema.SOUNDSCAPES)
     assert list(back["taxonomy"].columns) == list(schema.TAXONOMY) and back["quarantine"].empty
 
@@ -66,32 +63,25 @@ def _break(root):
     truncate_file(root / "train_audio/amerob/XC1.ogg")
     truncate_file(root / "train_soundscapes/H02_20230420_080000.ogg")
     write_audio(root / "train_audio/zzzunk/XC94.ogg", seed=94)
-    append_train_rows(
-        root,
-        [
-            train_row("zzzunk/XC94.ogg"),  # line 10: unknown primary label
-            train_row("amerob/XC90.ogg", secondary="['bkcdon', 'nosuch']"),  # 11: unknown secondary label
-            train_row("bkcdon/XC4.ogg"),  # 12: repeats line 5 (which stays)
-            train_row("amerob/XC99.ogg"),  # 13: missing file
-            ["amerob", "[]", "call"],  # 14: wrong field count
-            train_row("amerob/XC91.ogg", rating="9"),  # 15: rating out of range
-            train_row("amerob/XC92.ogg"),  # 16: empty file
-            train_row("amerob/XC93.ogg"),  # 17: unreadable
-        ],
-    )
+    append_train_rows(root, [
+        train_row("zzzunk/XC94.ogg"),  # line 10: unknown primary label
+        train_row("amerob/XC90.ogg", secondary="['bkcdon', 'nosuch']"),  # 11: unknown secondary label
+        train_row("bkcdon/XC4.ogg"),  # 12: repeats line 5 (which stays)
+        train_row("amerob/XC99.ogg"),  # 13: missing file
+        ["amerob", "[]", "call"],  # 14: wrong field count
+        train_row("amerob/XC91.ogg", rating="9"),  # 15: rating out of range
+        train_row("amerob/XC92.ogg"),  # 16: empty file
+        train_row("amerob/XC93.ogg"),  # 17: unreadable
+    ])
     a = "train_audio/amerob/"
-    return {
-        ("truncated", "train.csv:2", a + "XC1.ogg"),
-        ("unknown_label", "train.csv:10", "train_audio/zzzunk/XC94.ogg"),
-        ("unknown_label", "train.csv:11", a + "XC90.ogg"),
-        ("duplicate", "train.csv:12", "train_audio/bkcdon/XC4.ogg"),
-        ("missing", "train.csv:13", a + "XC99.ogg"),
-        ("malformed", "train.csv:14", ""),
-        ("malformed", "train.csv:15", ""),
-        ("empty", "train.csv:16", a + "XC92.ogg"),
-        ("unreadable", "train.csv:17", a + "XC93.ogg"),
-        ("truncated", "", "train_soundscapes/H02_20230420_080000.ogg"),
-    }
+    return {("truncated", "train.csv:2", a + "XC1.ogg"),
+            ("unknown_label", "train.csv:10", "train_audio/zzzunk/XC94.ogg"),
+            ("unknown_label", "train.csv:11", a + "XC90.ogg"),
+            ("duplicate", "train.csv:12", "train_audio/bkcdon/XC4.ogg"),
+            ("missing", "train.csv:13", a + "XC99.ogg"), ("malformed", "train.csv:14", ""),
+            ("malformed", "train.csv:15", ""), ("empty", "train.csv:16", a + "XC92.ogg"),
+            ("unreadable", "train.csv:17", a + "XC93.ogg"),
+            ("truncated", "", "train_soundscapes/H02_20230420_080000.ogg")}
 
 
 def test_fail_lists_every_bad_row_and_file(layout):
@@ -107,16 +97,8 @@ def test_skip_quarantines_and_counts(layout):
     _break(layout)
     m = build_manifest(layout, params(on_bad="skip"), progress=False)
     assert sorted(m.recordings["recording_id"]) == sorted(
-        [
-            "amerob/XC2.ogg",
-            "amerob/iNat3.ogg",
-            "bkcdon/XC4.ogg",
-            "bkcdon/XC5.mp3",
-            "1139490/CSA6.ogg",
-            "frog1/XC7.wav",
-            "frog1/XC8.ogg",
-        ]
-    )
+        ["amerob/XC2.ogg", "amerob/iNat3.ogg", "bkcdon/XC4.ogg", "bkcdon/XC5.mp3", "1139490/CSA6.ogg",
+         "frog1/XC7.wav", "frog1/XC8.ogg"])
     assert m.soundscapes["soundscape_id"].tolist() == ["H02_20230420_074000", "soundscape_8123"]
     assert m.quarantine["kind"].tolist()[:2] == ["malformed", "malformed"]  # grouped by reason
     assert m.stats["quarantined_truncated"] == 2 and m.stats["quarantined_unknown_label"] == 2
@@ -130,12 +112,8 @@ def test_filters_cap_and_folds(layout):
     m = build_manifest(layout, params(class_filter=["Aves", "Insecta"]), progress=False)
     assert set(m.recordings["class_name"]) == {"Aves", "Insecta"} and m.stats["filtered_class"] == 2
     m = build_manifest(layout, params(max_files_per_class=1, seed=4), progress=False)
-    assert m.recordings.groupby("primary_label")["rating"].max().to_dict() == {
-        "1139490": 0.0,
-        "amerob": 4.5,
-        "bkcdon": 5.0,
-        "frog1": 3.5,
-    }
+    assert m.recordings.groupby("primary_label")["rating"].max().to_dict() == \
+        {"1139490": 0.0, "amerob": 4.5, "bkcdon": 5.0, "frog1": 3.5}
     assert m.stats["capped"] == 4
     with pytest.raises(ValueError, match="not among the taxonomy classes"):
         build_manifest(layout, params(class_filter=["Reptilia"]), progress=False)
@@ -145,11 +123,8 @@ def test_extra_source_rows_and_cross_source_duplicates(layout):
     extra = layout / "extra" / "xc"
     write_audio(extra / "amerob" / "XC500.ogg", seed=5)
     write_audio(extra / "amerob" / "XC1.ogg", seed=6)  # the same upload as train_audio/amerob/XC1.ogg
-    write_csv(
-        extra / "metadata.csv",
-        ["primary_label", "filename", "rating"],
-        [["amerob", "amerob/XC500.ogg", "4"], ["amerob", "amerob/XC1.ogg", "4"]],
-    )
+    write_csv(extra / "metadata.csv", ["primary_label", "filename", "rating"],
+              [["amerob", "amerob/XC500.ogg", "4"], ["amerob", "amerob/XC1.ogg", "4"]])
     m = build_manifest(layout, params(sources=["train_audio", "xc"], on_bad="skip"), progress=False)
     row = m.recordings.set_index("recording_id").loc["xc/amerob/XC500.ogg"]
     assert row["path"] == "extra/xc/amerob/XC500.ogg" and row["source"] == "xc" and row["secondary_labels"] == []
@@ -167,9 +142,8 @@ def test_taxonomy_and_submission_must_agree(layout):
 
 def test_manifest_of_the_synthclef_tiny_preset(tmp_path):
     synth = pytest.importorskip("birdclef.synth")
-    summary = synth.generate(
-        "tiny", 0, tmp_path / "data", workers=1, progress=False, overrides={"soundscape.seconds": 10}
-    )  # the layout, not the scenes, is under test
+    summary = synth.generate("tiny", 0, tmp_path / "data", workers=1, progress=False,
+                             overrides={"soundscape.seconds": 10})  # the layout, not the scenes, is under test
     m = build_manifest(tmp_path / "data", params(), progress=False)  # on_bad=fail: the generator's data is clean
     assert len(m.recordings) == summary["train_files"] and len(m.taxonomy) == summary["species"]
     assert m.recordings["duration_s"].sum() == pytest.approx(summary["audio_seconds"]["train_audio"], abs=0.1)

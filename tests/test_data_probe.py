@@ -12,10 +12,8 @@ from birdclef.data.probe import probe_audio, probe_many
 REAL_MP3 = Path("/work/shared/real-audio/hawkears_common_yellowthroat.mp3")
 
 
-@pytest.mark.parametrize(
-    ("fmt", "sr", "channels"),
-    [("OGG", 32000, 1), ("OGG", 44100, 2), ("WAV", 32000, 1), ("FLAC", 22050, 1), ("MP3", 44100, 2)],
-)
+@pytest.mark.parametrize(("fmt", "sr", "channels"), [("OGG", 32000, 1), ("OGG", 44100, 2), ("WAV", 32000, 1),
+                                                      ("FLAC", 22050, 1), ("MP3", 44100, 2)])
 def test_good_files_report_their_stored_format(tmp_path, fmt, sr, channels):
     path = tmp_path / f"a.{fmt.lower()}"
     write_audio(path, seconds=1.5, sr=sr, channels=channels, fmt=fmt)

@@ -20,7 +20,8 @@ from birdclef.features.waves import FeaturesConfig, build_wave_cache
 from audio_fixtures import bird_calls, write_audio
 
 
-def _write_cache(out: Path, waves: dict[str, np.ndarray], kinds: dict[str, str] | None = None, hop: int = 100) -> Path:
+def _write_cache(out: Path, waves: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
+                 hop: int = 100) -> Path:
     kinds = kinds or {}
     items = [CacheItem(k, kinds.get(k, "segment"), len(w)) for k, w in waves.items()]
     writer = WaveCacheWriter(out, items, rms_hop=hop, full_scale=2.0)
@@ -33,11 +34,8 @@ def _write_cache(out: Path, waves: dict[str, np.ndarray], kinds: dict[str, str] 
 @pytest.fixture()
 def small(tmp_path: Path) -> tuple[WaveCache, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    waves = {
-        "a": 0.5 * rng.standard_normal(1000).astype(np.float32),
-        "b": np.linspace(-1, 1, 250, dtype=np.float32),
-        "s1": 0.1 * rng.standard_normal(777).astype(np.float32),
-    }
+    waves = {"a": 0.5 * rng.standard_normal(1000).astype(np.float32), "b": np.linspace(-1, 1, 250, dtype=np.float32),
+             "s1": 0.1 * rng.standard_normal(777).astype(np.float32)}
     _write_cache(tmp_path / "c", waves, {"s1": "train_soundscape"})
     return WaveCache(tmp_path / "c"), waves
 
@@ -120,21 +118,11 @@ def dataset(tmp_path: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     write_audio(root / "train_soundscapes/s1.ogg", bird_calls(10.0, 3))
     write_audio(root / "test_soundscapes/t1.flac", bird_calls(10.0, 4))
     (root / "test_soundscapes/broken.ogg").write_bytes(b"junk" * 100)
-    seg = pd.DataFrame(
-        {
-            "segment_id": ["x/a.ogg@0-2", "x/a.ogg@3.5-6", "x/b.wav@0.25-3"],
-            "path": ["train_audio/x/a.ogg", "train_audio/x/a.ogg", "train_audio/x/b.wav"],
-            "start_s": [0.0, 3.5, 0.25],
-            "end_s": [2.0, 6.0, 3.0],
-        }
-    )
-    sc = pd.DataFrame(
-        {
-            "soundscape_id": ["s1", "t1", "broken"],
-            "split": ["train", "test", "test"],
-            "path": ["train_soundscapes/s1.ogg", "test_soundscapes/t1.flac", "test_soundscapes/broken.ogg"],
-        }
-    )
+    seg = pd.DataFrame({"segment_id": ["x/a.ogg@0-2", "x/a.ogg@3.5-6", "x/b.wav@0.25-3"],
+                        "path": ["train_audio/x/a.ogg", "train_audio/x/a.ogg", "train_audio/x/b.wav"],
+                        "start_s": [0.0, 3.5, 0.25], "end_s": [2.0, 6.0, 3.0]})
+    sc = pd.DataFrame({"soundscape_id": ["s1", "t1", "broken"], "split": ["train", "test", "test"],
+                       "path": ["train_soundscapes/s1.ogg", "test_soundscapes/t1.flac", "test_soundscapes/broken.ogg"]})
     return root, seg, sc
 
 
@@ -150,7 +138,8 @@ def test_build_wave_cache_matches_direct_decoding(tmp_path: Path, dataset, worke
         assert np.abs(cache.read(row.segment_id) - ref).max() < 1e-4
     assert cache.length("s1") == 320_000 and cache.rms("s1").shape == (100,)
     assert metrics["keys_segment"] == 3 and metrics["keys_test_soundscape"] == 1 and metrics["failed"] == 1
-    assert pd.read_csv(tmp_path / "cache/failed.csv").to_dict("records") == [{"key": "broken", "reason": "unsupported"}]
+    assert pd.read_csv(tmp_path / "cache/failed.csv").to_dict("records") == [{"key": "broken",
+                                                                               "reason": "unsupported"}]
 
 
 def test_build_fail_mode_and_split_filter(tmp_path: Path, dataset) -> None:
@@ -165,36 +154,12 @@ def test_build_fail_mode_and_split_filter(tmp_path: Path, dataset) -> None:
         FeaturesConfig.from_params({"hop": 3})
 
 
-@pytest.mark.parametrize(
-    "name, cfg",
-    [
-        (
-            "mel128",
-            {
-                "n_fft": 1024,
-                "hop_length": 320,
-                "n_mels": 128,
-                "fmin": 40,
-                "fmax": 15000,
-                "top_db": 80,
-                "norm": "ref_max",
-            },
-        ),
-        (
-            "mel96d",
-            {
-                "n_fft": 2048,
-                "hop_length": 500,
-                "n_mels": 96,
-                "fmin": 40,
-                "fmax": 15000,
-                "top_db": 80,
-                "norm": "minmax",
-                "deltas": True,
-            },
-        ),
-    ],
-)
+@pytest.mark.parametrize("name, cfg", [
+    ("mel128", {"n_fft": 1024, "hop_length": 320, "n_mels": 128, "fmin": 40, "fmax": 15000, "top_db": 80,
+                "norm": "ref_max"}),
+    ("mel96d", {"n_fft": 2048, "hop_length": 500, "n_mels": 96, "fmin": 40, "fmax": 15000, "top_db": 80,
+                "norm": "minmax", "deltas": True}),
+])
 def test_mel_cache_agrees_with_the_front_end(tmp_path: Path, small, name: str, cfg: dict) -> None:
     rng = np.random.default_rng(1)
     waves = {"a": bird_calls(2.0, 1), "b": bird_calls(0.7, 2), "c": 0.05 * rng.standard_normal(5000).astype(np.float32)}

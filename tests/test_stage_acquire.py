@@ -31,20 +31,8 @@ def _run(tmp_path, data, on_bad, tracking_uri: str | None = None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     # MLflow only where a test looks at the run (opening a fresh sqlite store costs seconds)
     env |= {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {"BIRDCLEF_TRACKING": "0"}
-    cmd = [
-        sys.executable,
-        str(REPO / "stages/acquire.py"),
-        "--data",
-        str(data),
-        "--params",
-        str(params),
-        "--out",
-        "build/acquire",
-        "--metrics",
-        "metrics/data_quality.json",
-        "--report",
-        "reports/data_docs",
-    ]
+    cmd = [sys.executable, str(REPO / "stages/acquire.py"), "--data", str(data), "--params", str(params),
+           "--out", "build/acquire", "--metrics", "metrics/data_quality.json", "--report", "reports/data_docs"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -65,8 +53,7 @@ def test_skip_quarantines_both_and_writes_every_output(tmp_path, corrupted):
     quarantine = pd.read_csv(out / "quarantine.csv", keep_default_na=False)
     assert quarantine[["kind", "row", "file"]].values.tolist() == [
         ["unknown_label", "train.csv:10", "train_audio/amerob/XC77.ogg"],
-        ["truncated", "train.csv:4", "train_audio/amerob/iNat3.ogg"],
-    ]
+        ["truncated", "train.csv:4", "train_audio/amerob/iNat3.ogg"]]
     recordings = pd.read_parquet(out / "recordings.parquet")
     assert len(recordings) == 7 and "amerob/iNat3.ogg" not in set(recordings["recording_id"])
     assert len(pd.read_parquet(out / "soundscapes.parquet")) == 3

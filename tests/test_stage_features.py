@@ -26,12 +26,8 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.enviro
 
 def _params(root: Path, **features) -> None:
     prod = load_params(REPO / "params.yaml")  # the production sections, shrunk
-    doc = {
-        "mels": prod["mels"],
-        "clean": prod["clean"],
-        "acquire": prod["acquire"],
-        "features": {**prod["features"], **features},
-    }
+    doc = {"mels": prod["mels"], "clean": prod["clean"], "acquire": prod["acquire"],
+           "features": {**prod["features"], **features}}
     (root / "params.yaml").write_text(yaml.safe_dump(doc))
 
 
@@ -41,20 +37,8 @@ def _stage(root: Path, name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def _features(root: Path) -> subprocess.CompletedProcess:
-    return _stage(
-        root,
-        "features",
-        "--data",
-        "data",
-        "--segments",
-        "build/clean/segments.parquet",
-        "--soundscapes",
-        "build/acquire/soundscapes.parquet",
-        "--out",
-        "build/features",
-        "--metrics",
-        "metrics/features.json",
-    )
+    return _stage(root, "features", "--data", "data", "--segments", "build/clean/segments.parquet", "--soundscapes",
+                  "build/acquire/soundscapes.parquet", "--out", "build/features", "--metrics", "metrics/features.json")
 
 
 @pytest.fixture
@@ -65,24 +49,12 @@ def layout(tmp_path: Path) -> Path:
     write_audio(data / "test_soundscapes/T1.ogg", bird_calls(12, 3))
     (tmp_path / "build/clean").mkdir(parents=True)
     (tmp_path / "build/acquire").mkdir(parents=True)
-    pd.DataFrame(
-        {
-            "segment_id": ["sp1/XC1.ogg@0.000-3.000", "sp1/XC1.ogg@4.500-8.000"],
-            "path": ["train_audio/sp1/XC1.ogg"] * 2,
-            "start_s": [0.0, 4.5],
-            "end_s": [3.0, 8.0],
-        }
-    ).to_parquet(tmp_path / "build/clean/segments.parquet")
-    pd.DataFrame(
-        {
-            "soundscape_id": ["S1", "T1"],
-            "path": ["train_soundscapes/S1.ogg", "test_soundscapes/T1.ogg"],
-            "split": ["train", "test"],
-            "duration_s": [12.0, 12.0],
-            "sample_rate": [32000] * 2,
-            "channels": [1, 1],
-        }
-    ).to_parquet(tmp_path / "build/acquire/soundscapes.parquet")
+    pd.DataFrame({"segment_id": ["sp1/XC1.ogg@0.000-3.000", "sp1/XC1.ogg@4.500-8.000"],
+                  "path": ["train_audio/sp1/XC1.ogg"] * 2, "start_s": [0.0, 4.5], "end_s": [3.0, 8.0]}
+                 ).to_parquet(tmp_path / "build/clean/segments.parquet")
+    pd.DataFrame({"soundscape_id": ["S1", "T1"], "path": ["train_soundscapes/S1.ogg", "test_soundscapes/T1.ogg"],
+                  "split": ["train", "test"], "duration_s": [12.0, 12.0], "sample_rate": [32000] * 2,
+                  "channels": [1, 1]}).to_parquet(tmp_path / "build/acquire/soundscapes.parquet")
     return tmp_path
 
 
@@ -124,31 +96,11 @@ def test_pipeline_on_synth_tiny(tmp_path: Path) -> None:
 
     generate("tiny", 0, tmp_path / "data", workers=2)
     _params(tmp_path)
-    acq = _stage(
-        tmp_path,
-        "acquire",
-        "--data",
-        "data",
-        "--out",
-        "build/acquire",
-        "--metrics",
-        "metrics/data_quality.json",
-        "--report",
-        "reports/data_docs",
-    )
+    acq = _stage(tmp_path, "acquire", "--data", "data", "--out", "build/acquire", "--metrics",
+                 "metrics/data_quality.json", "--report", "reports/data_docs")
     assert acq.returncode == 0, acq.stderr
-    clean = _stage(
-        tmp_path,
-        "clean",
-        "--data",
-        "data",
-        "--manifest",
-        "build/acquire",
-        "--out",
-        "build/clean",
-        "--metrics",
-        "metrics/clean.json",
-    )
+    clean = _stage(tmp_path, "clean", "--data", "data", "--manifest", "build/acquire", "--out", "build/clean",
+                   "--metrics", "metrics/clean.json")
     assert clean.returncode == 0, clean.stderr
     m = read_json(tmp_path / "metrics/clean.json")
     assert m["voice_truth_files"] > 0 and m["voice_recall"] >= 0.9 and m["voice_precision"] >= 0.7

@@ -37,19 +37,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The same preset and seed made through the CLI with two worker processes."""
     out = tmp_path_factory.mktemp("synth") / "tiny_cli"
-    result = CliRunner().invoke(
-        synth_command, ["--preset", "tiny", "--seed", "0", "--out", str(out), "--workers", "2", "--quiet"]
-    )
+    result = CliRunner().invoke(synth_command, ["--preset", "tiny", "--seed", "0", "--out", str(out),
+                                                "--workers", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     return out, result.output
 
 
 def _md5s(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_cli_writes_dataset_and_prints_summary(tiny_cli: tuple[Path, str]) -> None:
@@ -69,14 +65,8 @@ def test_same_seed_is_byte_identical_across_runs_and_worker_counts(tiny: Path, t
 
 def test_other_seed_differs(tmp_path: Path, tiny: Path) -> None:
     out = tmp_path / "seed1"
-    generate(
-        "tiny",
-        1,
-        out,
-        workers=1,
-        progress=False,
-        overrides={"train_soundscapes": 1, "test_soundscapes": 1, "focal_files": 8},
-    )
+    generate("tiny", 1, out, workers=1, progress=False,
+             overrides={"train_soundscapes": 1, "test_soundscapes": 1, "focal_files": 8})
     assert (out / "taxonomy.csv").read_text() != (tiny / "taxonomy.csv").read_text()
 
 
@@ -187,14 +177,8 @@ def test_window_truth_agrees_with_planted_calls(tiny: Path) -> None:
 
 
 def test_window_labels_overlap_rule() -> None:
-    events = {
-        "s1": [
-            Event(4.95, 7.0, "a", "soundscape", 0.0),
-            Event(58.0, 60.0, "b", "soundscape", 0.0),
-            Event(20.0, 20.1, "a", "soundscape", 0.0),
-            Event(1.0, 2.0, "zzz", "distractor", 0.0),
-        ]
-    }
+    events = {"s1": [Event(4.95, 7.0, "a", "soundscape", 0.0), Event(58.0, 60.0, "b", "soundscape", 0.0),
+                     Event(20.0, 20.1, "a", "soundscape", 0.0), Event(1.0, 2.0, "zzz", "distractor", 0.0)]}
     table = window_labels(events, ["a", "b"], 60, 0.15).set_index("row_id")
     assert table.loc["s1_5", "a"] == 0  # 0.05 s of overlap is not enough
     assert table.loc["s1_10", "a"] == 1

@@ -10,12 +10,10 @@ import pytest
 from birdclef import SAMPLE_RATE
 from birdclef.synth.ambience import NoiseProfile, distance, gain_for_snr, render_background
 
-QUIET = NoiseProfile(
-    redness=0.5, wind_db=None, rain_db=None, chorus_db=None, chorus_band=(4000, 6000), stream_db=None, level_dbfs=-40.0
-)
-BUSY = NoiseProfile(
-    redness=0.2, wind_db=0.0, rain_db=-3.0, chorus_db=0.0, chorus_band=(4000, 6000), stream_db=-3.0, level_dbfs=-30.0
-)
+QUIET = NoiseProfile(redness=0.5, wind_db=None, rain_db=None, chorus_db=None, chorus_band=(4000, 6000),
+                     stream_db=None, level_dbfs=-40.0)
+BUSY = NoiseProfile(redness=0.2, wind_db=0.0, rain_db=-3.0, chorus_db=0.0, chorus_band=(4000, 6000),
+                    stream_db=-3.0, level_dbfs=-30.0)
 
 
 def _band_db(x: np.ndarray, lo: float, hi: float) -> float:
@@ -33,10 +31,8 @@ def test_background_has_the_asked_level_and_length(profile: NoiseProfile) -> Non
     assert np.array_equal(bg.wave, again.wave)
 
 
-@pytest.mark.parametrize(
-    ("component", "band"),
-    [("rain_db", (9000, 14000)), ("chorus_db", (4000, 6000)), ("wind_db", (20, 300)), ("stream_db", (500, 2500))],
-)
+@pytest.mark.parametrize(("component", "band"), [("rain_db", (9000, 14000)), ("chorus_db", (4000, 6000)),
+                                                  ("wind_db", (20, 300)), ("stream_db", (500, 2500))])
 def test_each_component_raises_its_own_band(component: str, band: tuple[float, float]) -> None:
     n = 10 * SAMPLE_RATE
     without = render_background(replace(BUSY, **{component: None}), n, np.random.default_rng(1)).wave

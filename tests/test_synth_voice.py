@@ -14,9 +14,8 @@ silero_vad = pytest.importorskip("silero_vad")
 soxr = pytest.importorskip("soxr")
 torch = pytest.importorskip("torch")
 
-FOCAL_NOISE = NoiseProfile(
-    redness=0.4, wind_db=-6.0, rain_db=None, chorus_db=None, chorus_band=(4000, 6000), stream_db=None, level_dbfs=-45.0
-)
+FOCAL_NOISE = NoiseProfile(redness=0.4, wind_db=-6.0, rain_db=None, chorus_db=None, chorus_band=(4000, 6000),
+                           stream_db=None, level_dbfs=-45.0)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +42,8 @@ def _scene(sound: np.ndarray, level_db: float, rng: np.random.Generator) -> np.n
     bg = render_background(FOCAL_NOISE, len(sound) + SAMPLE_RATE, rng).wave
     rms_bg = np.sqrt(np.mean(bg**2))
     x = bg.copy()
-    x[SAMPLE_RATE // 2 : SAMPLE_RATE // 2 + len(sound)] += (
-        sound / np.sqrt(np.mean(sound**2)) * rms_bg * 10 ** (level_db / 20)
-    )
+    x[SAMPLE_RATE // 2 : SAMPLE_RATE // 2 + len(sound)] += sound / np.sqrt(np.mean(sound**2)) * rms_bg * 10 ** (
+        level_db / 20)
     return x
 
 

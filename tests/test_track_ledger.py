@@ -17,9 +17,8 @@ def _commit_metrics(repo: Path, cv: float, local: float | None) -> str:
     (repo / "metrics" / "train").mkdir(parents=True, exist_ok=True)
     # two members: the CV AUC is their mean; the later iteration file wins over it0
     (repo / "metrics" / "train" / "it0.json").write_text(json.dumps({"a": {"val_auc": 0.1}}))
-    (repo / "metrics" / "train" / "it1.json").write_text(
-        json.dumps({"a": {"val_auc": cv - 0.01}, "b": {"val_auc": cv + 0.01}})
-    )
+    (repo / "metrics" / "train" / "it1.json").write_text(json.dumps({"a": {"val_auc": cv - 0.01},
+                                                                       "b": {"val_auc": cv + 0.01}}))
     if local is None:
         (repo / "metrics" / "infer.json").unlink(missing_ok=True)
     else:
@@ -52,9 +51,8 @@ def test_record_appends_rows_with_bundle_id_and_commit_from_the_manifest(repo, t
     ledger = repo / "leaderboard.csv"
     runner = CliRunner()
     common = ["--ledger", str(ledger), "--repo", str(repo), "--no-mlflow"]
-    res = runner.invoke(
-        lb_group, ["record", "0.812", "--split", "public", "--manifest", str(m1), "--note", "v1", *common]
-    )
+    res = runner.invoke(lb_group, ["record", "0.812", "--split", "public", "--manifest", str(m1), "--note", "v1",
+                                   *common])
     assert res.exit_code == 0, res.output
     res = runner.invoke(lb_group, ["record", "0.79", "--split", "private", "--commit", "HEAD", *common])
     assert res.exit_code == 0, res.output
@@ -91,22 +89,8 @@ def test_show_joins_git_history_metrics_and_reports_spearman(repo):
     entries = [(0.90, 0.60, 0.70), (0.85, 0.65, 0.72), (0.80, 0.70, 0.75), (0.75, 0.72, None)]
     for cv, lb, local in entries:
         sha = _commit_metrics(repo, cv, local)
-        res = runner.invoke(
-            lb_group,
-            [
-                "record",
-                str(lb),
-                "--split",
-                "public",
-                "--commit",
-                sha,
-                "--ledger",
-                str(ledger),
-                "--repo",
-                str(repo),
-                "--no-mlflow",
-            ],
-        )
+        res = runner.invoke(lb_group, ["record", str(lb), "--split", "public", "--commit", sha, "--ledger",
+                                       str(ledger), "--repo", str(repo), "--no-mlflow"])
         assert res.exit_code == 0, res.output
     res = runner.invoke(lb_group, ["show", "--ledger", str(ledger), "--repo", str(repo), "--format", "csv"])
     assert res.exit_code == 0, res.output

@@ -74,7 +74,7 @@ def test_report_compares_revisions_with_tables_and_inline_charts(repo, tmp_path)
     # infer score 0.71 -> 0.781, shown with its change
     assert "0.7100" in html and "0.7810" in html and "(+0.0710)" in html
     # per-class AUC: taxon classes joined from taxonomy.csv; the first revision has none
-    assert '<td class="k">frog1</td><td class="k">Amphibia</td>' in html
+    assert "<td class=\"k\">frog1</td><td class=\"k\">Amphibia</td>" in html
     assert "not available for: HEAD~1" in html
     # per-taxon from infer, the over-budget projection flagged
     assert "Insecta" in html and "over the 90-min limit" in html

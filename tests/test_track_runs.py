@@ -39,11 +39,8 @@ def _git_repo(root: Path) -> Path:
         "stages": {
             "train": {
                 "foreach": [0, 1],
-                "do": {
-                    "cmd": "x",
-                    "outs": ["build/train/it${item}"],
-                    "metrics": [{"metrics/train/it${item}.json": {"cache": False}}],
-                },
+                "do": {"cmd": "x", "outs": ["build/train/it${item}"],
+                       "metrics": [{"metrics/train/it${item}.json": {"cache": False}}]},
             }
         }
     }

@@ -70,7 +70,7 @@ DVC_YAML = {
             "params": ["train"],
             "metrics": [{"metrics/train.json": {"cache": False}}],
             "plots": [{"metrics/history.csv": {"cache": False, "x": "epoch", "y": "val_auc"}}],
-        },
+        }
     }
 }
 
@@ -88,9 +88,8 @@ def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-def sh(
-    args: Sequence[str], cwd: Path, extra_env: Mapping[str, str] | None = None, check: bool = True, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
+def sh(args: Sequence[str], cwd: Path, extra_env: Mapping[str, str] | None = None, check: bool = True,
+       timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run a command, failing the test with its output when ``check`` and it exits non-zero."""
     proc = subprocess.run(list(args), cwd=cwd, env=env(extra_env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -44,7 +44,9 @@ def per_class_auc(
     return {c: float(roc_auc_score(sol[c].to_numpy(), sub[c].to_numpy())) for c in scored}
 
 
-def _aligned(solution: pd.DataFrame, submission: pd.DataFrame, row_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _aligned(
+    solution: pd.DataFrame, submission: pd.DataFrame, row_id: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name, df in (("solution", solution), ("submission", submission)):
         if row_id not in df.columns:
             raise ScoringError(f"{name} has no {row_id!r} column")

@@ -152,10 +152,8 @@ def _manual_rules(
     spans: dict[str, list[tuple[float, float]]] = {}
     if exclusions is None or exclusions.empty:
         return whole, spans
-    alias = {
-        **dict(zip(recordings.path, recordings.recording_id, strict=True)),
-        **{r: r for r in recordings.recording_id},
-    }
+    alias = {**dict(zip(recordings.path, recordings.recording_id, strict=True)),
+             **{r: r for r in recordings.recording_id}}
     for row in exclusions.itertuples():
         rid = alias.get(str(row.filename))
         if rid is None:
@@ -244,21 +242,18 @@ def _segment_table(recs: pd.DataFrame, kept: dict[str, _FileResult], cfg: CleanC
     seg = pd.DataFrame(rows, columns=["recording_id", "start_s", "end_s"])
     meta = by_id.loc[seg.recording_id, ["path", "primary_label", "secondary_labels", "class_name", "rating", "fold"]]
     seg = pd.concat([seg, meta.reset_index(drop=True)], axis=1)
-    seg["segment_id"] = [
-        f"{r}@{s:.3f}-{e:.3f}" for r, s, e in zip(seg.recording_id, seg.start_s, seg.end_s, strict=True)
-    ]
+    seg["segment_id"] = [f"{r}@{s:.3f}-{e:.3f}" for r, s, e in zip(seg.recording_id, seg.start_s, seg.end_s,
+                                                                   strict=True)]
     seg["weight"] = 1.0
     files = by_id.loc[list(kept), "primary_label"]
     per_file = (
         rules.rare_class_copies(files, cfg.rare_min_files, cfg.rare_copies)
-        if cfg.rare_copies > 1
-        else pd.Series(1, index=files.index, dtype="int64")
+        if cfg.rare_copies > 1 else pd.Series(1, index=files.index, dtype="int64")
     )
     seg["copies"] = per_file.loc[seg.recording_id].to_numpy(dtype="int64") if len(seg) else []
     # Fixed dtypes even for an empty table, so downstream readers never see object columns.
-    seg = seg.astype(
-        {"segment_id": "str", "start_s": "float64", "end_s": "float64", "weight": "float64", "copies": "int64"}
-    )
+    seg = seg.astype({"segment_id": "str", "start_s": "float64", "end_s": "float64", "weight": "float64",
+                      "copies": "int64"})
     return seg[list(schema.SEGMENTS)].reset_index(drop=True)
 
 

@@ -43,6 +43,6 @@ def run_acquire(
     for line in contracts.failures:
         print(f"data contract failed: {line}", file=sys.stderr)
     if not contracts.manifest_ok:
-        raise ContractError(f"the manifest broke its data contract (see above and the data docs in {report})")
+        raise ContractError("the manifest broke its data contract (see above and the data docs in " f"{report})")
     write_manifest(manifest, out)
     return quality

@@ -12,20 +12,10 @@ from birdclef.data.layout import LayoutError, TableError
 
 @click.command("kaggle")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--extra",
-    "extra",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Extra source folder (metadata CSV with primary_label, filename + audio); repeatable.",
-)
-@click.option(
-    "--dest",
-    default="data",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="Data root to create (the folder data.dvc tracks).",
-)
+@click.option("--extra", "extra", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Extra source folder (metadata CSV with primary_label, filename + audio); repeatable.")
+@click.option("--dest", default="data", show_default=True, type=click.Path(path_type=Path),
+              help="Data root to create (the folder data.dvc tracks).")
 @click.option("--force", is_flag=True, help="Replace a non-empty destination.")
 def kaggle_command(path: Path, extra: tuple[Path, ...], dest: Path, force: bool) -> None:
     """Bring the BirdCLEF+ competition download PATH (zip or extracted folder) into the data root."""

@@ -13,21 +13,8 @@ from birdclef import schema
 from birdclef.data.layout import TAXONOMY_COLUMNS
 from birdclef.io import atomic_path
 
-TRAIN_CSV_COLUMNS = (
-    "primary_label",
-    "secondary_labels",
-    "type",
-    "filename",
-    "collection",
-    "rating",
-    "url",
-    "latitude",
-    "longitude",
-    "scientific_name",
-    "common_name",
-    "author",
-    "license",
-)
+TRAIN_CSV_COLUMNS = ("primary_label", "secondary_labels", "type", "filename", "collection", "rating", "url",
+                     "latitude", "longitude", "scientific_name", "common_name", "author", "license")
 TAXON_CLASSES = ("Aves", "Amphibia", "Insecta", "Mammalia")
 MANIFEST_SUITES = ("recordings", "recordings_secondary_labels", "soundscapes")
 """Suites on the stage's own output: a failure there is a bug, so the stage stops (input suites only report)."""
@@ -84,12 +71,10 @@ def _suites(tables: dict[str, pd.DataFrame], taxonomy: pd.DataFrame, n_folds: in
     classes = sorted(set(taxonomy["class_name"]))
 
     def shared() -> list[Any]:  # fresh objects per suite: GX refuses an expectation that is in two suites
-        return [
-            E.ExpectColumnValuesToBeInSet(column="primary_label", value_set=species),
-            E.ExpectColumnValuesToBeBetween(column="rating", min_value=0, max_value=5),
-            E.ExpectColumnValuesToBeBetween(column="latitude", min_value=-90, max_value=90),
-            E.ExpectColumnValuesToBeBetween(column="longitude", min_value=-180, max_value=180),
-        ]
+        return [E.ExpectColumnValuesToBeInSet(column="primary_label", value_set=species),
+                E.ExpectColumnValuesToBeBetween(column="rating", min_value=0, max_value=5),
+                E.ExpectColumnValuesToBeBetween(column="latitude", min_value=-90, max_value=90),
+                E.ExpectColumnValuesToBeBetween(column="longitude", min_value=-180, max_value=180)]
 
     def types(mapping: dict[str, str]) -> list[Any]:
         return [E.ExpectColumnValuesToBeOfType(column=c, type_=t) for c, t in mapping.items()]
@@ -124,17 +109,8 @@ def _suites(tables: dict[str, pd.DataFrame], taxonomy: pd.DataFrame, n_folds: in
         ],
         "recordings": [
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(schema.RECORDINGS)),
-            *types(
-                {
-                    "rating": "float64",
-                    "latitude": "float64",
-                    "longitude": "float64",
-                    "duration_s": "float64",
-                    "sample_rate": "int64",
-                    "channels": "int64",
-                    "fold": "int64",
-                }
-            ),
+            *types({"rating": "float64", "latitude": "float64", "longitude": "float64", "duration_s": "float64",
+                    "sample_rate": "int64", "channels": "int64", "fold": "int64"}),
             *not_null("recording_id", "path", "source", "primary_label", "class_name", "rating", "duration_s"),
             E.ExpectColumnValuesToBeUnique(column="recording_id"),
             E.ExpectColumnValuesToBeUnique(column="path"),
@@ -198,29 +174,25 @@ def check_contracts(
     with atomic_path(report_dir) if report_dir is not None else contextlib.nullcontext() as site:
         sites = {}
         if site is not None:
-            sites["birdclef"] = {
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site.resolve())},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            }
+            sites["birdclef"] = {"class_name": "SiteBuilder",
+                                 "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                                                   "base_directory": str(site.resolve())},
+                                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
         config = DataContextConfig(
             store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-            analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False),
-            data_docs_sites=sites,
+            analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False), data_docs_sites=sites,
         )
         context = gx.get_context(mode="ephemeral", project_config=config)
         source = context.data_sources.add_pandas("acquire")
         for name, expectations in _suites(tables, taxonomy, n_folds).items():
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
             suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
-            definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-            checkpoint = context.checkpoints.add(
-                gx.Checkpoint(name=name, validation_definitions=[definition], result_format="SUMMARY")
-            )
-            result = checkpoint.run(
-                batch_parameters={"dataframe": tables[name]}, run_id=RunIdentifier(run_name="acquire")
-            )
+            definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch,
+                                                                                    suite=suite))
+            checkpoint = context.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[definition],
+                                                               result_format="SUMMARY"))
+            result = checkpoint.run(batch_parameters={"dataframe": tables[name]},
+                                    run_id=RunIdentifier(run_name="acquire"))
             for suite_result in result.run_results.values():
                 failed = [r for r in suite_result.results if not r.success]
                 report.checks[name] = (len(suite_result.results), len(failed))

@@ -48,7 +48,7 @@ def _extract(archive: zipfile.ZipFile, prefix: str, dest: Path) -> None:
     for info in archive.infolist():
         if not info.filename.startswith(prefix) or info.is_dir():
             continue
-        target = dest / info.filename[len(prefix) :]
+        target = dest / info.filename[len(prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)
         with archive.open(info) as fin, target.open("wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
@@ -82,9 +82,8 @@ def check_extra_source(folder: Path) -> int:
     missing = [f for f in rows["filename"] if f and not (audio / f).is_file()]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise LayoutError(
-            f"extra source {folder}: {len(missing)} file(s) named in {csv_path.name} are missing under {audio}: {shown}"
-        )
+        raise LayoutError(f"extra source {folder}: {len(missing)} file(s) named in {csv_path.name} are missing "
+                          f"under {audio}: {shown}")
     return len(rows)
 
 

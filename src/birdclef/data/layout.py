@@ -103,12 +103,8 @@ def read_csv_strings(
                 continue  # blank line
             if len(fields) != len(header):
                 problems.append(
-                    Problem(
-                        "malformed",
-                        f"{name}:{reader.line_num}",
-                        "",
-                        f"{len(fields)} fields, the header has {len(header)}",
-                    )
+                    Problem("malformed", f"{name}:{reader.line_num}", "",
+                            f"{len(fields)} fields, the header has {len(header)}")
                 )
                 continue
             rows.append(fields)
@@ -291,7 +287,9 @@ def parse_metadata(df: pd.DataFrame, csv_name: str) -> tuple[pd.DataFrame, list[
         out[col] = pd.Series(values, index=out.index, dtype="float64")
     for col in ("collection", "author"):
         out[col] = out[col].str.strip() if col in out else ""
-    problems = [Problem("malformed", out["row"].iat[i], "", "; ".join(texts)) for i, texts in sorted(faults.items())]
+    problems = [
+        Problem("malformed", out["row"].iat[i], "", "; ".join(texts)) for i, texts in sorted(faults.items())
+    ]
     return out, problems
 
 

@@ -67,12 +67,8 @@ TAXONOMY_SCHEMA = pa.schema(
         ("class_name", pa.string()),
     ]
 )
-FILES = {
-    "recordings": "recordings.parquet",
-    "soundscapes": "soundscapes.parquet",
-    "taxonomy": "taxonomy.parquet",
-    "quarantine": "quarantine.csv",
-}
+FILES = {"recordings": "recordings.parquet", "soundscapes": "soundscapes.parquet",
+         "taxonomy": "taxonomy.parquet", "quarantine": "quarantine.csv"}
 
 
 @dataclass
@@ -214,11 +210,9 @@ def build_manifest(root: Path, params: AcquireParams, progress: bool | None = No
     in_class = rows["primary_label"].map(lambda lb: lb not in class_of or class_of[lb] in params.class_filter)
     wanted = rated & (in_class if params.class_filter else True)
     clean = ~rows["row"].isin(bad_rows)
-    stats = {
-        "csv_rows": len(rows) + n_unparsed,
-        "filtered_rating": int((clean & ~rated).sum()),
-        "filtered_class": int((clean & rated & ~wanted).sum()),
-    }
+    stats = {"csv_rows": len(rows) + n_unparsed,
+             "filtered_rating": int((clean & ~rated).sum()),
+             "filtered_class": int((clean & rated & ~wanted).sum())}
 
     # probe what would be used, plus bad rows (so on_bad=fail reports their files too), minus unusable paths
     probe = rows[wanted & (rows["path"] != "")]
@@ -256,11 +250,8 @@ def build_manifest(root: Path, params: AcquireParams, progress: bool | None = No
     soundscapes = scapes[~scapes["path"].isin(bad_files)][list(schema.SOUNDSCAPES)].reset_index(drop=True)
     quarantine = quarantine_frame(problems)
     stats.update(_output_stats(recordings, soundscapes, taxonomy, problems))
-    inputs = {
-        "train_csv": train_csv,
-        "taxonomy_csv": taxonomy,
-        "sample_submission_csv": pd.read_csv(root / "sample_submission.csv", dtype={"row_id": str}),
-    }
+    inputs = {"train_csv": train_csv, "taxonomy_csv": taxonomy,
+              "sample_submission_csv": pd.read_csv(root / "sample_submission.csv", dtype={"row_id": str})}
     return Manifest(recordings, soundscapes, taxonomy, quarantine, stats, inputs)
 
 

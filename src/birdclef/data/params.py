@@ -55,15 +55,8 @@ class AcquireParams:
                     errors.append(f"acquire.{key} must be a list of names, got {value!r}")
                 else:
                     values[key] = tuple(value)
-        for key, kind in (
-            ("min_rating", float),
-            ("max_files_per_class", int),
-            ("n_folds", int),
-            ("seed", int),
-            ("workers", int),
-            ("verify_decode", bool),
-            ("on_bad", str),
-        ):
+        for key, kind in (("min_rating", float), ("max_files_per_class", int), ("n_folds", int), ("seed", int),
+                          ("workers", int), ("verify_decode", bool), ("on_bad", str)):
             if key in section:
                 value = section[key]
                 ok = isinstance(value, kind) or (kind is float and isinstance(value, int))

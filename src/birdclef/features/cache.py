@@ -121,9 +121,8 @@ class WaveCacheWriter:
             overshoot 1.0, hence a default headroom of 2).
     """
 
-    def __init__(
-        self, out_dir: str | os.PathLike[str], items: Sequence[CacheItem], rms_hop: int, full_scale: float = 2.0
-    ) -> None:
+    def __init__(self, out_dir: str | os.PathLike[str], items: Sequence[CacheItem], rms_hop: int,
+                 full_scale: float = 2.0) -> None:
         for it in items:
             if it.kind not in KINDS:
                 raise ValueError(f"cache item {it.key!r}: kind {it.kind!r} not in {KINDS}")
@@ -137,17 +136,14 @@ class WaveCacheWriter:
         self.scale = float(full_scale) / 32767.0
         lengths = np.array([it.length for it in items], dtype=np.int64)
         rms_lengths = -(-lengths // self.rms_hop)
-        self.index = pd.DataFrame(
-            {
-                "key": keys,
-                "kind": [it.kind for it in items],
-                "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(items) else [],
-                "length": lengths,
-                "rms_offset": np.concatenate([[0], np.cumsum(rms_lengths)[:-1]]).astype(np.int64) if len(items) else [],
-                "rms_length": rms_lengths,
-            },
-            columns=list(INDEX_COLUMNS),
-        )
+        self.index = pd.DataFrame({
+            "key": keys,
+            "kind": [it.kind for it in items],
+            "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(items) else [],
+            "length": lengths,
+            "rms_offset": np.concatenate([[0], np.cumsum(rms_lengths)[:-1]]).astype(np.int64) if len(items) else [],
+            "rms_length": rms_lengths,
+        }, columns=list(INDEX_COLUMNS))
         self._row = {k: i for i, k in enumerate(keys)}
         self._written = np.zeros(len(items), dtype=bool)
         self.clipped = 0
@@ -179,10 +175,8 @@ class WaveCacheWriter:
         self._rms.close()
         index = self.index[self._written] if drop_unwritten else self.index
         index.reset_index(drop=True).to_parquet(self.out / "index.parquet", index=False)
-        write_json(
-            self.out / "meta.json",
-            {"sample_rate": SAMPLE_RATE, "rms_hop": self.rms_hop, "scale": self.scale, "dtype": "int16"},
-        )
+        write_json(self.out / "meta.json", {"sample_rate": SAMPLE_RATE, "rms_hop": self.rms_hop,
+                                            "scale": self.scale, "dtype": "int16"})
         return index
 
 

@@ -48,45 +48,26 @@ def build_mel_cache(
     out.mkdir(parents=True, exist_ok=True)
     keys = waves.keys() if enabled else []
     frames = np.array([cfg.frames(waves.length(k)) for k in keys], dtype=np.int64)
-    index = pd.DataFrame(
-        {
-            "key": keys,
-            "kind": [waves.kind(k) for k in keys],
-            "offset": np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64) if len(keys) else [],
-            "length": frames,
-        },
-        columns=["key", "kind", "offset", "length"],
-    )
+    index = pd.DataFrame({
+        "key": keys,
+        "kind": [waves.kind(k) for k in keys],
+        "offset": np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64) if len(keys) else [],
+        "length": frames,
+    }, columns=["key", "kind", "offset", "length"])
     if enabled:
         front = MelFrontEnd(cfg).eval()
         arr = StreamArray(out / "mel.npy", (int(frames.sum()), cfg.channels, cfg.n_mels), dtype)
         with torch.inference_mode():
-            for key, offset in tqdm(
-                list(zip(keys, index.offset, strict=True)),
-                desc=f"mels {name}",
-                unit="key",
-                mininterval=1.0,
-                disable=None,
-            ):
+            for key, offset in tqdm(list(zip(keys, index.offset, strict=True)), desc=f"mels {name}", unit="key",
+                                    mininterval=1.0, disable=None):
                 image = front(torch.from_numpy(waves.read(key))[None])[0]  # (channels, n_mels, frames)
                 arr.write(int(offset), image.permute(2, 0, 1).numpy())
         arr.close()
     index.to_parquet(out / "index.parquet", index=False)
-    write_json(
-        out / "meta.json",
-        {
-            "name": name,
-            "enabled": bool(enabled),
-            "dtype": dtype,
-            "config": cfg.to_dict(),
-            "sample_rate": waves.sample_rate,
-        },
-    )
-    return {
-        "keys": len(keys),
-        "frames": int(frames.sum()),
-        "mb": round((out / "mel.npy").stat().st_size / 2**20, 2) if enabled else 0.0,
-    }
+    write_json(out / "meta.json", {"name": name, "enabled": bool(enabled), "dtype": dtype, "config": cfg.to_dict(),
+                                   "sample_rate": waves.sample_rate})
+    return {"keys": len(keys), "frames": int(frames.sum()),
+            "mb": round((out / "mel.npy").stat().st_size / 2**20, 2) if enabled else 0.0}
 
 
 class MelCache:
@@ -101,10 +82,8 @@ class MelCache:
         self.root = Path(root)
         meta = read_json(self.root / "meta.json")
         if not meta.get("enabled", False):
-            raise ValueError(
-                f"{self.root}: mel cache {meta.get('name')!r} was not built (features.cache_mel is "
-                "false); compute mels in the model instead"
-            )
+            raise ValueError(f"{self.root}: mel cache {meta.get('name')!r} was not built (features.cache_mel is "
+                             "false); compute mels in the model instead")
         self.name = meta["name"]
         self.config = MelConfig.from_dict(meta["config"])
         idx = pd.read_parquet(self.root / "index.parquet")

@@ -92,17 +92,13 @@ def _decode(job: _Job) -> tuple[np.ndarray, np.ndarray, int] | AudioError:
 
 def _jobs(segments: pd.DataFrame, soundscapes: pd.DataFrame | None, splits: tuple[str, ...]) -> list[_Job]:
     schema.require_columns(segments, ("segment_id", "path", "start_s", "end_s"), "segments table")
-    jobs = [
-        _Job(k, "segment", p, float(s), float(e))
-        for k, p, s, e in zip(segments.segment_id, segments.path, segments.start_s, segments.end_s, strict=True)
-    ]
+    jobs = [_Job(k, "segment", p, float(s), float(e))
+            for k, p, s, e in zip(segments.segment_id, segments.path, segments.start_s, segments.end_s, strict=True)]
     if soundscapes is not None and len(splits):
         schema.require_columns(soundscapes, ("soundscape_id", "path", "split"), "soundscapes table")
         sc = soundscapes[soundscapes.split.isin(splits)].sort_values(["split", "soundscape_id"], kind="stable")
-        jobs += [
-            _Job(k, f"{sp}_soundscape", p, 0.0, None)
-            for k, p, sp in zip(sc.soundscape_id, sc.path, sc.split, strict=True)
-        ]
+        jobs += [_Job(k, f"{sp}_soundscape", p, 0.0, None)
+                 for k, p, sp in zip(sc.soundscape_id, sc.path, sc.split, strict=True)]
     bad = {j.kind for j in jobs} - set(KINDS)
     if bad:
         raise ValueError(f"soundscapes table: split(s) {sorted(bad)} do not map to a cache kind {KINDS}")
@@ -162,9 +158,8 @@ def build_wave_cache(
         items.append(CacheItem(job.key, job.kind, n))
         todo.append(job)
     writer = WaveCacheWriter(out_dir, items, cfg.rms_hop, cfg.full_scale)
-    decoded = ordered_map(
-        _decode, todo, cfg.workers, _init, (root, writer.scale, writer.rms_hop), desc="features", unit="item"
-    )
+    decoded = ordered_map(_decode, todo, cfg.workers, _init, (root, writer.scale, writer.rms_hop), desc="features",
+                          unit="item")
     for job, enc in zip(todo, decoded, strict=True):
         if isinstance(enc, AudioError):
             if cfg.on_bad == "fail":

@@ -101,7 +101,7 @@ def render_background(profile: NoiseProfile, n: int, rng: np.random.Generator) -
         for _ in range(3):  # groups of narrow bands, each group pulsing at its own rate
             centres = np.exp(rng.uniform(np.log(lo), np.log(hi), int(rng.integers(2, 5))))
             shape = sum(np.exp(-0.5 * ((_FREQS - c) / 70.0) ** 2) for c in centres)
-            pulse = 0.4 + 0.6 * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(10, 50) * t + rng.uniform(0, 6.3)))
+            pulse = (0.4 + 0.6 * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(10, 50) * t + rng.uniform(0, 6.3))))
             comps.append((pulse**2 * _slow_envelope(t, 0.1, rng), shape, profile.chorus_db))
     if profile.stream_db is not None:
         comps.append((np.ones(frames), ((_FREQS > 150) & (_FREQS < 3000)) * 1.0, profile.stream_db))

@@ -37,39 +37,22 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, object]:
              full  (206 species in the competition's class mix, 1/20 of its files; scale tests)
     """,
 )
-@click.option(
-    "--preset",
-    type=click.Choice(list(PRESETS)),
-    default="demo",
-    show_default=True,
-    help="Dataset size and difficulty preset.",
-)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="demo", show_default=True,
+              help="Dataset size and difficulty preset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Master seed.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Dataset directory to create (must be absent or empty unless --overwrite).",
-)
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=None, help="Parallel processes. [default: all CPU cores]"
-)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Dataset directory to create (must be absent or empty unless --overwrite).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parallel processes. [default: all CPU cores]")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Change a config knob (YAML value), e.g. --set soundscape.snr_db=[-8,10]. Repeatable.",
-)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a config knob (YAML value), e.g. --set soundscape.snr_db=[-8,10]. Repeatable.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth_command(
-    preset: str, seed: int, out: Path, workers: int | None, overwrite: bool, overrides: tuple[str, ...], quiet: bool
-) -> None:
+def synth_command(preset: str, seed: int, out: Path, workers: int | None, overwrite: bool,
+                  overrides: tuple[str, ...], quiet: bool) -> None:
     try:
-        summary = generate(
-            preset, seed, out, workers, overrides=_parse_overrides(overrides), overwrite=overwrite, progress=not quiet
-        )
+        summary = generate(preset, seed, out, workers, overrides=_parse_overrides(overrides), overwrite=overwrite,
+                           progress=not quiet)
     except (FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps(summary, indent=2))

@@ -26,16 +26,9 @@ TRAIN_COLUMNS = (
 """train.csv columns, in the competition's order."""
 
 
-def generate(
-    preset: str,
-    seed: int,
-    out: str | os.PathLike[str],
-    workers: int | None = None,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
+def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int | None = None, *,
+             overrides: Mapping[str, Any] | None = None, overwrite: bool = False, progress: bool = True
+             ) -> dict[str, Any]:
     """Generate a SynthCLEF dataset in the Kaggle BirdCLEF+ 2025 layout.
 
     Writes taxonomy.csv, train.csv, train_audio/<label>/*.ogg, train_soundscapes/*.ogg, test_soundscapes/*.ogg,
@@ -107,9 +100,8 @@ def generate(
 # ---------------------------------------------------------------- tables
 
 
-def window_labels(
-    events: Mapping[str, list[Event]], labels: list[str], seconds: float, min_overlap_s: float
-) -> pd.DataFrame:
+def window_labels(events: Mapping[str, list[Event]], labels: list[str], seconds: float, min_overlap_s: float
+                  ) -> pd.DataFrame:
     """Ground truth in submission format: one row per 5 s window, 0/1 per species.
 
     A bout marks a window positive when it overlaps it by at least ``min_overlap_s`` (or by half the bout, for a
@@ -140,49 +132,20 @@ def window_labels(
     return pd.concat([pd.DataFrame({"row_id": row_ids}), pd.DataFrame(truth, columns=labels)], axis=1)
 
 
-def _write_tables(
-    root: Path,
-    config: SynthConfig,
-    seed: int,
-    species: list[Species],
-    distractors: list[Species],
-    recordings: list[Recording],
-    soundscapes: list[SoundscapePlan],
-    results: list[Result],
-) -> None:
+def _write_tables(root: Path, config: SynthConfig, seed: int, species: list[Species], distractors: list[Species],
+                  recordings: list[Recording], soundscapes: list[SoundscapePlan], results: list[Result]) -> None:
     labels = [s.label for s in species]
-    write_csv(
-        pd.DataFrame(
-            [
-                {
-                    "primary_label": s.label,
-                    "inat_taxon_id": s.inat_taxon_id,
-                    "scientific_name": s.scientific_name,
-                    "common_name": s.common_name,
-                    "class_name": s.class_name,
-                }
-                for s in species
-            ]
-        ),
-        root / "taxonomy.csv",
-    )
+    write_csv(pd.DataFrame([{
+        "primary_label": s.label, "inat_taxon_id": s.inat_taxon_id, "scientific_name": s.scientific_name,
+        "common_name": s.common_name, "class_name": s.class_name} for s in species]), root / "taxonomy.csv")
     write_csv(pd.DataFrame([r.row for r in recordings], columns=list(TRAIN_COLUMNS)), root / "train.csv")
 
     by_stem: dict[str, dict[str, list[Event]]] = {"train": {}, "test": {}}
     calls, voice = [], []
     plans = [*soundscapes, *(r.plan for r in recordings)]
     for plan, res in zip(plans, results, strict=True):
-        calls += [
-            {
-                "file": plan.path,
-                "start_s": e.start_s,
-                "end_s": e.end_s,
-                "label": e.label,
-                "kind": e.kind,
-                "snr_db": e.snr_db,
-            }
-            for e in res.events
-        ]
+        calls += [{"file": plan.path, "start_s": e.start_s, "end_s": e.end_s, "label": e.label, "kind": e.kind,
+                   "snr_db": e.snr_db} for e in res.events]
         voice += [{"file": plan.path, "start_s": round(a, 3), "end_s": round(b, 3)} for a, b in res.voice]
         if isinstance(plan, SoundscapePlan):
             by_stem[plan.path.split("_", 1)[0]][Path(plan.path).stem] = res.events
@@ -195,40 +158,17 @@ def _write_tables(
     write_csv(submission, root / "sample_submission.csv")
 
     truth = root / "synth_truth"
-    write_csv(pd.DataFrame(calls, columns=["file", "start_s", "end_s", "label", "kind", "snr_db"]), truth / "calls.csv")
+    write_csv(pd.DataFrame(calls, columns=["file", "start_s", "end_s", "label", "kind", "snr_db"]),
+              truth / "calls.csv")
     write_csv(pd.DataFrame(voice, columns=["file", "start_s", "end_s"]), truth / "voice.csv")
-    write_csv(
-        window_labels(by_stem["train"], labels, knobs.seconds, knobs.label_min_overlap_s),
-        truth / "train_soundscape_labels.csv",
-    )
-    write_csv(
-        pd.DataFrame(
-            [
-                {
-                    "file": p.path,
-                    "split": p.path.split("_", 1)[0],
-                    "site": p.site,
-                    "night": p.night,
-                    "callers": len(p.callers),
-                    **{f"noise_{k}": v for k, v in p.noise.to_dict().items()},
-                }
-                for p in soundscapes
-            ]
-        ),
-        truth / "soundscapes.csv",
-    )
-    write_json(
-        truth / "species.json",
-        {"species": [s.to_dict() for s in species], "distractors": [s.to_dict() for s in distractors]},
-    )
-    write_json(
-        truth / "generator.json",
-        {
-            "preset": config.name,
-            "seed": seed,
-            "version": GENERATOR_VERSION,
-            "birdclef_version": __version__,
-            "full_scale_factor": FULL_SCALE_FACTOR,
-            "parameters": config.to_dict(),
-        },
-    )
+    write_csv(window_labels(by_stem["train"], labels, knobs.seconds, knobs.label_min_overlap_s),
+              truth / "train_soundscape_labels.csv")
+    write_csv(pd.DataFrame([{
+        "file": p.path, "split": p.path.split("_", 1)[0], "site": p.site, "night": p.night,
+        "callers": len(p.callers), **{f"noise_{k}": v for k, v in p.noise.to_dict().items()}}
+        for p in soundscapes]), truth / "soundscapes.csv")
+    write_json(truth / "species.json", {"species": [s.to_dict() for s in species],
+                                        "distractors": [s.to_dict() for s in distractors]})
+    write_json(truth / "generator.json", {
+        "preset": config.name, "seed": seed, "version": GENERATOR_VERSION, "birdclef_version": __version__,
+        "full_scale_factor": FULL_SCALE_FACTOR, "parameters": config.to_dict()})

@@ -27,14 +27,8 @@ def write_ogg(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int,
         compression_level: soundfile's Vorbis compression_level (0 = best quality, 1 = smallest file).
     """
     buf = io.BytesIO()
-    sf.write(
-        buf,
-        np.asarray(audio, dtype=np.float32),
-        sample_rate,
-        format="OGG",
-        subtype="VORBIS",
-        compression_level=compression_level,
-    )
+    sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, format="OGG", subtype="VORBIS",
+             compression_level=compression_level)
     data = pin_serial(buf.getvalue(), zlib.crc32(Path(path).name.encode()))
     Path(path).write_bytes(data)
     return len(data)

@@ -85,9 +85,8 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
         for _ in range(counts[sp.label]):
             probs = _COLLECTION_PROBS["Aves" if sp.class_name == "Aves" else "other"]
             collection = str(rng.choice(_COLLECTIONS, p=probs))
-            seconds = float(
-                np.clip(rng.lognormal(np.log(knobs.duration_median_s), knobs.duration_sigma), *knobs.duration_range_s)
-            )
+            seconds = float(np.clip(rng.lognormal(np.log(knobs.duration_median_s), knobs.duration_sigma),
+                                    *knobs.duration_range_s))
             seconds = round(seconds, 2)
             # skewed towards clean recordings, as uploads to sound archives are
             snr = knobs.snr_db[0] + (knobs.snr_db[1] - knobs.snr_db[0]) * float(rng.beta(1.8, 1.2))
@@ -101,9 +100,8 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
                     voice = (round(start, 3), dur, float(rng.uniform(*knobs.voice_level_db)))
             far = None
             if rng.random() < knobs.far_prob:
-                far = Distance(
-                    float(rng.uniform(3000, 8000)), float(rng.uniform(0.2, 0.6)), float(rng.uniform(0.1, 0.35))
-                )
+                far = Distance(float(rng.uniform(3000, 8000)), float(rng.uniform(0.2, 0.6)),
+                               float(rng.uniform(0.1, 0.35)))
             lowfi = float(rng.uniform(3500, 7000)) if rng.random() < knobs.lowfi_prob else None
             file_id = _unique_id(collection, rng, used_ids)
             plan = FocalPlan(
@@ -122,13 +120,8 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
                 noise=_focal_noise(config, rng),
                 peak=float(rng.uniform(0.3, 0.95)),
             )
-            rating = (
-                _rating(
-                    knobs.snr_db, snr, far is not None, lowfi is not None, bool(secondary), background is not None, rng
-                )
-                if collection == "XC"
-                else 0.0
-            )
+            rating = _rating(knobs.snr_db, snr, far is not None, lowfi is not None, bool(secondary),
+                             background is not None, rng) if collection == "XC" else 0.0
             row = {
                 "primary_label": sp.label,
                 "secondary_labels": repr([lab for lab, _ in secondary]),
@@ -148,17 +141,16 @@ def plan_recordings(config: SynthConfig, species: list[Species], rng: np.random.
     return recordings
 
 
-def _other_species(
-    knobs: FocalKnobs, species: list[Species], idx: int, snr: float, scape_w: np.ndarray, rng: np.random.Generator
-) -> tuple[list[tuple[str, float]], tuple[str, float] | None]:
+
+def _other_species(knobs: FocalKnobs, species: list[Species], idx: int, snr: float, scape_w: np.ndarray,
+                   rng: np.random.Generator) -> tuple[list[tuple[str, float]], tuple[str, float] | None]:
     """Labelled secondary species and an unlabelled background species of one focal file, with their SNRs."""
     others = np.array([i for i in range(len(species)) if i != idx])
     secondary: list[tuple[str, float]] = []
     if rng.random() < knobs.secondary_prob:
         # co-occurring species: the ones that are common in soundscapes
-        picks = rng.choice(
-            others, size=1 if rng.random() < 0.7 else 2, replace=False, p=scape_w[others] / scape_w[others].sum()
-        )
+        picks = rng.choice(others, size=1 if rng.random() < 0.7 else 2, replace=False,
+                           p=scape_w[others] / scape_w[others].sum())
         secondary = [(species[int(i)].label, snr + float(rng.uniform(*knobs.secondary_snr_offset_db))) for i in picks]
     background = None
     if rng.random() < knobs.background_species_prob:
@@ -168,15 +160,8 @@ def _other_species(
     return secondary, background
 
 
-def _rating(
-    snr_range: tuple[float, float],
-    snr: float,
-    far: bool,
-    lowfi: bool,
-    secondary: bool,
-    background: bool,
-    rng: np.random.Generator,
-) -> float:
+def _rating(snr_range: tuple[float, float], snr: float, far: bool, lowfi: bool, secondary: bool, background: bool,
+            rng: np.random.Generator) -> float:
     """Xeno-canto-style rating (0.5-5 in half steps) that tracks quality: SNR first, then distance, recorder,
     other species; plus rater noise."""
     quality = (snr - snr_range[0]) / (snr_range[1] - snr_range[0]) + rng.normal(0, 0.08)
@@ -191,32 +176,28 @@ def plan_sites(config: SynthConfig, species: list[Species], rng: np.random.Gener
     letters = rng.permutation(list(_SITE_LETTERS))
     for split, count in (("train", config.train_sites), ("test", config.test_sites)):
         for _ in range(count):
-            mix = np.array([s.soundscape_weight for s in species]) * rng.gamma(
-                knobs.site_concentration, 1.0, len(species)
-            )
+            mix = np.array([s.soundscape_weight for s in species]) * rng.gamma(knobs.site_concentration, 1.0,
+                                                                               len(species))
             lo = float(np.exp(rng.uniform(np.log(3000), np.log(7000))))
-            sites.append(
-                Site(
-                    name=f"{letters[len(sites) % len(letters)]}{len(sites) + 1:02d}",
-                    split=split,
-                    weights={s.label: float(w) + 1e-6 for s, w in zip(species, mix, strict=True)},
-                    redness=float(rng.uniform(0.0, 1.0)),
-                    wind_db=float(rng.uniform(*knobs.wind_db)),
-                    chorus_db=float(rng.uniform(*knobs.chorus_db)),
-                    chorus_band=(lo, lo * float(rng.uniform(1.3, 2.0))),
-                    rain_prob=float(rng.uniform(*knobs.rain_prob)),
-                    stream_db=float(rng.uniform(-8, 2)) if rng.random() < knobs.stream_prob else None,
-                    level_dbfs=float(rng.uniform(*knobs.background_dbfs)),
-                    rt60_s=float(rng.uniform(*knobs.reverb_rt60_s)),
-                    activity=float(rng.uniform(0.6, 1.4)),
-                )
-            )
+            sites.append(Site(
+                name=f"{letters[len(sites) % len(letters)]}{len(sites) + 1:02d}",
+                split=split,
+                weights={s.label: float(w) + 1e-6 for s, w in zip(species, mix, strict=True)},
+                redness=float(rng.uniform(0.0, 1.0)),
+                wind_db=float(rng.uniform(*knobs.wind_db)),
+                chorus_db=float(rng.uniform(*knobs.chorus_db)),
+                chorus_band=(lo, lo * float(rng.uniform(1.3, 2.0))),
+                rain_prob=float(rng.uniform(*knobs.rain_prob)),
+                stream_db=float(rng.uniform(-8, 2)) if rng.random() < knobs.stream_prob else None,
+                level_dbfs=float(rng.uniform(*knobs.background_dbfs)),
+                rt60_s=float(rng.uniform(*knobs.reverb_rt60_s)),
+                activity=float(rng.uniform(0.6, 1.4)),
+            ))
     return sites
 
 
-def plan_soundscapes(
-    config: SynthConfig, sites: list[Site], species: list[Species], distractors: list[Species], rng: np.random.Generator
-) -> list[SoundscapePlan]:
+def plan_soundscapes(config: SynthConfig, sites: list[Site], species: list[Species], distractors: list[Species],
+                     rng: np.random.Generator) -> list[SoundscapePlan]:
     """Plan the train soundscapes (site-named, like H02_20240315_053000) then the test ones (soundscape_NNNNNNN)."""
     knobs = config.soundscape
     plans = []
@@ -239,19 +220,16 @@ def plan_soundscapes(
             if distractors and rng.random() < knobs.distractor_prob:
                 callers.append(_caller(config, distractors[int(rng.integers(len(distractors)))], "distractor", rng))
             name = _soundscape_name(split, site, night, rng, names)
-            plans.append(
-                SoundscapePlan(
-                    f"{split}_soundscapes/{name}.ogg", float(knobs.seconds), site.name, night, noise, tuple(callers)
-                )
-            )
+            plans.append(SoundscapePlan(f"{split}_soundscapes/{name}.ogg", float(knobs.seconds), site.name, night,
+                                        noise, tuple(callers)))
     return plans
 
 
-def _callers(
-    config: SynthConfig, site: Site, species: list[Species], night: bool, rng: np.random.Generator
-) -> list[Caller]:
+def _callers(config: SynthConfig, site: Site, species: list[Species], night: bool, rng: np.random.Generator
+             ) -> list[Caller]:
     knobs = config.soundscape
-    weights = np.array([site.weights[s.label] * (_NIGHT_CLASS_FACTOR[s.class_name] if night else 1.0) for s in species])
+    weights = np.array([site.weights[s.label] * (_NIGHT_CLASS_FACTOR[s.class_name] if night else 1.0)
+                        for s in species])
     k = min(knobs.species_max, len(species), int(rng.poisson(knobs.species_mean * site.activity)))
     chosen = rng.choice(len(species), size=k, replace=False, p=weights / weights.sum()) if k else []
     callers = []
@@ -261,9 +239,8 @@ def _callers(
     return callers
 
 
-def _caller(
-    config: SynthConfig, sp: Species, kind: str, rng: np.random.Generator, rt60_s: float | None = None
-) -> Caller:
+def _caller(config: SynthConfig, sp: Species, kind: str, rng: np.random.Generator, rt60_s: float | None = None
+            ) -> Caller:
     """One individual at a random distance d in [0, 1]: farther = quieter, duller, more reverberant."""
     knobs = config.soundscape
     d = float(rng.random())

@@ -119,9 +119,8 @@ class SoundscapePlan:
     callers: tuple[Caller, ...]
 
 
-def render_focal(
-    plan: FocalPlan, species: dict[str, Species], jitter: Jitter, rng: np.random.Generator
-) -> tuple[np.ndarray, list[Event], list[tuple[float, float]]]:
+def render_focal(plan: FocalPlan, species: dict[str, Species], jitter: Jitter, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, list[Event], list[tuple[float, float]]]:
     """Render a focal recording.
 
     Args:
@@ -159,27 +158,24 @@ def render_focal(
         if len(bout) > fits and events:
             break
         bout = bout[:fits]
-        events.append(
-            _add(mix, background, bout, t, plan.snr_db + rng.normal(0, plan.snr_spread_db), plan.primary, "focal")
-        )
+        events.append(_add(mix, background, bout, t, plan.snr_db + rng.normal(0, plan.snr_spread_db), plan.primary,
+                           "focal"))
         t += len(bout) / SR + rng.uniform(*plan.gap_s)
     for label, snr in plan.secondary:
         for _ in range(int(rng.integers(1, 4))):
             events.append(_add_somewhere(mix, background, species[label], jitter, rng, lo, hi, snr, "secondary"))
     if plan.background is not None:
         label, snr = plan.background
-        events.append(
-            _add_somewhere(mix, background, species[label], jitter, rng, 0.0, plan.seconds, snr, "background")
-        )
+        events.append(_add_somewhere(mix, background, species[label], jitter, rng, 0.0, plan.seconds, snr,
+                                     "background"))
     if plan.lowfi_hz is not None:
         mix = lowpass(mix, plan.lowfi_hz, order=4)
     mix *= plan.peak / max(float(np.max(np.abs(mix))), 1e-12)
     return mix.astype(np.float32), sorted(events, key=lambda e: (e.start_s, e.label)), voice_segments
 
 
-def render_soundscape(
-    plan: SoundscapePlan, species: dict[str, Species], jitter: Jitter, snr_spread_db: float, rng: np.random.Generator
-) -> tuple[np.ndarray, list[Event]]:
+def render_soundscape(plan: SoundscapePlan, species: dict[str, Species], jitter: Jitter,
+                      snr_spread_db: float, rng: np.random.Generator) -> tuple[np.ndarray, list[Event]]:
     """Render a soundscape: background plus every caller's bouts at random times, distance-filtered.
 
     Args:
@@ -210,9 +206,8 @@ def render_soundscape(
     return np.clip(mix, -1, 1).astype(np.float32), sorted(events, key=lambda e: (e.start_s, e.label))
 
 
-def _add(
-    mix: np.ndarray, background: Background, bout: np.ndarray, start_s: float, snr_db: float, label: str, kind: str
-) -> Event:
+def _add(mix: np.ndarray, background: Background, bout: np.ndarray, start_s: float, snr_db: float, label: str,
+         kind: str) -> Event:
     """Add ``bout`` at ``start_s`` scaled to ``snr_db`` over the local background; return its event."""
     i = int(round(start_s * SR))
     bout = bout[: len(mix) - i]
@@ -221,17 +216,8 @@ def _add(
     return Event(round(i / SR, 3), round((i + len(bout)) / SR, 3), label, kind, round(float(snr_db), 2))
 
 
-def _add_somewhere(
-    mix: np.ndarray,
-    background: Background,
-    sp: Species,
-    jitter: Jitter,
-    rng: np.random.Generator,
-    lo: float,
-    hi: float,
-    snr_db: float,
-    kind: str,
-) -> Event:
+def _add_somewhere(mix: np.ndarray, background: Background, sp: Species, jitter: Jitter, rng: np.random.Generator,
+                   lo: float, hi: float, snr_db: float, kind: str) -> Event:
     """Add one bout of ``sp`` at a random time within [lo, hi] seconds (cropped to fit)."""
     bout = render_bout(sp.family, sp.params, rng, jitter)
     start = rng.uniform(lo, max(lo, hi - min(len(bout) / SR, 0.5 * (hi - lo))))

@@ -96,10 +96,8 @@ def make_taxonomy(config: SynthConfig, rng: np.random.Generator) -> tuple[list[S
     for i in order:
         if pairs == knobs.confusable_pairs:
             break
-        j = next(
-            (j for j in order if j != i and {i, j}.isdisjoint(used) and species[j].class_name == species[i].class_name),
-            None,
-        )
+        j = next((j for j in order if j != i and {i, j}.isdisjoint(used)
+                  and species[j].class_name == species[i].class_name), None)
         if j is None:
             continue
         used |= {i, j}
@@ -108,22 +106,15 @@ def make_taxonomy(config: SynthConfig, rng: np.random.Generator) -> tuple[list[S
         species[i] = replace(species[i], common_name=f"{north} {species[i].common_name}")
         pairs += 1
     distractors = [
-        _new_species(
-            str(rng.choice(CLASS_NAMES[:3])),
-            names,
-            rng,
-            knobs.class_file_weight,
-            knobs.class_soundscape_weight,
-            knobs.file_popularity_sigma,
-        )
+        _new_species(str(rng.choice(CLASS_NAMES[:3])), names, rng, knobs.class_file_weight,
+                     knobs.class_soundscape_weight, knobs.file_popularity_sigma)
         for _ in range(knobs.distractors)
     ]
     return sorted(species, key=lambda s: s.label), distractors
 
 
-def _new_species(
-    class_name: str, names: _NameBook, rng: np.random.Generator, file_w: Any, scape_w: Any, sigma: float
-) -> Species:
+def _new_species(class_name: str, names: _NameBook, rng: np.random.Generator, file_w: Any, scape_w: Any,
+                 sigma: float) -> Species:
     family = str(rng.choice(families_of(class_name)))
     common = names.common(_NOUNS[family])
     genus = names.genus()
@@ -142,9 +133,8 @@ def _new_species(
     )
 
 
-def _twin(
-    orig: Species, common: str, names: _NameBook, rng: np.random.Generator, shift: tuple[float, float], slot: Species
-) -> Species:
+def _twin(orig: Species, common: str, names: _NameBook, rng: np.random.Generator, shift: tuple[float, float],
+          slot: Species) -> Species:
     """A look-alike of ``orig``: same family and genus, shifted parameters; keeps ``slot``'s priors."""
     taxon = names.taxon_id()
     return Species(

@@ -112,9 +112,8 @@ class FocalDataset(Dataset):
 
     def target(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(C,) target and (C,) loss mask of one row."""
-        target, mask = make_targets(
-            [int(self.primary[row])], [self.secondary[row]], len(self.classes), self.secondary_value
-        )
+        target, mask = make_targets([int(self.primary[row])], [self.secondary[row]], len(self.classes),
+                                    self.secondary_value)
         return target[0], mask[0]
 
     def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:

@@ -164,7 +164,9 @@ def fit(
         with atomic_path(ckpt) as tmp:
             torch.save(state, tmp)
 
-    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else (lambda: contextlib.nullcontext())
+    amp_ctx = (
+        (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else (lambda: contextlib.nullcontext())
+    )
     while epoch < cfg.epochs:
         model.train()
         sampler.set_epoch(epoch, done_batches)

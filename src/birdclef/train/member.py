@@ -132,11 +132,7 @@ def train_member(
     train_segs = segs[segs["fold"] != val_fold] if val_fold >= 0 else segs
     val_segs = segs[segs["fold"] == val_fold] if val_fold >= 0 else None
     train_set = FocalDataset(
-        train_segs,
-        inputs.cache,
-        classes,
-        float(tcfg["crop_s"]),
-        tcfg.get("crop_policy", "random"),
+        train_segs, inputs.cache, classes, float(tcfg["crop_s"]), tcfg.get("crop_policy", "random"),
         tcfg.get("secondary_value", 0.5),
     )
     aug_cfg = dict(tcfg.get("augment", {}))
@@ -163,28 +159,11 @@ def train_member(
     taxa = dict(zip(inputs.taxonomy["primary_label"], inputs.taxonomy["class_name"], strict=True))
     evaluator = Evaluator(classes, inputs.cache, val_segs, inputs.soundscape_labels, float(tcfg["crop_s"]), taxa)
     loop = FitConfig.from_dict(tcfg["loop"])
-    fp = fingerprint(
-        name,
-        model_cfg,
-        mel_cfg,
-        tcfg,
-        st_cfg if student else {},
-        iteration,
-        train_segs,
-        inputs.pseudo_labels if student else 0,
-    )
+    fp = fingerprint(name, model_cfg, mel_cfg, tcfg, st_cfg if student else {}, iteration, train_segs,
+                     inputs.pseudo_labels if student else 0)
     result = fit(
-        model,
-        train_set,
-        loop,
-        loss,
-        transforms=transforms,
-        spec_augment=spec_aug,
-        evaluate=evaluator,
-        resume_dir=resume_dir,
-        fingerprint=fp,
-        run=run,
-        device=device,
+        model, train_set, loop, loss, transforms=transforms, spec_augment=spec_aug,
+        evaluate=evaluator, resume_dir=resume_dir, fingerprint=fp, run=run, device=device,
     )
 
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:

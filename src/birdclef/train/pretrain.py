@@ -142,10 +142,8 @@ def pretrain_segments(
     rows = rows.reset_index(drop=True)
     if rows.empty:
         counts = report | {"skipped": len(skipped)}
-        raise ValueError(
-            f"pretrain: no species left in sources {cfg.sources} after skipping bad rows, "
-            f"competition species and species under {cfg.min_files} files: {counts}"
-        )
+        raise ValueError(f"pretrain: no species left in sources {cfg.sources} after skipping bad rows, "
+                         f"competition species and species under {cfg.min_files} files: {counts}")
     keys = [f"{s}/{f}" for s, f in zip(rows["source"], rows["filename"], strict=True)]
     end = rows["duration_s"] if cfg.trim_s == 0 else rows["duration_s"].clip(upper=cfg.trim_s)
     class_names = rows["class_name"].str.strip() if "class_name" in rows else pd.Series(UNKNOWN_CLASS, rows.index)

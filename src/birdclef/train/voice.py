@@ -10,7 +10,9 @@ import pandas as pd
 from birdclef.audio import AudioError, load_audio
 
 
-def voice_clips(data_root: Path, spans: pd.DataFrame, max_clips: int = 200, min_s: float = 0.5) -> list[np.ndarray]:
+def voice_clips(
+    data_root: Path, spans: pd.DataFrame, max_clips: int = 200, min_s: float = 0.5
+) -> list[np.ndarray]:
     """Decode up to ``max_clips`` voiced spans (``recording_id``, ``start_s``, ``end_s``; the id is the path
     under ``train_audio/``) as 32 kHz mono clips. Unreadable spans are skipped: voice noise is optional."""
     clips: list[np.ndarray] = []
