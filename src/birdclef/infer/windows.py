@@ -318,10 +318,11 @@ def _accumulate(acc: np.ndarray, weight: np.ndarray, values: np.ndarray, spans: 
     # Adds every value to the bins its span overlaps, weighted by the overlap (in samples).
     a, b = spans[:, 0], spans[:, 1]
     first = np.floor(a / width).astype(np.int64)
-    for k in range(int(math.ceil((b - a).max() / width)) + 1):
+    for k in range(int(math.ceil((b - a).max() / width - 1e-9)) + 1):  # a span of 1 + 3e-15 bins reaches 2 bins
         bins = first + k
         overlap = np.minimum(b, (bins + 1) * width) - np.maximum(a, bins * width)
-        keep = (bins >= 0) & (bins < len(weight)) & (overlap > 0)
+        # Overlaps of a rounding error (a span ending a hair into the next bin) are not overlaps.
+        keep = (bins >= 0) & (bins < len(weight)) & (overlap > 1e-9 * width)
         hit = bins[keep]
         if np.unique(hit).size == hit.size:  # no bin twice in this pass: plain fancy indexing (np.add.at is slow)
             acc[hit] += overlap[keep, None] * values[keep]
