@@ -107,6 +107,18 @@ def test_group_predictor_runs_the_front_end_once_and_returns_members_in_the_aske
         ensemble.group_predictor(["it9_missing"])
 
 
+def test_bodies_run_side_by_side_on_onnxruntime_with_threads_and_give_the_same_outputs(built):
+    wave = synthetic_audio(3, seed=16)
+    serial = ExportedEnsemble(built["export"], backend="onnxruntime", threads=1)
+    side_by_side = ExportedEnsemble(built["export"], backend="onnxruntime", threads=2)
+    assert side_by_side._parallel and not serial._parallel
+    want = serial.member_outputs(wave)
+    got = side_by_side.group_predictor(["it0_cnn_group", "it0_sed_tiny"])(wave)
+    for name, out in zip(["it0_cnn_group", "it0_sed_tiny"], got, strict=True):
+        np.testing.assert_allclose(out["clip"], want[name]["clip"], atol=1e-6)
+        np.testing.assert_allclose(out["frame"], want[name]["frame"], atol=1e-6)
+
+
 def test_exported_ensemble_takes_the_spec_backend_by_default(built):
     ensemble = ExportedEnsemble(built["export"])
     assert ensemble.backend == json.loads((built["export"] / "export_spec.json").read_text())["backend"]

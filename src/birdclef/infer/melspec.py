@@ -41,7 +41,7 @@ class NumpyFrontEnd:
         self.window = np.asarray(window, dtype=np.float32)  # (n_fft,)
         self.fb = np.asarray(fb, dtype=np.float32)  # (n_fft // 2 + 1, n_mels)
         self.threads = max(1, int(threads))
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (owner pid, pool): a forked child makes its own
+        self._pool = ProcessLocalPool(self.threads, "mel")
 
     @classmethod
     def load(cls, path: PathLike, threads: int = 1) -> NumpyFrontEnd:
@@ -62,13 +62,8 @@ class NumpyFrontEnd:
         with _single_threaded_blas():
             if groups <= 1:
                 return [self._rows(x, fft_workers=self.threads)]
-            parts = self._executor().map(self._rows, np.array_split(x, groups))
+            parts = self._pool.get().map(self._rows, np.array_split(x, groups))
             return [np.concatenate(list(parts))]
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None or self._pool[0] != os.getpid():
-            self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="mel"))
-        return self._pool[1]
 
     def _rows(self, x: np.ndarray, fft_workers: int = 1) -> np.ndarray:
         # The whole chain for some rows (each row is independent): (b, samples) -> (b, channels, n_mels, frames).
@@ -107,6 +102,20 @@ class NumpyFrontEnd:
             spec = np.fft.rfft(frames, axis=-1).astype(np.complex64, copy=False)
         power = np.abs(spec)
         return np.square(power, out=power)
+
+
+class ProcessLocalPool:
+    """A thread pool made on first use in each process: a forked child (an infer worker) gets its own instead of
+    the parent's, whose threads do not exist in the child."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers, self.name = int(workers), name
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (owner pid, pool)
+
+    def get(self) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool[0] != os.getpid():
+            self._pool = (os.getpid(), ThreadPoolExecutor(self.workers, thread_name_prefix=self.name))
+        return self._pool[1]
 
 
 @functools.cache
