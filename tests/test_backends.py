@@ -69,7 +69,7 @@ def test_make_predictor_builds_each_backend_and_rejects_bad_requests(built):
         make_predictor("onnxruntime", onnx_paths=built["export"] / "nothing.onnx")
 
 
-def test_exported_ensemble_runs_each_mel_config_once_per_batch(built):
+def test_members_share_each_mel_config_once_per_batch_and_keep_the_asked_order(built):
     ensemble = ExportedEnsemble(built["export"], backend="onnxruntime", threads=1)
     calls = []
     frontend = ensemble._frontends["mel_tiny"]
@@ -79,24 +79,6 @@ def test_exported_ensemble_runs_each_mel_config_once_per_batch(built):
     assert len(calls) == 1 and set(outputs) == {"it0_sed_tiny", "it0_cnn_group"}
 
     calls.clear()
-    predictors = ensemble.predictors()
-    per_member = {name: predict(wave.copy()) for name, predict in predictors.items()}
-    assert len(calls) == 1  # the second member found the first one's mel in the cache
-    for name, out in per_member.items():
-        np.testing.assert_array_equal(out["clip"], outputs[name]["clip"])
-        np.testing.assert_array_equal(out["frame"], outputs[name]["frame"])
-    predictors["it0_sed_tiny"](synthetic_audio(3, seed=14))
-    assert len(calls) == 2  # other audio: a new mel
-
-
-def test_group_predictor_runs_the_front_end_once_and_returns_members_in_the_asked_order(built):
-    ensemble = ExportedEnsemble(built["export"], backend="onnxruntime", threads=1)
-    calls = []
-    frontend = ensemble._frontends["mel_tiny"]
-    ensemble._frontends["mel_tiny"] = lambda x: calls.append(x.shape) or frontend(x)
-    wave = synthetic_audio(3, seed=15)
-    outputs = ensemble.member_outputs(wave)
-    calls.clear()
     got = ensemble.group_predictor(["it0_cnn_group", "it0_sed_tiny"])(wave)
     assert len(calls) == 1 and len(got) == 2
     for name, out in zip(["it0_cnn_group", "it0_sed_tiny"], got, strict=True):
@@ -105,6 +87,13 @@ def test_group_predictor_runs_the_front_end_once_and_returns_members_in_the_aske
     assert len(ensemble.group_predictor()(wave)) == 2
     with pytest.raises(ValueError, match="no exported member"):
         ensemble.group_predictor(["it9_missing"])
+
+    calls.clear()  # one predictor per member: each runs its own front end (no sharing outside a group)
+    per_member = {name: predict(wave) for name, predict in ensemble.predictors().items()}
+    assert len(calls) == 2
+    for name, out in per_member.items():
+        np.testing.assert_array_equal(out["clip"], outputs[name]["clip"])
+        np.testing.assert_array_equal(out["frame"], outputs[name]["frame"])
 
 
 def test_bodies_run_side_by_side_on_onnxruntime_with_threads_and_give_the_same_outputs(built):

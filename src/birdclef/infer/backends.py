@@ -14,10 +14,8 @@ distinct mel config (``wave (B, samples) -> mel (B, ch, n_mels, frames)``), one 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -230,7 +228,6 @@ class ExportedEnsemble:
         backend: ``onnxruntime``, ``openvino`` or ``None`` (the spec's default, falling back to onnxruntime
             when that runtime is not installed).
         threads: intra-op threads of every graph.
-        cache_batches: front-end outputs kept per mel config for ``predictors()`` (a content-keyed cache).
         frontend: ``auto`` (the numpy FFT front end when the export has one, else the ONNX graph) | ``onnx``.
 
     Attributes:
@@ -243,7 +240,6 @@ class ExportedEnsemble:
         export_dir: PathLike,
         backend: str | None = None,
         threads: int = 1,
-        cache_batches: int = 16,
         frontend: str = "auto",
     ) -> None:
         self.root = Path(export_dir)
@@ -263,9 +259,6 @@ class ExportedEnsemble:
         body_threads = 1 if self._parallel else threads
         self._bodies = {m["name"]: load_graph(backend, self.root / m["body"], body_threads) for m in self.members}
         self._body_pool = ProcessLocalPool(threads, "body")
-        self._cache: dict[str, OrderedDict[tuple, np.ndarray]] = {name: OrderedDict() for name in self._frontends}
-        self._cache_batches = int(cache_batches)
-        self._mel_users = {name: sum(m["mel"] == name for m in self.members) for name in self._frontends}
 
     def _frontend(self, mel: dict[str, Any], threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
         # The numpy FFT front end when the export recorded one (its parity held), else the ONNX graph.
@@ -278,14 +271,9 @@ class ExportedEnsemble:
         """See ``ensemble_spec``."""
         return ensemble_spec(self.spec)
 
-    def mels(self, wave: np.ndarray) -> dict[str, np.ndarray]:
-        """Every front end on one batch: {mel name: (B, ch, n_mels, frames)}."""
-        return {name: frontend(wave)[0] for name, frontend in self._frontends.items()}
-
     def member_outputs(self, wave: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
         """All members on one batch (each mel computed once): {member name: {"clip", "frame"}}."""
-        mels = self.mels(wave)
-        return dict(zip([m["name"] for m in self.members], self._run_bodies(self.members, mels), strict=True))
+        return dict(zip([m["name"] for m in self.members], self.group_predictor()(wave), strict=True))
 
     def group_predictor(
         self, names: Sequence[str] | None = None
@@ -307,19 +295,9 @@ class ExportedEnsemble:
         return predict
 
     def predictors(self) -> dict[str, Predictor]:
-        """One Predictor per member; members of one mel config share its front end through a small cache.
-
-        Feeding the same chunks to every member (e.g. ``windows.predict_file`` per member with the same
-        chunking) computes each mel config once per batch, as ``member_outputs`` does; ``group_predictor``
-        does the same without the per-member copies of the batch and the content hash.
-        """
-        return {m["name"]: self._member_predictor(m) for m in self.members}
-
-    def _member_predictor(self, member: dict[str, Any]) -> Predictor:
-        def predict(wave: np.ndarray) -> dict[str, np.ndarray]:
-            return self._body(member, self._cached_mel(member["mel"], wave))
-
-        return predict
+        """One Predictor per member, each running its own front end: members that share a chunking should go
+        through ``group_predictor`` instead, which computes each mel config once for all of them."""
+        return {m["name"]: _first_output(self.group_predictor([m["name"]])) for m in self.members}
 
     def _run_bodies(
         self, members: Sequence[dict[str, Any]], mels: dict[str, np.ndarray]
@@ -333,20 +311,7 @@ class ExportedEnsemble:
         clip, frame = self._bodies[member["name"]](mel)[:2]
         return {"clip": clip, "frame": frame}
 
-    def _cached_mel(self, name: str, wave: np.ndarray) -> np.ndarray:
-        wave = np.ascontiguousarray(wave, dtype=np.float32)
-        if self._mel_users[name] == 1:  # nothing to share: skip hashing (~5 ms per soundscape minute)
-            return self._frontends[name](wave)[0]
-        # A content key, since each member's predict_file stacks its own copy of the chunks. SHA-1 of the buffer
-        # in place: half the time of blake2b over a copy; a hash of the signal, not a security boundary.
-        digest = hashlib.sha1(memoryview(wave).cast("B"), usedforsecurity=False).digest()
-        key = (wave.shape, digest)
-        cache = self._cache[name]
-        if key in cache:
-            cache.move_to_end(key)
-            return cache[key]
-        mel = self._frontends[name](wave)[0]
-        cache[key] = mel
-        while len(cache) > self._cache_batches:
-            cache.popitem(last=False)
-        return mel
+
+def _first_output(group: Callable[[np.ndarray], list[dict[str, np.ndarray]]]) -> Predictor:
+    # A one-member group predictor as a plain Predictor.
+    return lambda wave: group(wave)[0]

@@ -45,9 +45,9 @@ DEFAULTS: dict[str, Any] = {
 }
 # `auto` takes the first of these whose parity holds. A fixed order, not this run's timing: two backends a few
 # per cent apart would flip between two runs of one commit (and the submission's last digits with them).
-# OpenVINO first: faster in the figures (efficientnet_b0, tf_efficientnetv2_s, mobilenetv3) and, for
-# sed_mnv3s here, in the pipeline's path (`benchmarks/inference.py`: model 84 vs 97 ms per soundscape minute,
-# median of 3 runs), though single timings of the network alone vary either way. onnxruntime is the reference.
+# OpenVINO first: faster in the figures (efficientnet_b0, tf_efficientnetv2_s, mobilenetv3). For
+# sed_mnv3s here the two are within noise since the threaded numpy front end (`benchmarks/inference.py`, median
+# of 3 runs: mel + model 52 ms OpenVINO vs 53 ms onnxruntime per soundscape minute). onnxruntime is the reference.
 AUTO_PREFERENCE = ("openvino", "onnxruntime")
 _SPEC_VERSION = 1
 
