@@ -9,14 +9,11 @@ from typing import Any
 
 import timm
 import torch
-from timm.models import adapt_input_conv
 from torch import nn
 
-log = logging.getLogger(__name__)
+from birdclef.models.weights import MIN_LOADED_FRACTION, LoadReport, match_state_dict, read_state_dict, to_timm_names
 
-# Wrappers that training scripts commonly put around a backbone's state dict.
-_STATE_KEYS = ("state_dict_ema", "state_dict", "model", "model_state_dict")
-_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,8 @@ class ModelConfig:
         head: registered head name (``sed`` or ``cnn``).
         backbone: any timm model name with a 4-D ``forward_features`` output (CNNs).
         pretrained: ``False``; ``True`` (timm hub, needs the network); or a path to a local weights file loaded
-            into the backbone with ``strict=False``.
+            into the backbone by ``load_backbone_weights`` (timm or a converted foreign layout; README
+            "Pretrained weights offline").
         freq_pool: how the SED head collapses frequency: ``mean`` or ``gem`` (learnable GeM power).
         drop_rate: dropout of the head (probability).
         drop_path_rate: stochastic depth of the backbone (probability).
@@ -100,85 +98,36 @@ def create_backbone(cfg: ModelConfig, in_chans: int) -> tuple[nn.Module, int]:
     return encoder, int(encoder.num_features)
 
 
-def load_backbone_weights(encoder: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Load a local weights file into ``encoder`` with ``strict=False`` and report what did not match.
+def load_backbone_weights(encoder: nn.Module, path: str | Path) -> LoadReport:
+    """Load a local weights file into ``encoder`` and report what matched.
 
     Accepts a plain state dict or a training checkpoint wrapping one (``state_dict``, ``model``, ...), in
-    ``.pt/.pth/.bin`` (torch) or ``.safetensors`` form. A stem conv saved for another channel count (e.g. RGB
-    ImageNet weights into a 1-channel mel model) is adapted with timm's ``adapt_input_conv``; other tensors of
-    the wrong shape (typically the ImageNet classifier) are skipped.
+    ``.pt/.pth/.bin/.ckpt`` (torch, weights only) or ``.safetensors`` form, with timm's key names or in a foreign
+    layout that ``weights.LAYOUTS`` converts (efficientnet_pytorch / EfficientNet-Lite ports, torchvision
+    MobileNetV2). A stem conv saved for another channel count (RGB ImageNet weights into a 1-channel mel model)
+    is adapted with timm's ``adapt_input_conv``; tensors of another shape (the ImageNet classifier) are skipped.
 
     Returns:
-        ``{"missing": [...], "unexpected": [...], "skipped": [...], "adapted": [...]}`` key lists.
+        the ``LoadReport`` (layout, loaded / adapted / missing / mismatched / unexpected keys).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: no tensor of the file matches the backbone (wrong file or wrong backbone name).
+        ValueError: the file is unreadable, or fills less than ``MIN_LOADED_FRACTION`` of the backbone's tensors
+            (wrong file or wrong backbone name: random weights must not pass as pretrained ones).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in _STATE_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    own = encoder.state_dict()
-    state = _strip_prefixes(state, set(own))
-    filtered: dict[str, torch.Tensor] = {}
-    skipped, adapted = [], []
-    for key, value in state.items():
-        if key not in own or not torch.is_tensor(value) or value.shape == own[key].shape:
-            filtered[key] = value
-        elif value.dim() == 4 and value.shape[0] == own[key].shape[0] and value.shape[2:] == own[key].shape[2:]:
-            filtered[key] = adapt_input_conv(own[key].shape[1], value.float()).to(own[key].dtype)
-            adapted.append(key)
-        else:
-            skipped.append(key)
-    result = encoder.load_state_dict(filtered, strict=False)
-    report = {
-        "missing": list(result.missing_keys),
-        "unexpected": list(result.unexpected_keys),
-        "skipped": skipped,
-        "adapted": adapted,
-    }
-    loaded = len(filtered) - len(report["unexpected"])
-    if loaded == 0:
-        raise ValueError(f"{path}: no tensor matches backbone {type(encoder).__name__} (wrong file?)")
-    if report["missing"] or report["skipped"]:
-        log.warning(
-            "%s: loaded %d tensors; %d backbone keys missing from the file %s; %d skipped for shape %s; %d unexpected",
-            path,
-            loaded,
-            len(report["missing"]),
-            _preview(report["missing"]),
-            len(skipped),
-            _preview(skipped),
-            len(report["unexpected"]),
+    state, layout = to_timm_names(read_state_dict(path), encoder)
+    chosen, report = match_state_dict(state, encoder, layout)
+    if report.fraction < MIN_LOADED_FRACTION:
+        raise ValueError(
+            f"{path}: does not fit backbone {type(encoder).__name__} ({report.summary()}); a pretrained file must "
+            f"fill at least {MIN_LOADED_FRACTION:.0%}: is it the weights of this backbone name?"
         )
+    encoder.load_state_dict(chosen, strict=False)
+    if report.missing or report.mismatched:
+        log.warning("%s: %s", path, report.summary())
     else:
-        log.info("%s: loaded all %d backbone tensors (%d adapted)", path, loaded, len(adapted))
+        log.info("%s: %s", path, report.summary())
     return report
-
-
-def _strip_prefixes(state: dict[str, Any], own: set[str]) -> dict[str, Any]:
-    # Strip a wrapper prefix only when it makes more keys match, so a real sub-module name is never cut.
-    for prefix in _PREFIXES:
-        stripped = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
-        if len(own & set(stripped)) > len(own & set(state)):
-            state = stripped
-    return state
-
-
-def _preview(keys: list[str], n: int = 8) -> str:
-    return str(keys[:n]) + (" ..." if len(keys) > n else "")
 
 
 class GeM(nn.Module):

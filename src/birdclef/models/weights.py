@@ -1,0 +1,264 @@
+"""Local pretrained weights: read a file, convert foreign key layouts to timm names, match it to a backbone."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models import adapt_input_conv
+from torch import nn
+
+# Wrappers that training scripts commonly put around a backbone's state dict.
+STATE_KEYS = ("state_dict_ema", "state_dict", "model", "model_state_dict")
+PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+# A real pretrained file fills (nearly) all of a backbone; a file that fills less is the wrong file or the
+# wrong backbone name, and random weights must not pass silently as pretrained ones.
+MIN_LOADED_FRACTION = 0.9
+
+
+@dataclass
+class LoadReport:
+    """What a weights file gave a backbone.
+
+    Attributes:
+        layout: the key layout detected in the file (``timm``, ``efficientnet_pytorch``, ``torchvision_mobilenet_v2``).
+        loaded: backbone keys filled from the file (``adapted`` included).
+        adapted: stem convs whose input channels were adapted (e.g. RGB -> 1-channel mel).
+        missing: backbone keys the file does not have (they keep their random init).
+        mismatched: ``"key: file shape -> backbone shape"`` for tensors skipped for their shape.
+        unexpected: file keys the backbone has no place for (typically the ImageNet classifier).
+        total: backbone tensors counted for ``fraction`` (BatchNorm ``num_batches_tracked`` counters excluded).
+    """
+
+    layout: str = "timm"
+    loaded: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    total: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Share of the backbone's tensors that came from the file (0..1)."""
+        return sum(1 for k in self.loaded if not _is_counter(k)) / max(self.total, 1)
+
+    def summary(self) -> str:
+        """One line: counts, with the first few keys of each problem list."""
+        return (
+            f"layout {self.layout}: loaded {self.fraction:.0%} of the backbone's {self.total} tensors "
+            f"({len(self.adapted)} stem adapted); {len(self.missing)} missing {_preview(self.missing)}; "
+            f"{len(self.mismatched)} shape mismatches {_preview(self.mismatched)}; "
+            f"{len(self.unexpected)} unexpected {_preview(self.unexpected)}"
+        )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a torch file (``.pt/.pth/.bin/.ckpt/.tar``, weights only) or a ``.safetensors`` file.
+
+    A training checkpoint wrapping the state dict under ``state_dict``/``model``/... is unwrapped.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is of another format or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".onnx", ".h5", ".hdf5", ".keras", ".tflite", ".pb"):
+        raise ValueError(
+            f"{path}: {suffix} files are not read; give a PyTorch state dict ({', '.join(TORCH_SUFFIXES)}) "
+            "or a .safetensors file"
+        )
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a pickled nn.Module, a zip of something else, a text file...
+            raise ValueError(
+                f"{path}: not a weights-only torch file ({type(err).__name__}); save the model's state_dict() instead"
+            ) from err
+    for key in STATE_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return {str(k): v for k, v in state.items() if torch.is_tensor(v)}
+
+
+def strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
+    """Drop wrapper prefixes (``module.``, ``backbone.``, ...) when that makes more keys match ``own``.
+
+    A prefix is only cut when it helps, so a real sub-module name is never cut.
+    """
+    for prefix in PREFIXES:
+        stripped = {k.removeprefix(prefix): v for k, v in state.items()}
+        if len(own & set(stripped)) > len(own & set(state)):
+            state = stripped
+    return state
+
+
+# --- foreign layouts -> timm names ---------------------------------------------------------------------------------
+
+
+def _timm_blocks(encoder: nn.Module, layout: str) -> list[str]:
+    """Flat list of timm block names (``blocks.<stage>.<index>``) of an EfficientNet/MobileNet-style encoder."""
+    blocks = getattr(encoder, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not all(isinstance(s, nn.Sequential) for s in blocks):
+        raise ValueError(
+            f"a {layout} weights file converts into timm EfficientNet/MobileNet-style backbones (stages of blocks); "
+            f"{type(encoder).__name__} has no such .blocks"
+        )
+    return [f"blocks.{i}.{j}" for i, stage in enumerate(blocks) for j in range(len(stage))]
+
+
+def _check_block_count(found: int, names: list[str], layout: str, encoder: nn.Module) -> None:
+    if found != len(names):
+        raise ValueError(
+            f"the {layout} weights file has {found} blocks, backbone {type(encoder).__name__} has {len(names)} "
+            "(a different architecture or width)"
+        )
+
+
+# efficientnet_pytorch (lukemelas) and the EfficientNet-Lite ports built on it: flat `_blocks.<n>`, TF-style names.
+_EFFNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_EFFNET_EXPANDED = {  # an MBConv block with an expansion conv -> timm InvertedResidual
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_EFFNET_PLAIN = {  # expansion ratio 1 -> timm DepthwiseSeparableConv
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+
+
+def _from_efficientnet_pytorch(state: dict[str, torch.Tensor], encoder: nn.Module) -> dict[str, torch.Tensor]:
+    names = _timm_blocks(encoder, "efficientnet_pytorch")
+    block_key = re.compile(r"_blocks\.(\d+)\.(\w+)\.(.+)")
+    expanded = {int(m[1]) for k in state if (m := block_key.fullmatch(k)) and m[2] == "_expand_conv"}
+    blocks = {int(m[1]) for k in state if (m := block_key.fullmatch(k))}
+    _check_block_count(len(blocks), names, "efficientnet_pytorch", encoder)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if m := block_key.fullmatch(key):
+            n, module, leaf = int(m[1]), m[2], m[3]
+            table = _EFFNET_EXPANDED if n in expanded else _EFFNET_PLAIN
+            out[f"{names[n]}.{table.get(module, module)}.{leaf}"] = value
+        else:
+            module, _, leaf = key.partition(".")
+            out[f"{_EFFNET_TOP.get(module, module)}.{leaf}"] = value
+    return out
+
+
+# torchvision's MobileNetV2: `features.0` stem, `features.1..N-2` inverted residuals, `features.N-1` head conv.
+_TV_MNV2_EXPANDED = {"conv.0.0": "conv_pw", "conv.0.1": "bn1", "conv.1.0": "conv_dw", "conv.1.1": "bn2",
+                     "conv.2": "conv_pwl", "conv.3": "bn3"}  # fmt: skip
+_TV_MNV2_PLAIN = {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"}
+
+
+def _from_torchvision_mobilenet_v2(state: dict[str, torch.Tensor], encoder: nn.Module) -> dict[str, torch.Tensor]:
+    names = _timm_blocks(encoder, "torchvision_mobilenet_v2")
+    feature_key = re.compile(r"features\.(\d+)\.(.+)\.(\w+)")
+    last = max(int(m[1]) for k in state if (m := feature_key.fullmatch(k)))
+    _check_block_count(last - 1, names, "torchvision_mobilenet_v2", encoder)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = feature_key.fullmatch(key)
+        if m is None:  # classifier.1 (Dropout is classifier.0)
+            out[key.replace("classifier.1.", "classifier.")] = value
+            continue
+        n, module, leaf = int(m[1]), m[2], m[3]
+        if n in (0, last):  # ConvBNActivation: .0 the conv, .1 the BatchNorm
+            conv, bn = ("conv_stem", "bn1") if n == 0 else ("conv_head", "bn2")
+            edge = {"0": conv, "1": bn}
+            out[f"{edge.get(module, module)}.{leaf}"] = value
+            continue
+        table = _TV_MNV2_EXPANDED if f"features.{n}.conv.3.weight" in state else _TV_MNV2_PLAIN
+        out[f"{names[n - 1]}.{table.get(module, module)}.{leaf}"] = value
+    return out
+
+
+Converter = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
+# name -> (detector over the file's keys, converter to timm names); tried in order, timm's own names otherwise.
+LAYOUTS: dict[str, tuple[Callable[[set[str]], bool], Converter]] = {
+    "efficientnet_pytorch": (lambda keys: "_conv_stem.weight" in keys, _from_efficientnet_pytorch),
+    "torchvision_mobilenet_v2": (
+        lambda keys: "features.0.0.weight" in keys and "features.1.conv.0.0.weight" in keys,
+        _from_torchvision_mobilenet_v2,
+    ),
+}
+
+
+def to_timm_names(state: dict[str, torch.Tensor], encoder: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
+    """Rename a foreign state dict's keys to ``encoder``'s timm names.
+
+    Returns:
+        (converted state dict, layout name); a state dict in no known foreign layout comes back as it is, with
+        wrapper prefixes stripped, as layout ``timm``.
+    """
+    state = strip_prefixes(state, set(encoder.state_dict()))
+    keys = set(state)
+    for name, (detect, convert) in LAYOUTS.items():
+        if detect(keys):
+            return convert(state, encoder), name
+    return state, "timm"
+
+
+def match_state_dict(
+    state: dict[str, torch.Tensor], encoder: nn.Module, layout: str = "timm"
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Pick the tensors of ``state`` (timm names) that fit ``encoder``; adapt a stem conv's input channels.
+
+    A 4-D tensor that differs from the backbone's only in its input channels (RGB ImageNet weights into a
+    1-channel mel model) goes through timm's ``adapt_input_conv`` (1 channel: the RGB kernels summed, so a grey
+    image gives the activations the RGB image of that grey would); other shape mismatches are skipped.
+
+    Returns:
+        (tensors to load, report).
+    """
+    own = encoder.state_dict()
+    report = LoadReport(layout=layout, total=sum(1 for k in own if not _is_counter(k)))
+    chosen: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None:
+            report.unexpected.append(key)
+        elif value.shape == target.shape:
+            chosen[key] = value.to(target.dtype)
+        elif value.dim() == 4 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
+            chosen[key] = adapt_input_conv(target.shape[1], value.float()).to(target.dtype)
+            report.adapted.append(key)
+        else:
+            report.mismatched.append(f"{key}: {tuple(value.shape)} -> {tuple(target.shape)}")
+    report.loaded = list(chosen)
+    skipped = {m.split(":")[0] for m in report.mismatched}
+    report.missing = [k for k in own if k not in chosen and k not in skipped and not _is_counter(k)]
+    return chosen, report
+
+
+def _is_counter(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+def _preview(keys: list[str], n: int = 5) -> str:
+    return (str(keys[:n]) + (" ..." if len(keys) > n else "")) if keys else ""
