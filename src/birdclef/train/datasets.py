@@ -136,13 +136,25 @@ class FocalDataset(Dataset):
 class PseudoBank:
     """Pseudo-labelled soundscape windows to mix into training batches (TECHNIQUES.md P1, P3, P4, P8).
 
+    A crop of ``crop_s`` seconds covers ``span = crop_s / 5`` consecutive 5-s windows of one soundscape; its label is
+    the max over those windows. A crop may start at a kept window only if the next ``span - 1`` windows of the same
+    file are kept too and follow it without a gap in time (thresholds and ``drop_bottom`` remove windows, and a crop
+    across a removed window would read audio from one span and labels from another).
+
+    A label cell that is NaN is unknown (P11's uncertain middle, a species a foundation-model teacher does not
+    cover): it is left out of the loss through the mask, never trained towards 0. A crop's cell is unknown when any
+    of its windows is unknown there, unless a known window already says 1 (the max is then known).
+
     Args:
         labels: the pseudo stage's window table: ``soundscape_id``, ``start_s``, ``end_s``, ``weight`` and one
-            probability column per class in ``classes``.
-        sampler_weights: ``soundscape_id`` -> sampler weight (P3: sum over species of the max over time).
+            probability column per class in ``classes`` (NaN: unknown).
+        sampler_weights: ``soundscape_id`` -> sampler weight (P3: sum over species of the max over time). The
+            weight is the soundscape's: a soundscape is drawn with probability weight / sum of weights, whatever
+            its number of usable crops, then a crop uniformly within it. Without positive weights every soundscape
+            is equally likely.
         cache: waveform cache holding the train soundscapes under their ``soundscape_id``.
         classes: species order of the label vectors.
-        crop_s: crop length in seconds (a whole number of 5-s windows; longer crops take the max over windows).
+        crop_s: crop length in seconds, a whole number of 5-s windows.
     """
 
     def __init__(
@@ -156,56 +168,91 @@ class PseudoBank:
         missing = [c for c in classes if c not in labels.columns]
         if missing:
             raise ValueError(f"pseudo labels lack class column(s) {missing[:5]}")
+        span = crop_s / WINDOW_SECONDS
+        if span < 1 or abs(span - round(span)) > 1e-9:
+            raise ValueError(
+                f"train.crop_s = {crop_s} s: pseudo-labelled crops must be a whole number of "
+                f"{WINDOW_SECONDS}-s windows (5, 10, 20, ...)"
+            )
         self.cache = cache
         self.crop = int(round(crop_s * SAMPLE_RATE))
-        self.span = max(1, int(round(crop_s / WINDOW_SECONDS)))
+        self.span = int(round(span))
         labels = labels.sort_values(["soundscape_id", "start_s"]).reset_index(drop=True)
         self.ids = labels["soundscape_id"].to_numpy()
         self.starts = np.round(labels["start_s"].to_numpy() * SAMPLE_RATE).astype(np.int64)
-        self.probs = labels[list(classes)].to_numpy(dtype=np.float32)
+        probs = labels[list(classes)].to_numpy(dtype=np.float32)
         self.loss_weight = labels["weight"].to_numpy(dtype=np.float32) if "weight" in labels else None
-        # A crop of `span` windows may start at window i only if windows i..i+span-1 are in the same file.
-        same = np.ones(len(labels), dtype=bool)
+        # Window i starts a crop only if windows i + j (j < span) are of the same file and exactly j windows later.
+        step = WINDOW_SECONDS * SAMPLE_RATE
+        n = len(labels)
+        ok = np.ones(n, dtype=bool)
         for j in range(1, self.span):
-            shifted = np.roll(self.ids, -j)
-            shifted[-j:] = None
-            same &= shifted == self.ids
-        self.valid = np.flatnonzero(same)
+            nxt = np.zeros(n, dtype=bool)
+            if n > j:
+                same_file = self.ids[j:] == self.ids[: n - j]
+                nxt[: n - j] = same_file & (self.starts[j:] - self.starts[: n - j] == j * step)
+            ok &= nxt
+        self.valid = np.flatnonzero(ok)
         if len(self.valid) == 0:
-            raise ValueError("no pseudo-labelled crop fits the crop length")
-        w = np.array([max(float(sampler_weights.get(s, 0.0)), 0.0) for s in self.ids[self.valid]])
-        self.p = w / w.sum() if w.sum() > 0 else np.full(len(self.valid), 1.0 / len(self.valid))
-        self.argmax = self.probs.argmax(axis=1)
-        self.maxp = self.probs.max(axis=1)
+            raise ValueError(
+                f"no pseudo-labelled crop of {crop_s} s fits: no soundscape keeps {self.span} consecutive windows"
+            )
+        self.labels, self.known = self._crop_labels(probs)
+        # P3 per soundscape: crop weight = soundscape weight / its number of crops.
+        crop_ids = self.ids[self.valid]
+        uniq, inverse, counts = np.unique(crop_ids, return_inverse=True, return_counts=True)
+        w = np.array([max(float(sampler_weights.get(s, 0.0)), 0.0) for s in uniq])
+        if w.sum() <= 0:
+            w = np.ones(len(uniq))
+        per_crop = w[inverse] / counts[inverse]
+        self.p = per_crop / per_crop.sum()
+        filled = np.where(self.known, self.labels, -1.0)
+        self.argmax = filled.argmax(axis=1)
+        self.maxp = filled.max(axis=1)
+
+    def _crop_labels(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(crops, C) labels (max over the crop's windows) and (crops, C) known-cell mask of every valid start."""
+        stack = np.stack([probs[self.valid + j] for j in range(self.span)])  # (span, crops, C)
+        unknown = np.isnan(stack)
+        best = np.where(unknown, -np.inf, stack).max(axis=0)
+        known = ~unknown.any(axis=0) | (best >= 1.0)
+        return np.where(known, best, 0.0).astype(np.float32), known
 
     def __len__(self) -> int:
         return len(self.valid)
 
-    def _crop(self, i: int) -> tuple[np.ndarray, np.ndarray, float]:
-        key = self.ids[i]
-        wave = tile_to(self.cache.read(key, int(self.starts[i]), self.crop), self.crop)
-        label = self.probs[i : i + self.span].max(axis=0)
+    def _crop(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Crop number ``c`` (an index into ``valid``): wave (samples,), label (C,), known mask (C,), loss weight."""
+        i = int(self.valid[c])
+        wave = tile_to(self.cache.read(self.ids[i], int(self.starts[i]), self.crop), self.crop)
         w = float(self.loss_weight[i : i + self.span].mean()) if self.loss_weight is not None else 1.0
-        return wave, label, w
+        return wave, self.labels[c], self.known[c].astype(np.float32), w
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw ``n`` crops by sampler weight. Returns wave (n, samples), labels (n, C), loss weights (n,)."""
-        picks = self.valid[rng.choice(len(self.valid), size=n, p=self.p)]
-        return self._stack([self._crop(int(i)) for i in picks])
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw ``n`` crops by sampler weight.
+
+        Returns:
+            wave (n, samples), labels (n, C), known-cell mask (n, C), loss weights (n,).
+        """
+        picks = rng.choice(len(self.valid), size=n, p=self.p)
+        return self._stack([self._crop(int(c)) for c in picks])
 
     def sample_class(
         self, classes: Sequence[int], min_prob: float, rng: np.random.Generator
-    ) -> list[tuple[np.ndarray, np.ndarray, float] | None]:
-        """For each class index, a crop whose argmax is that class with max prob >= ``min_prob`` (or None)."""
-        out: list[tuple[np.ndarray, np.ndarray, float] | None] = []
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float] | None]:
+        """For each class index, a crop whose label argmax is that class with max prob >= ``min_prob`` (or None)."""
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray, float] | None] = []
         for c in classes:
-            pool = self.valid[(self.argmax[self.valid] == c) & (self.maxp[self.valid] >= min_prob)]
+            pool = np.flatnonzero((self.argmax == c) & (self.maxp >= min_prob))
             out.append(self._crop(int(rng.choice(pool))) if len(pool) else None)
         return out
 
     @staticmethod
-    def _stack(items: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _stack(
+        items: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         waves = torch.from_numpy(np.stack([i[0] for i in items]).astype(np.float32))
         labels = torch.from_numpy(np.stack([i[1] for i in items]).astype(np.float32))
-        weights = torch.tensor([i[2] for i in items], dtype=torch.float32)
-        return waves, labels, weights
+        known = torch.from_numpy(np.stack([i[2] for i in items]).astype(np.float32))
+        weights = torch.tensor([i[3] for i in items], dtype=torch.float32)
+        return waves, labels, known, weights

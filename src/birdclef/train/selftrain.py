@@ -45,23 +45,37 @@ class PseudoMixer:
         self.replace_min_prob = float(cfg.get("replace_min_prob", 0.5))
 
     def __call__(self, batch: Batch, gen: torch.Generator, rng: np.random.Generator) -> Batch:
-        """Apply the policy to a collated batch (``wave`` (B, N), ``target``/``mask`` (B, C), ``weight`` (B,))."""
+        """Apply the policy to a collated batch (``wave`` (B, N), ``target``/``mask`` (B, C), ``weight`` (B,)).
+
+        A pseudo crop brings its loss weight (entropy selection, P4 rank 11) and its known-cell mask (unknown cells
+        of P11 or of a teacher that does not cover a species stay out of the loss) into every sample it enters.
+        """
         n = batch["wave"].shape[0]
         batch = {k: v.clone() for k, v in batch.items()}
+        if "mask" not in batch:
+            batch["mask"] = torch.ones_like(batch["target"])
+        if "weight" not in batch:
+            batch["weight"] = torch.ones(n)
         if self.policy == "mixup":
             chosen = np.flatnonzero(rng.random(n) < self.share)
             if len(chosen):
-                waves, labels, _ = self.bank.sample(len(chosen), rng)
+                waves, labels, known, lw = self.bank.sample(len(chosen), rng)
                 idx = torch.from_numpy(chosen)
-                w, y = mix(batch["wave"][idx], batch["target"][idx], waves, labels, self.weight, self.label_mode)
+                y_focal, m_focal = batch["target"][idx], batch["mask"][idx]
+                w, y = mix(batch["wave"][idx], y_focal, waves, labels, self.weight, self.label_mode)
+                if self.label_mode in ("max", "sum_clip"):
+                    # A focal positive stays a positive whatever the pseudo cell: the max / clipped sum is 1.
+                    known = torch.maximum(known, (y_focal >= 1.0).to(known.dtype))
                 batch["wave"][idx], batch["target"][idx] = w, y
+                batch["mask"][idx] = m_focal * known
+                batch["weight"][idx] = batch["weight"][idx] * lw
         elif self.policy == "concat":
             k = int(round(self.share * n))
             if k:
-                waves, labels, lw = self.bank.sample(k, rng)
+                waves, labels, known, lw = self.bank.sample(k, rng)
                 batch["wave"][n - k :] = waves
                 batch["target"][n - k :] = labels
-                batch["mask"][n - k :] = 1.0
+                batch["mask"][n - k :] = known
                 batch["weight"][n - k :] = lw
         else:
             chosen = np.flatnonzero(rng.random(n) < self.replace_p)
@@ -69,9 +83,9 @@ class PseudoMixer:
             for i, crop in zip(chosen, self.bank.sample_class(primary, self.replace_min_prob, rng), strict=True):
                 if crop is None:
                     continue
-                wave, label, lw = crop
+                wave, label, known, lw = crop
                 batch["wave"][i] = torch.from_numpy(wave)
                 batch["target"][i] = torch.from_numpy(label)
-                batch["mask"][i] = 1.0
+                batch["mask"][i] = torch.from_numpy(known)
                 batch["weight"][i] = lw
         return batch
