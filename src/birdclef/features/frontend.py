@@ -92,10 +92,19 @@ class MelFrontEnd(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """Args: wave (batch, samples) float. Returns: (batch, channels, n_mels, frames) float32."""
-        c = self.cfg
         if wave.dim() != 2:
             raise ValueError(f"front end expects (batch, samples), got shape {tuple(wave.shape)}")
-        wave = wave.float()
+        if torch.is_autocast_enabled(wave.device.type):
+            # Under AMP the mel projection of a power spectrogram overflows float16 (max 65504) for loud input:
+            # a 3 kHz tone at 0.9 gives mel power ~1e5. The front end always runs in float32; only the encoder
+            # after it runs in reduced precision. (At export and on CPU inference autocast is off: no branch.)
+            with torch.autocast(wave.device.type, enabled=False):
+                return self._image(wave.float())
+        return self._image(wave.float())
+
+    def _image(self, wave: torch.Tensor) -> torch.Tensor:
+        """The float32 body of :meth:`forward`."""
+        c = self.cfg
         if c.absmax:
             wave = wave / wave.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
         power = self.mel(wave)  # (B, n_mels, frames)

@@ -39,7 +39,8 @@ class FitConfig:
     ema: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "decay": 0.999})
     soup: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "last_k": 3})
     grad_accum: int = 1
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # mixed precision: on CUDA always, on CPU only with an explicit amp_dtype
+    amp_dtype: str = "auto"  # auto (CUDA: bfloat16 where supported, else float16 + GradScaler) | bfloat16 | float16
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 20  # optimiser steps between resume checkpoints
@@ -52,7 +53,28 @@ class FitConfig:
         unknown = set(cfg) - known
         if unknown:
             raise ValueError(f"unknown train loop key(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**dict(cfg))
+        out = cls(**dict(cfg))
+        if out.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"train.loop.amp_dtype must be one of {sorted(AMP_DTYPES)}, not {out.amp_dtype!r}")
+        return out
+
+
+AMP_DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(cfg: FitConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run, or None for full float32 (O4).
+
+    CUDA: ``auto`` takes bfloat16 where the GPU has it (no overflow, no loss scaling) and float16 with a
+    GradScaler elsewhere. CPU: AMP only when ``amp_dtype`` names a dtype (CPU autocast is rarely faster, so
+    ``auto`` keeps float32 there). The mel front end always runs in float32 (features/frontend.py).
+    """
+    if not cfg.amp:
+        return None
+    named = AMP_DTYPES[cfg.amp_dtype]
+    if device.type == "cuda":
+        return named or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return named
 
 
 @dataclass
@@ -123,8 +145,9 @@ def fit(
     opt = build_optimizer(model.parameters(), cfg.optimizer)
     sched = build_scheduler(opt, cfg.scheduler, steps_per_epoch, cfg.epochs, float(cfg.optimizer.get("lr", 1e-3)))
     ema = EMA(model, cfg.ema.get("decay", 0.999)) if cfg.ema.get("enabled") else None
-    use_amp = bool(cfg.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(cfg, device)
+    # Loss scaling only for float16 (bfloat16 has float32's exponent range).
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     soup_states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     epoch, done_batches, global_step = 0, 0, 0
@@ -165,7 +188,9 @@ def fit(
             torch.save(state, tmp)
 
     amp_ctx = (
-        (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else (lambda: contextlib.nullcontext())
+        (lambda: torch.autocast(device.type, dtype=amp_dtype))
+        if amp_dtype is not None
+        else (lambda: contextlib.nullcontext())
     )
     while epoch < cfg.epochs:
         model.train()
