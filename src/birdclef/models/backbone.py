@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from birdclef.models.weights import MIN_LOADED_FRACTION, LoadReport, match_state_dict, read_state_dict, to_timm_names
+from birdclef.models.weights import LoadReport, match_state_dict, read_state_dict, to_timm_names
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,16 @@ def load_backbone_weights(encoder: nn.Module, path: str | Path) -> LoadReport:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is unreadable, or fills less than ``MIN_LOADED_FRACTION`` of the backbone's tensors
-            (wrong file or wrong backbone name: random weights must not pass as pretrained ones).
+        ValueError: the file is unreadable, fills less than ``weights.MIN_LOADED_FRACTION`` of the backbone's
+            tensors, or has over ``weights.MAX_UNUSED_FRACTION`` of its own with no place in the backbone (wrong
+            file or wrong backbone name: random weights must not pass as pretrained ones).
     """
     state, layout = to_timm_names(read_state_dict(path), encoder)
     chosen, report = match_state_dict(state, encoder, layout)
-    if report.fraction < MIN_LOADED_FRACTION:
+    if (problem := report.problem()) is not None:
         raise ValueError(
-            f"{path}: does not fit backbone {type(encoder).__name__} ({report.summary()}); a pretrained file must "
-            f"fill at least {MIN_LOADED_FRACTION:.0%}: is it the weights of this backbone name?"
+            f"{path}: does not fit backbone {type(encoder).__name__}: {problem}; is it the weights of this "
+            f"backbone name? ({report.summary()})"
         )
     encoder.load_state_dict(chosen, strict=False)
     if report.missing or report.mismatched:

@@ -19,6 +19,9 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 # A real pretrained file fills (nearly) all of a backbone; a file that fills less is the wrong file or the
 # wrong backbone name, and random weights must not pass silently as pretrained ones.
 MIN_LOADED_FRACTION = 0.9
+# Nor may a file with many tensors the backbone has no place for (EfficientNet-B0's SE layers loaded into an
+# EfficientNet-Lite0 fill all of it): the classifier aside, at most this share of the file may go unused.
+MAX_UNUSED_FRACTION = 0.1
 
 
 @dataclass
@@ -33,6 +36,9 @@ class LoadReport:
         mismatched: ``"key: file shape -> backbone shape"`` for tensors skipped for their shape.
         unexpected: file keys the backbone has no place for (typically the ImageNet classifier).
         total: backbone tensors counted for ``fraction`` (BatchNorm ``num_batches_tracked`` counters excluded).
+        classifier: the backbone's classifier prefix (``classifier``, ``fc``): file tensors under it do not count
+            as ``unused``.
+        file_total: tensors in the file (counters excluded).
     """
 
     layout: str = "timm"
@@ -42,19 +48,39 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     total: int = 0
+    classifier: str = "classifier"
+    file_total: int = 0
 
     @property
     def fraction(self) -> float:
         """Share of the backbone's tensors that came from the file (0..1)."""
         return sum(1 for k in self.loaded if not _is_counter(k)) / max(self.total, 1)
 
+    @property
+    def unused_fraction(self) -> float:
+        """Share of the file's tensors, its classifier aside, that found no place in the backbone (0..1)."""
+        unused = [k for k in self.unexpected + self.mismatched if not _is_counter(k.split(":")[0])]
+        unused = [k for k in unused if not k.startswith(f"{self.classifier}.")]
+        return len(unused) / max(self.file_total, 1)
+
+    def problem(self) -> str | None:
+        """Why this file must not pass as the backbone's pretrained weights, or ``None`` when it may."""
+        if self.fraction < MIN_LOADED_FRACTION:
+            return f"it fills {self.fraction:.0%} of the backbone (at least {MIN_LOADED_FRACTION:.0%} needed)"
+        if self.unused_fraction > MAX_UNUSED_FRACTION:
+            return (
+                f"{self.unused_fraction:.0%} of its tensors have no place in the backbone "
+                f"(at most {MAX_UNUSED_FRACTION:.0%} allowed, the classifier aside)"
+            )
+        return None
+
     def summary(self) -> str:
         """One line: counts, with the first few keys of each problem list."""
+        lists = {"missing": self.missing, "shape mismatches": self.mismatched, "unexpected": self.unexpected}
+        parts = [f"{len(keys)} {what}{_preview(keys)}" for what, keys in lists.items()]
         return (
             f"layout {self.layout}: loaded {self.fraction:.0%} of the backbone's {self.total} tensors "
-            f"({len(self.adapted)} stem adapted); {len(self.missing)} missing {_preview(self.missing)}; "
-            f"{len(self.mismatched)} shape mismatches {_preview(self.mismatched)}; "
-            f"{len(self.unexpected)} unexpected {_preview(self.unexpected)}"
+            f"({len(self.adapted)} stem adapted); " + "; ".join(parts)
         )
 
 
@@ -229,7 +255,7 @@ def match_state_dict(
 ) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """Pick the tensors of ``state`` (timm names) that fit ``encoder``; adapt a stem conv's input channels.
 
-    A 4-D tensor that differs from the backbone's only in its input channels (RGB ImageNet weights into a
+    The input conv (timm's ``first_conv``) saved for another channel count (RGB ImageNet weights into a
     1-channel mel model) goes through timm's ``adapt_input_conv`` (1 channel: the RGB kernels summed, so a grey
     image gives the activations the RGB image of that grey would); other shape mismatches are skipped.
 
@@ -237,7 +263,15 @@ def match_state_dict(
         (tensors to load, report).
     """
     own = encoder.state_dict()
-    report = LoadReport(layout=layout, total=sum(1 for k in own if not _is_counter(k)))
+    cfg = getattr(encoder, "pretrained_cfg", None) or {}
+    classifier = str(cfg.get("classifier") or "classifier")
+    stem = f"{cfg.get('first_conv') or 'conv_stem'}.weight"  # only the input conv may change its channels
+    report = LoadReport(
+        layout=layout,
+        total=sum(1 for k in own if not _is_counter(k)),
+        classifier=classifier,
+        file_total=sum(1 for k in state if not _is_counter(k)),
+    )
     chosen: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         target = own.get(key)
@@ -245,8 +279,8 @@ def match_state_dict(
             report.unexpected.append(key)
         elif value.shape == target.shape:
             chosen[key] = value.to(target.dtype)
-        elif value.dim() == 4 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
-            chosen[key] = adapt_input_conv(target.shape[1], value.float()).to(target.dtype)
+        elif key == stem and _same_but_input_channels(value, target):
+            chosen[key] = adapt_input_conv(target.shape[1], value.float(), base_chans=value.shape[1]).to(target.dtype)
             report.adapted.append(key)
         else:
             report.mismatched.append(f"{key}: {tuple(value.shape)} -> {tuple(target.shape)}")
@@ -256,9 +290,16 @@ def match_state_dict(
     return chosen, report
 
 
+def _same_but_input_channels(value: torch.Tensor, target: torch.Tensor) -> bool:
+    """Conv kernels (out, in, kh, kw) equal in all but ``in``."""
+    return (
+        value.dim() == 4 == target.dim() and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]
+    )
+
+
 def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
 def _preview(keys: list[str], n: int = 5) -> str:
-    return (str(keys[:n]) + (" ..." if len(keys) > n else "")) if keys else ""
+    return (" " + str(keys[:n]) + (" ..." if len(keys) > n else "")) if keys else ""
