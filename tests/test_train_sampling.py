@@ -47,3 +47,21 @@ def test_ranks_split_every_global_batch_between_them():
         assert one[4 * b : 4 * b + 4] == r0[2 * b : 2 * b + 2] + r1[2 * b : 2 * b + 2]
     with pytest.raises(ValueError, match="divisible"):
         EpochSampler(w, 12, seed=1, batch_size=3, world=2)
+
+
+def test_equal_balance_honours_rare_class_copies():
+    """clean.rare_copies = 2 doubles a rare class's share under balance: equal (it used to be cancelled: 0.5)."""
+    labels = ["common"] * 9 + ["rare"]
+    copies = [1] * 9 + [2]
+    w = class_balance_weights(labels, copies, "equal")
+    assert w[9] == pytest.approx(2 / 3)  # the rare segment's draw probability: mass 2 against 1
+    assert w[:9] == pytest.approx([1 / 27] * 9)
+    assert class_balance_weights(labels, [1] * 10, "equal")[9] == pytest.approx(0.5)  # no copies: classes equal
+    rows = EpochSampler(w, 10_000, seed=0).rows()
+    share = float(np.mean(rows == 9))
+    assert abs(share - 2 / 3) < 3 * np.sqrt(2 / 3 * 1 / 3 / 10_000)  # drawn as often, within sampling error
+
+
+def test_copies_enter_sqrt_balance_before_the_root():
+    w = class_balance_weights(["a"] * 8 + ["b"] * 2, [1] * 8 + [2] * 2, "sqrt")
+    assert w[:8].sum() / w[8:].sum() == pytest.approx(np.sqrt(8) / np.sqrt(4))

@@ -12,14 +12,18 @@ BALANCE_MODES = ("none", "sqrt", "equal")
 def class_balance_weights(labels: Sequence[str], copies: Sequence[int], mode: str) -> np.ndarray:
     """Per-row sampling weights that rebalance classes (TECHNIQUES.md S2).
 
+    Rare-class copies (``clean.rare_copies``) count under every mode: ``none`` and ``sqrt`` count each copy as a
+    row, and ``equal`` multiplies a class's share by its copies (a rare class with 2 copies gets twice the mass of
+    a common one), so ``balance: equal`` does not cancel them.
+
     Args:
         labels: primary label of each row.
-        copies: times each row counts (rare-class duplication from the clean stage).
-        mode: ``none`` (rows as they are), ``sqrt`` (class mass proportional to sqrt of its count) or ``equal``
-            (every class the same mass).
+        copies: times each row counts (rare-class duplication from the clean stage; the same for a class's rows).
+        mode: ``none`` (rows as they are), ``sqrt`` (class mass proportional to the square root of its row count,
+            copies included) or ``equal`` (every class the same mass times its copies: the mean copies of its rows).
 
     Returns:
-        (rows,) float64 weights summing to 1.
+        (rows,) float64 weights summing to 1; within a class, a row's weight is proportional to its copies.
     """
     if mode not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, not {mode!r}")
@@ -28,7 +32,8 @@ def class_balance_weights(labels: Sequence[str], copies: Sequence[int], mode: st
     if mode != "none":
         uniq, inverse = np.unique(labels, return_inverse=True)
         mass = np.bincount(inverse, weights=w, minlength=len(uniq))
-        target = np.sqrt(mass) if mode == "sqrt" else np.ones_like(mass)
+        rows = np.bincount(inverse, minlength=len(uniq))
+        target = np.sqrt(mass) if mode == "sqrt" else mass / rows  # equal: the class's copies per row
         w = w * (target / mass)[inverse]
     return w / w.sum()
 
