@@ -63,3 +63,34 @@ def test_label_stats(windows):
 def test_bad_tau():
     with pytest.raises(ValueError, match="tau"):
         transform(np.zeros((1, 2, 3)), {}, tau=0)
+
+
+def test_confident_split_masks_the_middle_instead_of_zeroing_it(windows):
+    """P11 (rank 10): above high -> 1, below low -> 0, between -> NaN (unknown, out of the loss)."""
+    out = transform(windows, {"confident_split": {"enabled": True, "low": 0.2, "high": 0.6}})
+    np.testing.assert_array_equal(out.probs[windows >= 0.6], 1.0)
+    np.testing.assert_array_equal(out.probs[windows <= 0.2], 0.0)
+    middle = (windows > 0.2) & (windows < 0.6)
+    assert middle.any() and np.isnan(out.probs[middle]).all()
+    assert not np.isnan(out.probs[~middle]).any()
+    with pytest.raises(ValueError, match="low < high"):
+        transform(windows, {"confident_split": {"enabled": True, "low": 0.6, "high": 0.2}})
+
+
+def test_unknown_cells_stay_unknown_through_every_step(windows):
+    w = windows.copy()
+    w[:, :, 2] = np.nan
+    cfg = {"file_blend": 0.3, "min_norm": True, "low_threshold": 0.1, "hard_threshold": 0.3,
+           "entropy": {"enabled": True, "max_entropy": 0.5, "weight": 0.5}, "drop_bottom": 0.1}
+    out = transform(w, cfg, tau=0.65)
+    assert np.isnan(out.probs[:, :, 2]).all()
+    assert not np.isnan(np.delete(out.probs, 2, axis=2)).any()
+    assert np.isfinite(out.sampler_weights()).all() and np.isfinite(out.weight).all()
+
+
+def test_file_blend_takes_a_given_file_average(windows):
+    mean = np.full((3, 5), 0.5, dtype=np.float32)
+    out = transform(windows, {"file_blend": 0.3}, file_mean=mean)
+    np.testing.assert_allclose(out.probs, 0.7 * windows + 0.15, rtol=1e-5)
+    with pytest.raises(ValueError, match="file_mean"):
+        transform(windows, {"file_blend": 0.3}, file_mean=mean[:, :2])

@@ -58,6 +58,17 @@ def torch_device(setting: str = "auto") -> str:
     return "cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu"
 
 
+def rank_device(device: str) -> str:
+    """This process's device: ``cuda:<LOCAL_RANK>`` for a CUDA torchrun rank (and selected), else ``device``."""
+    if device != "cuda" or "LOCAL_RANK" not in os.environ:
+        return device
+    import torch
+
+    local = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    torch.cuda.set_device(local)
+    return local
+
+
 def relaunch(nproc: int) -> None:
     """Re-execute the current command under ``torchrun --nproc-per-node nproc`` unless already under torchrun.
 

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,18 @@ def load_params(path: str | os.PathLike[str] = "params.yaml", section: str | Non
     if section not in params:
         raise KeyError(f"{path}: no section {section!r} (have: {', '.join(sorted(params))})")
     return params[section]
+
+
+def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in recursively (nested dicts merge, other values replace).
+
+    How per-iteration and per-round overrides of params sections combine with the section itself.
+    """
+    out = dict(base)
+    for key, value in override.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = merged(out[key], value) if nested else value
+    return out
 
 
 def _json_default(obj: Any) -> Any:
