@@ -7,7 +7,7 @@ from torch import nn
 
 from birdclef.train.datasets import FocalDataset
 from birdclef.train.evaluate import Evaluator
-from birdclef.train.fit import FitConfig, fit
+from birdclef.train.fit import FitConfig, epoch_samples, fit
 from birdclef.train.optim import lr_factor, soup
 
 from train_fixtures import TinyModel, toy_segments
@@ -122,3 +122,20 @@ def test_dataset_targets_and_crops():
     assert masked["target"].tolist() == [1.0, 0.0, 0.0] and masked["mask"].tolist() == [1.0, 0.0, 1.0]
     assert torch.equal(ds[(5, 7)]["wave"], ds[(5, 7)]["wave"])
     np.testing.assert_array_equal(ds.primary, np.repeat([0, 1, 2], 4))
+
+
+@pytest.mark.parametrize(
+    "loop, one_pass, expected",
+    [({}, 48, 48), ({"min_samples_per_epoch": 384}, 48, 384), ({"min_samples_per_epoch": 384}, 1000, 1000),
+     ({"samples_per_epoch": 100, "min_samples_per_epoch": 384}, 48, 100)],
+)
+def test_epoch_length_has_a_floor(loop, one_pass, expected):
+    assert epoch_samples(FitConfig.from_dict(loop), one_pass) == expected
+
+
+def test_small_task_trains_min_samples_per_epoch():
+    """12 toy segments, batch 4: one pass is 3 steps an epoch; the floor of 40 samples makes it 10."""
+    steps: list[int] = []
+    ds, cfg, model, *_ = _setup(epochs=2, min_samples_per_epoch=40)
+    result = fit(model, ds, cfg, BCE(), on_step=steps.append)
+    assert steps[-1] == 20 and result.samples_seen == 80
