@@ -122,3 +122,19 @@ def test_unknown_pseudo_cells_leave_the_loss_except_under_a_focal_positive():
     weighted = _call(PseudoMixer(bank, {"policy": "mixup", "mix_share": 1.0, "label_mode": "weighted"}),
                      _batch(primary=2))
     assert weighted["mask"][:, 2].eq(0).all()  # a weighted mean with an unknown is unknown
+
+
+def test_label_sum_cap_keeps_pseudo_labels_below_the_focal_sum():
+    """T4: crop labels sum to 0.9 + 3 x 0.05 = 1.05 > 1 (one focal positive); capped at 0.5 x 1 they sum to 0.5."""
+    bank = _bank()
+    concat = _call(PseudoMixer(bank, {"policy": "concat", "mix_share": 0.5, "label_sum_cap": 0.5}), _batch())
+    np.testing.assert_allclose(concat["target"][4:].sum(dim=1).numpy(), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(concat["target"][:4].sum(dim=1).numpy(), 1.0)  # focal samples untouched
+    loose = _call(PseudoMixer(bank, {"policy": "concat", "mix_share": 0.5, "label_sum_cap": 2.0}), _batch())
+    np.testing.assert_allclose(loose["target"][4:].sum(dim=1).numpy(), 1.05, rtol=1e-6)  # under the cap
+    mixed = _call(PseudoMixer(bank, {"policy": "mixup", "mix_share": 1.0, "label_mode": "weighted",
+                                     "label_sum_cap": 0.5}), _batch())
+    # weighted: 0.5 * focal (sum 1) + 0.5 * capped pseudo (sum 0.5) = 0.75
+    np.testing.assert_allclose(mixed["target"].sum(dim=1).numpy(), 0.75, rtol=1e-5)
+    with pytest.raises(ValueError, match="label_sum_cap"):
+        PseudoMixer(bank, {"label_sum_cap": 0})

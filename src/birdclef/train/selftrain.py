@@ -28,6 +28,10 @@ class PseudoMixer:
         - ``concat`` (P8, rank 7): the last ``mix_share`` of the batch is replaced by pseudo crops, so a batch is
           e.g. 50% soundscape pseudo samples and 50% focal recordings.
 
+    ``label_sum_cap`` (T4, BirdCLEF+ 2026 rank 2; null = off): a pseudo crop's labels are scaled so that their sum
+    stays at most ``cap`` times the focal labels' sum (the sample's own under mixup / replace, the batch's mean
+    focal sample under concat), so a busy soundscape cannot outweigh the recording it is mixed into.
+
     Args:
         bank: the pseudo-labelled crops.
         cfg: the ``selftrain`` params.
@@ -43,6 +47,19 @@ class PseudoMixer:
         self.label_mode = cfg.get("label_mode", "max")
         self.replace_p = float(cfg.get("replace_p", 0.4))
         self.replace_min_prob = float(cfg.get("replace_min_prob", 0.5))
+        cap = cfg.get("label_sum_cap")
+        self.sum_cap = None if cap is None else float(cap)
+        if self.sum_cap is not None and self.sum_cap <= 0:
+            raise ValueError(f"selftrain.label_sum_cap must be > 0 or null, not {cap!r}")
+
+    def _capped(self, labels: torch.Tensor, known: torch.Tensor, focal_sum: torch.Tensor) -> torch.Tensor:
+        """(n, C) pseudo labels scaled down where their known sum exceeds ``sum_cap`` x ``focal_sum`` (n,)."""
+        if self.sum_cap is None:
+            return labels
+        pseudo_sum = (labels * known).sum(dim=1)
+        limit = self.sum_cap * focal_sum
+        scale = torch.where(pseudo_sum > limit, limit / pseudo_sum.clamp_min(1e-12), torch.ones_like(pseudo_sum))
+        return labels * scale[:, None]
 
     def __call__(self, batch: Batch, gen: torch.Generator, rng: np.random.Generator) -> Batch:
         """Apply the policy to a collated batch (``wave`` (B, N), ``target``/``mask`` (B, C), ``weight`` (B,)).
@@ -62,6 +79,7 @@ class PseudoMixer:
                 waves, labels, known, lw = self.bank.sample(len(chosen), rng)
                 idx = torch.from_numpy(chosen)
                 y_focal, m_focal = batch["target"][idx], batch["mask"][idx]
+                labels = self._capped(labels, known, (y_focal * m_focal).sum(dim=1))
                 w, y = mix(batch["wave"][idx], y_focal, waves, labels, self.weight, self.label_mode)
                 if self.label_mode in ("max", "sum_clip"):
                     # A focal positive stays a positive whatever the pseudo cell: the max / clipped sum is 1.
@@ -73,6 +91,8 @@ class PseudoMixer:
             k = int(round(self.share * n))
             if k:
                 waves, labels, known, lw = self.bank.sample(k, rng)
+                focal = (batch["target"] * batch["mask"]).sum(dim=1)[: max(n - k, 1)].mean()
+                labels = self._capped(labels, known, focal.expand(k))
                 batch["wave"][n - k :] = waves
                 batch["target"][n - k :] = labels
                 batch["mask"][n - k :] = known
@@ -84,8 +104,10 @@ class PseudoMixer:
                 if crop is None:
                     continue
                 wave, label, known, lw = crop
+                focal = (batch["target"][i] * batch["mask"][i]).sum().reshape(1)
+                label = self._capped(torch.from_numpy(label)[None], torch.from_numpy(known)[None], focal)[0]
                 batch["wave"][i] = torch.from_numpy(wave)
-                batch["target"][i] = torch.from_numpy(label)
+                batch["target"][i] = label
                 batch["mask"][i] = torch.from_numpy(known)
                 batch["weight"][i] = lw
         return batch
