@@ -199,7 +199,24 @@ class BirdLoss(nn.Module):
         return total
 
 
-_KEYS = {"name", "focal", "sed_dual", "label_smoothing", "neg_penalty", "soft_auc_weight"}
+LOSS_NAMES = ("bce", "focal", "bce_focal", "ce", "soft_auc")
+"""Main loss names of ``loss.name``."""
+LOSS_OPTIONS: dict[str, dict[str, float]] = {
+    "focal": {"alpha": 0.25, "gamma": 2.0},
+    "neg_penalty": {"weight": 0.0, "margin": 0.0},
+}
+"""The ``loss`` sub-dicts with their keys and defaults."""
+LOSS_KEYS = ("name", "focal", "sed_dual", "label_smoothing", "neg_penalty", "soft_auc_weight")
+"""Every key of the params ``loss:`` section."""
+
+
+def _options(cfg: dict[str, Any], key: str) -> dict[str, float]:
+    """A ``loss`` sub-dict over its defaults; an unknown key raises (a typo must not fall back to the default)."""
+    given = dict(cfg.get(key) or {})
+    unknown = sorted(set(given) - set(LOSS_OPTIONS[key]))
+    if unknown:
+        raise ValueError(f"unknown loss {key} key(s) {unknown}; known: {sorted(LOSS_OPTIONS[key])}")
+    return {**LOSS_OPTIONS[key], **given}
 
 
 def build_loss(cfg: dict[str, Any]) -> BirdLoss:
@@ -208,10 +225,10 @@ def build_loss(cfg: dict[str, Any]) -> BirdLoss:
     Keys: name (bce | focal | bce_focal | ce | soft_auc), focal {alpha, gamma}, sed_dual (bool),
     label_smoothing (eps), neg_penalty {weight, margin (logits)}, soft_auc_weight.
     """
-    unknown = set(cfg) - _KEYS
+    unknown = set(cfg) - set(LOSS_KEYS)
     if unknown:
-        raise ValueError(f"unknown loss config key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
-    focal = {"alpha": 0.25, "gamma": 2.0, **(cfg.get("focal") or {})}
+        raise ValueError(f"unknown loss config key(s) {sorted(unknown)}; known: {sorted(LOSS_KEYS)}")
+    focal = _options(cfg, "focal")
     name = cfg.get("name", "bce")
     mains = {
         "bce": BCELoss,
@@ -225,7 +242,7 @@ def build_loss(cfg: dict[str, Any]) -> BirdLoss:
     eps = float(cfg.get("label_smoothing", 0.0))
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"loss label_smoothing must be in [0, 1), not {eps}")
-    neg = {"weight": 0.0, "margin": 0.0, **(cfg.get("neg_penalty") or {})}
+    neg = _options(cfg, "neg_penalty")
     return BirdLoss(
         mains[name](),
         sed_dual=bool(cfg.get("sed_dual", False)),

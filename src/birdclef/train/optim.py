@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {"adamw": ("lr", "weight_decay"), "radam": ("lr", "weight_decay")}
+"""The options each optimiser name takes besides ``name`` (params ``train.loop.optimizer``)."""
+SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
+    "cosine": ("warmup_epochs", "restart_epochs", "min_lr"),
+    "constant": ("warmup_epochs",),
+}
+"""The options each schedule name takes besides ``name`` (params ``train.loop.scheduler``)."""
+DEFAULT_LR = 1e-3  # the learning rate when none is given (fit's FitConfig default and its schedule's base rate)
+
+
+def named_options(cfg: Mapping[str, Any], table: Mapping[str, Sequence[str]], what: str, default: str) -> str:
+    """The ``name`` of an optimiser or schedule dict, checked with its options against ``table``.
+
+    Raises:
+        ValueError: an unknown name, or a key the named one does not take (a typo would fall back to a default).
+    """
+    name = str(cfg.get("name", default)).lower()
+    if name not in table:
+        raise ValueError(f"{what}.name must be one of {', '.join(table)}, not {name!r}")
+    unknown = sorted(set(cfg) - {"name", *table[name]})
+    if unknown:
+        raise ValueError(f"{what} {name}: unknown key(s) {unknown}; valid: {', '.join(['name', *table[name]])}")
+    return name
+
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """AdamW or RAdam from ``{name, lr, weight_decay}``."""
-    name = cfg.get("name", "adamw").lower()
-    lr, wd = float(cfg.get("lr", 5e-4)), float(cfg.get("weight_decay", 1e-4))
+    """AdamW or RAdam from ``{name, lr, weight_decay}`` (see ``OPTIMIZER_KEYS``)."""
+    name = named_options(cfg, OPTIMIZER_KEYS, "optimizer", "adamw")
+    lr, wd = float(cfg.get("lr", DEFAULT_LR)), float(cfg.get("weight_decay", 1e-4))
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if name == "radam":
-        return torch.optim.RAdam(params, lr=lr, weight_decay=wd, decoupled_weight_decay=True)
-    raise ValueError(f"optimizer must be adamw or radam, not {name!r}")
+    return torch.optim.RAdam(params, lr=lr, weight_decay=wd, decoupled_weight_decay=True)
 
 
 def lr_factor(step: int, total: int, warmup: int, cycle: int, min_ratio: float) -> float:
@@ -38,14 +60,13 @@ def lr_factor(step: int, total: int, warmup: int, cycle: int, min_ratio: float) 
 def build_scheduler(
     opt: torch.optim.Optimizer, cfg: Mapping[str, Any], steps_per_epoch: int, epochs: int, base_lr: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule from ``{name: cosine|constant, warmup_epochs, restart_epochs, min_lr}``."""
-    name = cfg.get("name", "cosine")
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _s: 1.0)
-    if name != "cosine":
-        raise ValueError(f"scheduler must be cosine or constant, not {name!r}")
+    """Per-step schedule: ``{name: cosine, warmup_epochs, restart_epochs, min_lr}`` or ``{name: constant,
+    warmup_epochs}`` (linear warmup, then the base rate); see ``SCHEDULER_KEYS``."""
+    name = named_options(cfg, SCHEDULER_KEYS, "scheduler", "cosine")
     total = steps_per_epoch * epochs
     warmup = int(round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch))
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else 1.0)
     cycle = int(round(float(cfg.get("restart_epochs", 0)) * steps_per_epoch))
     min_ratio = float(cfg.get("min_lr", 1e-6)) / base_lr
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cycle, min_ratio))
