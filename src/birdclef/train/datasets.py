@@ -71,6 +71,10 @@ class FocalDataset(Dataset):
     Items are addressed by ``(row, item_seed)`` pairs from :class:`~birdclef.train.sampling.EpochSampler`,
     so every crop is a function of the seed alone.
 
+    A segment is a whole cache entry (key ``segment_id``) unless the table has ``cache_key`` / ``offset_s``
+    columns: a row with a ``cache_key`` is the span ``[offset_s, offset_s + end_s - start_s)`` of that cache entry
+    (D4: a window of a train soundscape that a foundation-model teacher is confident about).
+
     Args:
         segments: segment table (birdclef.schema.SEGMENTS columns).
         cache: waveform cache holding every segment under its ``segment_id``.
@@ -116,14 +120,26 @@ class FocalDataset(Dataset):
                                     self.secondary_value)
         return target[0], mask[0]
 
+    def _span(self, row: int) -> tuple[str, int, int]:
+        """(cache key, first sample, samples) of a row's audio."""
+        key = self.df.at[row, "cache_key"] if "cache_key" in self.df else None
+        if key is None or pd.isna(key):
+            key = self.df.at[row, "segment_id"]
+            return key, 0, self.cache.length(key)
+        offset = int(round(float(self.df.at[row, "offset_s"]) * SAMPLE_RATE))
+        length = int(round((float(self.df.at[row, "end_s"]) - float(self.df.at[row, "start_s"])) * SAMPLE_RATE))
+        return str(key), offset, max(0, min(length, self.cache.length(key) - offset))
+
     def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
         row, seed = item if isinstance(item, tuple) else (item, 0)
-        key = self.df.at[row, "segment_id"]
+        key, offset, n = self._span(row)
         rng = np.random.default_rng(seed)
-        n = self.cache.length(key)
-        rms = self.cache.rms(key) if self.policy == "rms" else None
+        rms = None
+        if self.policy == "rms":
+            hop = self.cache.rms_hop
+            rms = self.cache.rms(key)[offset // hop : (offset + n) // hop]
         start = crop_start(n, self.crop, self.policy, rng, rms, self.cache.rms_hop)
-        wave = tile_to(self.cache.read(key, start, min(self.crop, n)), self.crop)
+        wave = tile_to(self.cache.read(key, offset + start, min(self.crop, n)), self.crop)
         target, mask = self.target(row)
         return {
             "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),

@@ -1,0 +1,49 @@
+"""D4 (2025 rank 7): train-soundscape windows a foundation-model teacher is confident about, as training segments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from birdclef.schema import SEGMENTS
+
+
+def teacher_segments(
+    table: pd.DataFrame, species: list[str], taxonomy: pd.DataFrame, threshold: float = 0.1, weight: float = 1.0
+) -> pd.DataFrame:
+    """One labelled segment per soundscape window where the teacher scores some covered species above ``threshold``.
+
+    The window's primary label is its most confident species, the other species above the threshold are its
+    secondary labels. Segments read their audio from the soundscape's cache entry (``cache_key`` = soundscape id,
+    ``offset_s`` = window start), are never in a validation fold (``fold`` = -1) and carry ``weight``.
+
+    Args:
+        table: the teacher stage's window table (``soundscape_id``, ``start_s``, ``end_s``, one probability column
+            per species, NaN where the teacher does not cover it), see ``birdclef.teachers.outputs``.
+        species: the species columns of ``table``, in taxonomy order.
+        taxonomy: ``primary_label``, ``class_name``.
+        threshold: a species counts above this probability (rank 7: 0.1).
+        weight: sample weight of the segments.
+
+    Returns:
+        Rows of the segment table schema (birdclef.schema.SEGMENTS) plus ``cache_key`` and ``offset_s``.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"teacher segments threshold must be in (0, 1), got {threshold}")
+    probs = np.nan_to_num(table[species].to_numpy(dtype=np.float64), nan=-1.0)
+    above = probs > threshold
+    rows = np.flatnonzero(above.any(axis=1))
+    classes = dict(zip(taxonomy["primary_label"], taxonomy["class_name"], strict=True))
+    names = np.asarray(species, dtype=object)
+    out = []
+    for r in rows:
+        order = np.argsort(-probs[r], kind="stable")
+        labels = [str(names[c]) for c in order if above[r, c]]
+        sid, start, end = table["soundscape_id"].iat[r], float(table["start_s"].iat[r]), float(table["end_s"].iat[r])
+        out.append({
+            "segment_id": f"{sid}@{start:g}", "recording_id": sid, "path": f"train_soundscapes/{sid}",
+            "start_s": start, "end_s": end, "primary_label": labels[0], "secondary_labels": labels[1:],
+            "class_name": classes.get(labels[0], "unknown"), "rating": 0.0, "fold": -1, "weight": float(weight),
+            "copies": 1, "cache_key": sid, "offset_s": start,
+        })  # fmt: skip
+    return pd.DataFrame(out, columns=[*SEGMENTS, "cache_key", "offset_s"])

@@ -1,0 +1,51 @@
+"""Tests for D4: teacher-confident soundscape windows become labelled segments that read the right audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdclef import SAMPLE_RATE
+from birdclef.train.datasets import FocalDataset
+from birdclef.train.teacher_data import teacher_segments
+
+from train_fixtures import MemoryCache
+
+SPECIES = ["a", "b", "c"]
+TAXONOMY = pd.DataFrame({"primary_label": SPECIES, "class_name": ["Aves", "Aves", "Amphibia"]})
+
+
+def _table() -> pd.DataFrame:
+    rows = []
+    probs = {0: [0.05, np.nan, 0.02], 1: [0.3, np.nan, 0.6], 2: [0.5, np.nan, 0.05], 3: [0.09, np.nan, 0.1]}
+    for w, p in probs.items():
+        rows.append({"soundscape_id": "ss0", "row_id": f"ss0_{5 * (w + 1)}", "start_s": 5.0 * w,
+                     "end_s": 5.0 * (w + 1), **dict(zip(SPECIES, p, strict=True))})
+    return pd.DataFrame(rows)
+
+
+def test_confident_windows_become_segments_with_primary_and_secondary_labels():
+    segs = teacher_segments(_table(), SPECIES, TAXONOMY, threshold=0.1)
+    assert segs["start_s"].tolist() == [5.0, 10.0]  # window 0 below, window 3's 0.1 is not above 0.1
+    assert segs["primary_label"].tolist() == ["c", "a"]
+    assert segs["secondary_labels"].tolist() == [["a"], []]
+    assert segs["class_name"].tolist() == ["Amphibia", "Aves"]
+    assert (segs["fold"] == -1).all() and (segs["cache_key"] == "ss0").all()
+    assert segs["offset_s"].tolist() == [5.0, 10.0]
+    assert teacher_segments(_table(), SPECIES, TAXONOMY, threshold=0.55)["primary_label"].tolist() == ["c"]
+    with pytest.raises(ValueError, match="threshold"):
+        teacher_segments(_table(), SPECIES, TAXONOMY, threshold=0.0)
+
+
+@pytest.mark.parametrize("policy", ["first", "random", "rms"])
+def test_a_teacher_segment_reads_its_window_of_the_soundscape(policy):
+    wave = np.concatenate([np.full(5 * SAMPLE_RATE, 0.01 * (w + 1), dtype=np.float32) for w in range(12)])
+    cache = MemoryCache({"ss0": wave}, {"ss0": "train_soundscape"})
+    segs = teacher_segments(_table(), SPECIES, TAXONOMY, threshold=0.1)
+    ds = FocalDataset(segs, cache, SPECIES, crop_s=3.0, policy=policy, secondary_value=0.5)
+    for row, window in ((0, 1), (1, 2)):
+        for seed in range(5):
+            item = ds[(row, seed)]
+            np.testing.assert_allclose(item["wave"].numpy(), 0.01 * (window + 1), rtol=1e-6)
+    np.testing.assert_allclose(ds[(0, 0)]["target"].numpy(), [0.5, 0.0, 1.0])
