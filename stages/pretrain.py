@@ -13,6 +13,7 @@ import torch
 from birdclef import dist
 from birdclef.io import atomic_path, load_params, write_json
 from birdclef.track import stage_run
+from birdclef.train.params import PRETRAIN_STAGE, check_params
 from birdclef.train.pretrain import PretrainConfig, run_pretrain
 
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
     try:
+        check_params(params, PRETRAIN_STAGE)
         cfg = PretrainConfig.from_params(params.get("pretrain"))
     except ValueError as err:
         print(f"pretrain failed: {err}", file=sys.stderr)

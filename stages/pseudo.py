@@ -16,6 +16,7 @@ from birdclef.io import atomic_path, load_params, write_json, write_parquet
 from birdclef.models import load_checkpoint
 from birdclef.track import stage_run
 from birdclef.train.evaluate import macro_auc, model_predictor
+from birdclef.train.params import PSEUDO_STAGE, check_params
 from birdclef.train.pseudo import label_stats, teacher_predictions, transform
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params(args.params)
+    check_params(params, PSEUDO_STAGE)
     cfg = params["pseudo"]
     rnd = next((r for r in cfg["rounds"] if int(r["k"]) == args.round), None)
     if rnd is None:

@@ -14,6 +14,7 @@ from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, load_params, scratch_dir, write_csv, write_json
 from birdclef.track import stage_run
 from birdclef.train.member import MemberInputs, train_member
+from birdclef.train.params import TRAIN_STAGE, check_params, teacher_checkpoint
 from birdclef.train.voice import voice_clips
 
 
@@ -39,6 +40,7 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params(args.params)
+    check_params(params, TRAIN_STAGE)
     iteration = params["iterations"][args.iteration]
     nproc = int(params["train"].get("nproc", 1))
     dist.relaunch(nproc)  # train.nproc > 1: this very command again under torchrun (DDP)
@@ -76,7 +78,7 @@ def main() -> None:
         for model_name in iteration["members"]:
             name = f"it{iteration['k']}_{model_name}"
             ckpt = args.train_root / f"it{teacher}" / model_name / "model.pt" if teacher is not None else None
-            inputs.teacher_checkpoint = ckpt if ckpt is not None and ckpt.exists() else None
+            inputs.teacher_checkpoint = teacher_checkpoint(ckpt, params, iteration)  # missing + needed: an error
             init_from = iteration.get("init_from")  # D1 / D3: fine-tune a checkpoint, `{model}` = this member
             inputs.init_checkpoint = Path(str(init_from).format(model=model_name)) if init_from else None
             if inputs.init_checkpoint is not None and not inputs.init_checkpoint.is_file():

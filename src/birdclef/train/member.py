@@ -22,6 +22,7 @@ from birdclef.train.distill import DistillLoss, TeacherTargets
 from birdclef.train.evaluate import Evaluator, macro_auc
 from birdclef.train.fit import FitConfig, clear_resume, fit
 from birdclef.train.losses import build_loss
+from birdclef.train.params import check_member
 from birdclef.train.selftrain import PseudoMixer
 
 
@@ -110,6 +111,7 @@ def train_member(
     Returns:
         Flat metrics: ``val_auc``, ``soundscape_auc`` (+ per taxon class), timing.
     """
+    check_member(params, iteration)  # every key known, every value good, the iteration's overrides merged in
     run = run or NullRun()
     tcfg = merged(params["train"], iteration.get("train") or {})  # an iteration may override train.* keys
     st_cfg = dict(params.get("selftrain", {}))
@@ -199,13 +201,23 @@ def train_member(
 def _initialise(
     model: torch.nn.Module, classes: list[str], inputs: MemberInputs, st_cfg: Mapping[str, Any], tcfg: Mapping
 ) -> None:
-    """Start from the teacher (student iterations, ``selftrain.init: teacher``) or a pre-trained member (D1)."""
-    source = None
-    if st_cfg.get("init", "teacher") == "teacher" and inputs.teacher_checkpoint is not None:
-        source = inputs.teacher_checkpoint
-    elif inputs.init_checkpoint is not None:
-        source = inputs.init_checkpoint
+    """Start from the teacher (student iterations, ``selftrain.init: teacher``) or a pre-trained member (D1).
+
+    Raises:
+        ValueError: both the teacher and ``init_from`` would give the starting weights (one would win silently), or
+            ``freeze_backbone`` is on with no checkpoint to start from (nothing trained to freeze).
+    """
+    teacher = st_cfg.get("init", "teacher") == "teacher" and inputs.teacher_checkpoint is not None
+    if teacher and inputs.init_checkpoint is not None:
+        raise ValueError(
+            f"init_from {inputs.init_checkpoint} and selftrain.init: teacher ({inputs.teacher_checkpoint}) both give "
+            "the student its starting weights; set selftrain.init: scratch to start from init_from, or drop init_from"
+        )
+    source = inputs.teacher_checkpoint if teacher else inputs.init_checkpoint
     if source is None:
+        if tcfg.get("freeze_backbone", False):
+            raise ValueError("train.freeze_backbone is true but the member starts from no checkpoint (no init_from, "
+                             "no teacher with selftrain.init: teacher): there is no trained backbone to freeze")
         return
     donor, _ = load_checkpoint(source)
     if list(donor.classes or []) == classes:
