@@ -1,5 +1,4 @@
-"""Strict training params: every key of the training sections checked against one declarative schema, each unknown
-key and bad value named by its dotted path, and the setting combinations that cannot apply refused."""
+"""Strict training params: one declarative schema, each unknown key and bad value named by its dotted path."""
 
 from __future__ import annotations
 
