@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,3 +96,38 @@ def test_build_round_table_keeps_unknown_cells_and_scores_known_ones():
     assert out.metrics["auc_raw"] > 0.7
     np.testing.assert_allclose(out.sampler["sampler_weight"], np.nanmax(np.where(
         (np.nanmax(windows, axis=2) > 0.3)[..., None], np.nan_to_num(windows), 0.0), axis=1).sum(axis=1), rtol=1e-6)
+
+
+def _teacher_folder(tmp_path, ids, n_win, probs):
+    """A teacher stage output folder in its documented layout (teachers/outputs.py), species b uncovered."""
+    folder = tmp_path / "teacher"
+    (folder / "train_soundscape").mkdir(parents=True)
+    rows = [{"soundscape_id": s, "row_id": f"{s}_{5 * (w + 1)}", "start_s": 5.0 * w, "end_s": 5.0 * (w + 1)}
+            for s in ids for w in range(n_win)]
+    table = pd.DataFrame(rows)
+    for c, name in enumerate(CLASSES):
+        table[name] = probs[..., c].reshape(-1)
+    table.to_parquet(folder / "train_soundscape" / "probs.parquet")
+    np.save(folder / "train_soundscape" / "embeddings.npy", np.zeros((len(rows), 4), dtype=np.float32))
+    info = {"enabled": True, "splits": ["train_soundscape"], "species": CLASSES, "covered": ["a", "c"]}
+    (folder / "teacher.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_foundation_teacher_joins_the_round_on_the_species_it_covers(tmp_path):
+    """T3: (1 - w) students + w teacher on covered species; an uncovered species keeps the students' label."""
+    from birdclef.train.pseudo_round import with_foundation
+
+    students = np.full((2, 12, 3), 0.2, dtype=np.float32)
+    teacher = np.full((2, 12, 3), 0.8, dtype=np.float32)
+    teacher[..., 1] = np.nan
+    folder = _teacher_folder(tmp_path, ["ss0", "ss1"], 12, teacher)
+    out = with_foundation(students, ["ss0", "ss1"], folder, 0.25)
+    np.testing.assert_allclose(out[..., 0], 0.75 * 0.2 + 0.25 * 0.8, rtol=1e-6)
+    np.testing.assert_allclose(out[..., 1], 0.2)
+    np.testing.assert_array_equal(with_foundation(students, ["ss0", "ss1"], None, 0.0), students)
+    with pytest.raises(SystemExit, match="ss9"):
+        with_foundation(students, ["ss0", "ss9"], folder, 0.25)
+    (folder / "teacher.json").write_text('{"enabled": false}')
+    with pytest.raises(SystemExit, match="teacher_weight"):
+        with_foundation(students, ["ss0", "ss1"], folder, 0.25)

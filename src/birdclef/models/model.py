@@ -56,6 +56,10 @@ class BirdModel(nn.Module):
 
     def forward_mel(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
         """Same as ``forward`` from a (cached) mel image (B, channels, n_mels, frames)."""
+        return self.head(self.forward_features(mel))
+
+    def forward_features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map (B, D, F', T') of a mel image, before the head (embedding distillation)."""
         if mel.dim() != 4 or mel.shape[2] != self.mel_cfg.n_mels:
             raise ValueError(f"expected mel (B, channels, {self.mel_cfg.n_mels}, frames), got shape {tuple(mel.shape)}")
         if mel.shape[1] != self.in_chans:
@@ -68,7 +72,7 @@ class BirdModel(nn.Module):
                 f"backbone {self.cfg.backbone!r} returned a {features.dim()}-D feature tensor; "
                 "the heads need a (B, D, F, T) map (use a convolutional backbone)"
             )
-        return self.head(features)
+        return features
 
     def replace_head(self, num_classes: int) -> None:
         """Keep the backbone, give the head fresh class layers for a new class set (fine-tuning)."""

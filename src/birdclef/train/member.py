@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
-from birdclef.io import write_csv, write_parquet
+from birdclef.io import merged, write_csv, write_parquet
 from birdclef.models import create_model, load_checkpoint, save_checkpoint
 from birdclef.track import NullRun, params_digest
 from birdclef.train.augment import NoiseBank, SpecAugment, WaveAugment
@@ -64,13 +64,23 @@ def quiet_soundscape_clips(cache: WaveSource, keys: list[str], share: float = 0.
     return [cache.read(k, w * window, window) for _, k, w in keep]
 
 
-def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in recursively (nested dicts merge, other values replace)."""
-    out = dict(base)
-    for key, value in override.items():
-        nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
-        out[key] = merged(out[key], value) if nested else value
-    return out
+def iteration_config(params: Mapping[str, Any], iteration: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``train`` and ``selftrain`` settings of one iteration: the sections with its own overrides merged in.
+
+    An iteration may carry ``train: {...}``, ``selftrain: {...}`` and ``loss: {...}`` (a shorthand for
+    ``train: {loss: {...}}``; giving both is an error), so a whole self-training recipe is one params.yaml: rank 5's
+    self-distillation rounds on train_audio with re-initialised weights (``selftrain: {init: scratch, mix_share: 0.0,
+    distill: {mode: blend}}``) followed by rounds with soundscapes, or a loss that changes once pseudo labels arrive.
+    """
+    override = dict(iteration.get("train") or {})
+    if iteration.get("loss"):
+        if "loss" in override:
+            k = iteration.get("k")
+            raise ValueError(f"iteration {k}: give the loss override as `loss` or `train.loss`, not both")
+        override["loss"] = iteration["loss"]
+    tcfg = merged(params["train"], override)
+    st_cfg = merged(params.get("selftrain", {}) or {}, iteration.get("selftrain") or {})
+    return tcfg, st_cfg
 
 
 def fingerprint(*parts: Any) -> str:
@@ -113,8 +123,7 @@ def train_member(
     """
     check_member(params, iteration)  # every key known, every value good, the iteration's overrides merged in
     run = run or NullRun()
-    tcfg = merged(params["train"], iteration.get("train") or {})  # an iteration may override train.* keys
-    st_cfg = dict(params.get("selftrain", {}))
+    tcfg, st_cfg = iteration_config(params, iteration)
     model_cfg = dict(params["models"][model_name])
     mel_cfg = dict(params["mels"][model_cfg.pop("mel")])
     class_filter = model_cfg.pop("classes", None)

@@ -170,3 +170,34 @@ def load_teachers(folder: Path, classes: list[str], device: str = "cpu") -> tupl
             raise SystemExit(f"{name}: teachers must cover every species (taxon-group members merge at ensembling)")
         predictors.append(model_predictor(model.to(device).eval(), device))
     return predictors, {"teachers": {m: dist.file_digest(Path(folder) / m / "model.pt") for m in members}}
+
+
+def with_foundation(windows: np.ndarray, ids: list[str], folder: Path | None, weight: float) -> np.ndarray:
+    """T3: blend the foundation-model teacher's window probabilities into the students' on the species it covers.
+
+    Args:
+        windows: (files, windows, C) student-ensemble probabilities of ``ids``.
+        ids: soundscape keys.
+        folder: the teacher stage's output folder (``build/teacher``).
+        weight: the round's ``teacher_weight``; 0 returns ``windows`` unchanged (the teacher stage may be off).
+
+    Returns:
+        (files, windows, C): ``(1 - w) students + w teacher`` where the teacher covers a species, the students'
+        probability elsewhere (an uncovered species never gets a diluted label).
+
+    Raises:
+        SystemExit: ``weight > 0`` but the teacher stage ran off or without the train soundscapes.
+    """
+    if weight <= 0:
+        return windows
+    from birdclef.teachers import load_outputs, mean_with_teacher
+
+    if folder is None:
+        raise SystemExit("pseudo.rounds teacher_weight > 0 needs the teacher stage's folder (--foundation)")
+    try:
+        teacher = load_outputs(folder, "train_soundscape").window_probs(ids)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise SystemExit(f"pseudo.rounds teacher_weight = {weight}: {err}") from None
+    if teacher.shape != windows.shape:
+        raise SystemExit(f"teacher windows {teacher.shape} do not match the students' {windows.shape}")
+    return mean_with_teacher(windows, teacher, weight)

@@ -1,0 +1,63 @@
+"""DVC stage `distill`: T1, student backbones trained on a foundation teacher's embeddings (a marker when off)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from birdclef import dist
+from birdclef.features.cache import WaveCache
+from birdclef.io import atomic_path, load_params, write_json
+from birdclef.track import stage_run
+from birdclef.train.embed_distill import DistillParams, run_distill
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--teacher", type=Path, required=True, help="the teacher stage's folder (embeddings)")
+    ap.add_argument("--features", type=Path, required=True, help="waveform cache (segments and soundscapes)")
+    ap.add_argument("--out", type=Path, required=True, help="one <model>/model.pt per distilled member")
+    ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints (persist across a kill)")
+    ap.add_argument("--metrics", type=Path, required=True)
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
+    try:
+        cfg = DistillParams.from_dict(params.get("distill"))
+    except ValueError as err:
+        print(f"distill failed: {err}", file=sys.stderr)
+        return 1
+    tracking = params.get("tracking")
+    with stage_run("distill", {"distill": params.get("distill", {})}, tracking) as run:
+        if not cfg.enabled:
+            # Off: a fixed marker, so the train stages that depend on this folder do not rerun for nothing.
+            with atomic_path(args.out) as tmp:
+                tmp.mkdir()
+                write_json(tmp / "distill.json", {"enabled": False, "members": []})
+            write_json(args.metrics, {"enabled": 0})
+            print("distill: off (distill.enabled is false)")
+            return 0
+        torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
+        device = dist.torch_device(params["train"].get("device", "auto"))
+        try:
+            with atomic_path(args.out) as tmp:
+                metrics = run_distill(params, args.teacher, WaveCache(args.features), tmp, args.resume, run, device)
+                write_json(tmp / "distill.json", {"enabled": True, "members": list(cfg.members)})
+        except (ValueError, OSError) as err:
+            print(f"distill failed: {err}", file=sys.stderr)
+            return 1
+        flat = {f"{m}_{k}": v for m, values in metrics.items() for k, v in values.items()}
+        write_json(args.metrics, {"enabled": 1, **flat})
+        run.log_metrics(flat)
+    print("distill: " + ", ".join(f"{k}={v:.4g}" for k, v in flat.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
