@@ -53,8 +53,10 @@ class Evaluator:
         val_segments: held-out segment rows (``segment_id``, ``primary_label``); each is scored on its first
             ``crop_s`` seconds (short clips repeated) with the clip output.
         soundscape_labels: solution rows (``row_id`` = ``<soundscape_id>_<end s>`` + 0/1 species columns) for
-            soundscapes that are in the cache; scored with 5-s windows through ``predict_file``.
-        crop_s: seconds per focal validation clip.
+            soundscapes that are in the cache; scored per 5-s window through ``predict_file`` with chunks of
+            ``crop_s`` (the length the model trains on: a 20-s model sees 20 s of context, the centre windows
+            scored) every 5 s, both ends padded.
+        crop_s: seconds per focal validation clip and per soundscape chunk.
         taxa: label -> taxon class name, for per-class summaries.
         batch_size: clips per forward pass.
     """
@@ -74,6 +76,7 @@ class Evaluator:
         self.taxa = dict(taxa or {})
         self.batch_size = batch_size
         self.crop = int(round(crop_s * SAMPLE_RATE))
+        self.chunk_s = float(crop_s)
         self.val = val_segments.reset_index(drop=True) if val_segments is not None and len(val_segments) else None
         self.solution = None
         if soundscape_labels is not None and len(soundscape_labels):
@@ -99,7 +102,8 @@ class Evaluator:
         rows = []
         for sid in self.soundscapes:
             wave = self.cache.read(sid)
-            windows, _ = predict_file(predict, wave, batch_size=self.batch_size)
+            windows, _ = predict_file(predict, wave, chunk_s=max(self.chunk_s, WINDOW_SECONDS),
+                                      stride_s=WINDOW_SECONDS, batch_size=self.batch_size)
             frame = pd.DataFrame(windows, columns=self.classes)
             frame.insert(0, "row_id", [f"{sid}_{WINDOW_SECONDS * (i + 1)}" for i in range(len(windows))])
             rows.append(frame)
