@@ -13,12 +13,21 @@ def test_no_fold_holds_all_files_of_a_class():
     labels = [lb for lb, n in counts.items() for _ in range(n)]
     labels = list(np.array(labels)[rng.permutation(len(labels))])
     folds = assign_folds(labels, n_folds=5, seed=3)
-    assert folds.dtype == np.int64 and set(folds) == set(range(5))
+    assert folds.dtype == np.int64 and set(folds) - {-1} == set(range(5))
     for label, n in counts.items():
         used = set(folds[np.array(labels) == label])
-        assert len(used) == min(n, 5), label  # so every fold keeps training files when n >= 2
-    sizes = np.bincount(folds, minlength=5)
+        assert len(used) == min(n, 5) if n > 1 else used == {-1}, label  # every fold keeps training files
+    sizes = np.bincount(folds[folds >= 0], minlength=5)
     assert sizes.max() - sizes.min() <= 1
+
+
+def test_single_file_classes_never_land_in_a_validation_fold():
+    labels = ["a"] * 3 + ["solo"] + ["b"] * 4 + ["lone"]
+    folds = assign_folds(labels, n_folds=5, seed=0)
+    assert folds[3] == -1 and folds[8] == -1
+    for val_fold in range(5):
+        trained = {lb for lb, f in zip(labels, folds, strict=True) if f != val_fold}
+        assert trained == set(labels)  # every class, single-file ones included, keeps a training file
 
 
 def test_folds_are_deterministic_for_the_seed():

@@ -117,7 +117,7 @@ def _suites(tables: dict[str, pd.DataFrame], taxonomy: pd.DataFrame, n_folds: in
             *shared(),
             E.ExpectColumnValuesToBeInSet(column="class_name", value_set=classes),
             *positive("duration_s", "sample_rate", "channels"),
-            E.ExpectColumnValuesToBeBetween(column="fold", min_value=0, max_value=n_folds - 1),
+            E.ExpectColumnValuesToBeBetween(column="fold", min_value=-1, max_value=n_folds - 1),
         ],
         "recordings_secondary_labels": [E.ExpectColumnValuesToBeInSet(column="secondary_label", value_set=species)],
         "soundscapes": [

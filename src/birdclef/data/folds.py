@@ -7,13 +7,18 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+TRAIN_ONLY = -1
+"""The fold of a label's only recording: in no validation fold, so a single-file class is always trained on."""
+
 
 def assign_folds(labels: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
     """Assign each recording to a fold, stratified by label.
 
     Each label's recordings are shuffled (seeded) and dealt round-robin over the folds, starting where the previous
     label stopped so fold sizes stay within one of each other. A label with k >= 2 recordings therefore lands in
-    min(k, n_folds) different folds: no fold holds all of its files, so every fold keeps some for training.
+    min(k, n_folds) different folds: no fold holds all of its files, so every fold keeps some for training. A label
+    with one recording gets ``TRAIN_ONLY`` (-1): were it dealt to the validation fold, its class would be held out
+    entirely and never trained on (it takes no turn in the deal, so fold sizes stay within one of each other).
 
     Args:
         labels: primary label per recording, length N.
@@ -21,7 +26,7 @@ def assign_folds(labels: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
         seed: RNG seed; the same labels and seed give the same folds.
 
     Returns:
-        int64 array of shape (N,), values in [0, n_folds).
+        int64 array of shape (N,), values in [0, n_folds), or -1 for single-file labels.
     """
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
@@ -32,6 +37,9 @@ def assign_folds(labels: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
     for label in sorted(set(labels.tolist())):
         idx = np.flatnonzero(labels == label)
         idx = idx[rng.permutation(len(idx))]
+        if len(idx) == 1:
+            folds[idx] = TRAIN_ONLY
+            continue
         folds[idx] = (start + np.arange(len(idx))) % n_folds
         start = (start + len(idx)) % n_folds
     return folds
