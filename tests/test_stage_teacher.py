@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
-from test_teachers import LABELS, burst, energy_onnx, write_txt_labels
+from teacher_fixtures import LABELS, burst, energy_onnx, write_txt_labels
 
 from birdclef.features.cache import CacheItem, WaveCache, WaveCacheWriter
 from birdclef.io import load_params
@@ -40,8 +40,13 @@ def _stage_main():
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BIRDCLEF_TRACKING", "0")
-    waves = {"S1": sum(burst(20, a, b) for a, b in TONES["S1"]), "S2": burst(20, *TONES["S2"][0]),
-             "T1": burst(10, 1.0, 1.5), "sp_all/a.ogg#0": burst(7, 3.0, 3.5), "frog1/b.ogg#0": np.zeros(3 * 32_000)}
+    waves = {
+        "S1": sum(burst(20, a, b) for a, b in TONES["S1"]),
+        "S2": burst(20, *TONES["S2"][0]),
+        "T1": burst(10, 1.0, 1.5),
+        "sp_all/a.ogg#0": burst(7, 3.0, 3.5),
+        "frog1/b.ogg#0": np.zeros(3 * 32_000),
+    }
     kinds = {"S1": "train_soundscape", "S2": "train_soundscape", "T1": "test_soundscape"}
     items = [CacheItem(k, kinds.get(k, "segment"), len(w)) for k, w in waves.items()]
     writer = WaveCacheWriter(tmp_path / "build/features", items, rms_hop=3200)

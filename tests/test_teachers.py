@@ -8,6 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from teacher_fixtures import (
+    FRAMES,
+    LABELS,
+    REAL_AUDIO,
+    burst,
+    energy_onnx,
+    energy_tflite,
+    expected,
+    write_txt_labels,
+)
 
 from birdclef.teachers import (
     TeacherParams,
@@ -22,124 +32,6 @@ from birdclef.teachers import (
 )
 from birdclef.teachers.base import Teacher
 from birdclef.teachers.windows import activate
-
-SR = 32_000
-FRAMES = 4
-# logits = W @ energy + b: class q lights when quarter q of the teacher window is loud, class "all" when any is.
-WEIGHT = np.concatenate([100.0 * np.eye(FRAMES), 100.0 * np.ones((1, FRAMES))]).astype(np.float32)
-BIAS = np.full(FRAMES + 1, -5.0, dtype=np.float32)
-LABELS = ["Alpha prima_Alpha", "Beta secunda_Beta", "Gamma tertia_Gamma", "Delta quarta_Delta", "Omnia sonora_All"]
-REAL_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "real-audio"
-
-
-def energy_onnx(path: Path, samples: int, *, input_name: str = "inputs", logits: str = "label",
-                embedding: str = "embedding", extra_outputs: bool = False, static: bool = True) -> Path:
-    """A stand-in ONNX teacher: embedding = mean energy of each quarter of the window, logits = WEIGHT @ it + BIAS."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = [
-        numpy_helper.from_array(np.array([-1, FRAMES, samples // FRAMES], np.int64), "shape"),
-        numpy_helper.from_array(np.ascontiguousarray(WEIGHT.T), "w"),
-        numpy_helper.from_array(BIAS, "b"),
-    ]
-    nodes = [
-        helper.make_node("Reshape", [input_name, "shape"], ["framed"]),
-        helper.make_node("Mul", ["framed", "framed"], ["squared"]),
-        helper.make_node("ReduceMean", ["squared"], [embedding], axes=[2], keepdims=0),
-        helper.make_node("MatMul", [embedding, "w"], ["mm"]),
-        helper.make_node("Add", ["mm", "b"], [logits]),
-    ]
-    outputs = [helper.make_tensor_value_info(embedding, TensorProto.FLOAT, ["batch", FRAMES if static else "d"])]
-    if extra_outputs:  # Perch v2's export also has these; the adapter must ignore them
-        nodes += [helper.make_node("Identity", ["squared"], ["spectrogram"]),
-                  helper.make_node("Identity", [embedding], ["spatial_embedding"])]  # fmt: skip
-        outputs += [helper.make_tensor_value_info("spatial_embedding", TensorProto.FLOAT, ["batch", FRAMES]),
-                    helper.make_tensor_value_info("spectrogram", TensorProto.FLOAT, ["b", FRAMES, "n"])]  # fmt: skip
-    outputs.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["batch", len(LABELS)]))
-    graph = helper.make_graph(
-        nodes, "energy_teacher",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", samples if static else "n"])],
-        outputs, inits,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
-
-
-def energy_tflite(path: Path, samples: int = 144_000) -> Path:
-    """The same stand-in as a TFLite flatbuffer with BirdNET's layout: the embedding tensor sits right before the
-    logits output (index output - 1)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as S
-
-    def buffer(a: np.ndarray | None = None):
-        b = S.BufferT()
-        if a is not None:
-            b.data = np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8)
-        return b
-
-    def tensor(name: str, shape: list[int], buf: int = 0, kind: int = S.TensorType.FLOAT32):
-        t = S.TensorT()
-        t.name, t.shape, t.buffer, t.type = name, shape, buf, kind
-        return t
-
-    def op(code: int, ins: list[int], outs: list[int], kind: int, opts):
-        o = S.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs, o.builtinOptionsType, o.builtinOptions = code, ins, outs, kind, opts
-        return o
-
-    codes = []
-    for builtin in (S.BuiltinOperator.RESHAPE, S.BuiltinOperator.MUL, S.BuiltinOperator.MEAN,
-                    S.BuiltinOperator.FULLY_CONNECTED):  # fmt: skip
-        c = S.OperatorCodeT()
-        c.builtinCode = c.deprecatedBuiltinCode = builtin
-        c.version = 1
-        codes.append(c)
-    per = samples // FRAMES
-    reshape, reducer = S.ReshapeOptionsT(), S.ReducerOptionsT()
-    reshape.newShape, reducer.keepDims = [-1, FRAMES, per], False
-    sub = S.SubGraphT()
-    sub.tensors = [
-        tensor("input", [1, samples]), tensor("shape", [3], 1, S.TensorType.INT32), tensor("framed", [1, FRAMES, per]),
-        tensor("squared", [1, FRAMES, per]), tensor("axis", [1], 2, S.TensorType.INT32),
-        tensor("w", [len(LABELS), FRAMES], 3), tensor("b", [len(LABELS)], 4),
-        tensor("model/GLOBAL_AVG_POOL/Mean", [1, FRAMES]), tensor("Identity", [1, len(LABELS)]),
-    ]  # fmt: skip
-    sub.operators = [
-        op(0, [0, 1], [2], S.BuiltinOptions.ReshapeOptions, reshape),
-        op(1, [2, 2], [3], S.BuiltinOptions.MulOptions, S.MulOptionsT()),
-        op(2, [3, 4], [7], S.BuiltinOptions.ReducerOptions, reducer),
-        op(3, [7, 5, 6], [8], S.BuiltinOptions.FullyConnectedOptions, S.FullyConnectedOptionsT()),
-    ]
-    sub.inputs, sub.outputs = [0], [8]
-    model = S.ModelT()
-    model.version, model.operatorCodes, model.subgraphs = 3, codes, [sub]
-    model.buffers = [buffer(), buffer(np.array([-1, FRAMES, per], np.int32)), buffer(np.array([2], np.int32)),
-                     buffer(WEIGHT), buffer(BIAS)]  # fmt: skip
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
-    return path
-
-
-def write_txt_labels(path: Path, labels: list[str] = LABELS) -> Path:
-    path.write_text("\n".join(labels))  # no trailing newline, as BirdNET's file
-    return path
-
-
-def expected(energies: np.ndarray) -> np.ndarray:
-    return energies @ WEIGHT.T + BIAS
-
-
-def burst(seconds: float, start_s: float, stop_s: float, sr: int = SR, amp: float = 0.8) -> np.ndarray:
-    """Silence with a 1 kHz tone between start_s and stop_s."""
-    wave = np.zeros(round(seconds * sr), np.float32)
-    t = np.arange(round(start_s * sr), round(stop_s * sr))
-    wave[t] = amp * np.sin(2 * np.pi * 1000 * t / sr)
-    return wave
 
 
 @pytest.fixture
@@ -392,3 +284,34 @@ def test_the_real_birdnet_v24():
     best = int(probs.max(axis=0).argmax())
     assert teacher.labels[best] == "Geothlypis trichas_Common Yellowthroat" and probs[:, best].max() > 0.9
     assert emb.shape == (2, 1024) and np.isfinite(emb).all() and emb.std() > 0
+
+
+def test_the_numpy_runtime_mirrors_birdclef_and_scipy():
+    from scipy.stats import rankdata
+
+    from birdclef import SAMPLE_RATE, WINDOW_SECONDS
+    from birdclef.teachers import runtime
+
+    assert (runtime.SAMPLE_RATE, runtime.WINDOW_SECONDS) == (SAMPLE_RATE, WINDOW_SECONDS)
+    x = np.random.default_rng(0).integers(0, 5, 40).astype(float)  # many ties
+    np.testing.assert_allclose(runtime.average_ranks(x), rankdata(x))
+    assert runtime.average_ranks(np.zeros(0)).shape == (0,)
+
+
+def test_the_runtime_module_imports_nothing_beyond_numpy_at_module_level(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from birdclef.teachers import runtime
+
+    code = (
+        "import sys, importlib.util\n"
+        "for m in ('torch', 'birdclef', 'pandas', 'scipy', 'soxr', 'onnxruntime'): sys.modules[m] = None\n"
+        f"spec = importlib.util.spec_from_file_location('teacher_runtime', {runtime.__file__!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import numpy as np\n"
+        "print(m.blend(np.eye(3), np.eye(3)[::-1], 0.5).round(3).tolist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    # column 0: students (1, 0, 0) rank (1, .5, .5), teacher (0, 0, 1) rank (.5, .5, 1): the mean of both
+    assert out.stdout.strip() == str([[0.75, 0.5, 0.75], [0.5, 1.0, 0.5], [0.75, 0.5, 0.75]])

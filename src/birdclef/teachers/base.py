@@ -7,7 +7,6 @@ is an error that names the param, the variable and where users get the file.
 from __future__ import annotations
 
 import abc
-import csv
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from birdclef.dist import file_digest
+from birdclef.teachers.runtime import read_labels
+
+__all__ = ["ADAPTER_OPTIONS", "Teacher", "check_options", "read_labels", "resolve_file", "resolve_labels"]
 
 ADAPTER_OPTIONS = (
     "model_path",
@@ -45,6 +47,8 @@ class Teacher(abc.ABC):
 
     name: ClassVar[str] = ""
     OPTIONS: ClassVar[tuple[str, ...]] = ("model_path", "labels_path", "threads")
+    RUNTIME: ClassVar[str] = ""
+    """``tflite`` | ``onnx``: the :mod:`birdclef.teachers.runtime` model class the Kaggle bundle rebuilds."""
 
     sample_rate: int
     window_s: float
@@ -73,6 +77,12 @@ class Teacher(abc.ABC):
         """Build from adapter options (see :func:`birdclef.teachers.create_teacher`)."""
         check_options(cfg, cls.OPTIONS, where, cls.name)
         return cls(**{k: v for k, v in cfg.items() if v is not None}, where=where)
+
+    def runtime_options(self) -> dict[str, Any]:
+        """What rebuilds the model without birdclef (the ensemble member's spec entry): ``runtime`` plus, for
+        ONNX, the input and output names. Files, rate and window come from :attr:`files`, :attr:`sample_rate`,
+        :attr:`window_s`."""
+        return {"runtime": self.RUNTIME}
 
     def fingerprint(self) -> dict[str, Any]:
         """What this teacher's outputs depend on: name, rate, window and the sha256 of its files."""
@@ -160,35 +170,3 @@ def resolve_labels(
             return model.parent / name
     looked = f" nor {' / '.join(beside)} beside the model in {model.parent}" if beside else ""
     raise FileNotFoundError(f"{param} is not set, nor the environment variable {env}{looked}: no label file")
-
-
-def read_labels(
-    path: str | os.PathLike[str], column: str | None = None, param: str = "teacher.labels_path"
-) -> list[str]:
-    """A teacher's class names in logit order.
-
-    ``.csv`` files have a header row and the labels in ``column`` (default: the first column; Perch v2's
-    ``labels.csv`` has the header ``inat2024_fsd50k``); any other file has one label per line (BirdNET's
-    ``Scientific name_Common name`` lines). Blank lines are skipped.
-
-    Raises:
-        ValueError: an empty file or a missing column, naming the file.
-    """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() == ".csv":
-        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
-        if not rows:
-            raise ValueError(f"{path} ({param}): empty label file")
-        header = [c.strip() for c in rows[0]]
-        if column is not None and column not in header:
-            raise ValueError(f"{path}: no column {column!r} (label_column); columns: {', '.join(header)}")
-        col = header.index(column) if column is not None else 0
-        labels = [r[col].strip() if col < len(r) else "" for r in rows[1:]]
-    else:
-        if column is not None:
-            raise ValueError(f"{path}: label_column applies to .csv label files only")
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
-    if not labels:
-        raise ValueError(f"{path} ({param}): no labels")
-    return labels

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from birdclef.teachers._registry import register_teacher
 from birdclef.teachers.base import Teacher, read_labels, resolve_file, resolve_labels
+from birdclef.teachers.runtime import TFLiteModel
 
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
@@ -35,6 +36,7 @@ class BirdNetTeacher(Teacher):
         where: params prefix named in errors.
     """
 
+    RUNTIME: ClassVar[str] = "tflite"
     MODEL_ENV: ClassVar[str] = "BIRDNET_TFLITE"
     LABELS_ENV: ClassVar[str] = "BIRDNET_LABELS"
     SAMPLE_RATE: ClassVar[int] = 48_000
@@ -55,52 +57,18 @@ class BirdNetTeacher(Teacher):
         self.labels = read_labels(labels, None, f"{where}.labels_path")
         self.sample_rate = self.SAMPLE_RATE
         self.window_s = self.WINDOW_S
-        self.interpreter = _interpreter(model, threads or 1)
-        inp = self.interpreter.get_input_details()[0]
-        if int(inp["shape"][-1]) != self.window_samples:
-            raise ValueError(f"{model}: takes {inp['shape'][-1]} samples, not BirdNET V2.4's {self.window_samples}")
-        self.input_index = inp["index"]
-        out = self.interpreter.get_output_details()[0]
-        self.logits_index = out["index"]
-        self.embedding_index = out["index"] - 1
-        if int(out["shape"][-1]) != len(self.labels):
-            raise ValueError(f"{model}: {out['shape'][-1]} classes but {labels} has {len(self.labels)} labels")
-        emb = next(t for t in self.interpreter.get_tensor_details() if t["index"] == self.embedding_index)
-        self.embedding_dim = int(emb["shape"][-1])
-        self._batch = 0
+        self.model = TFLiteModel(model, threads or 1, embeddings=True)
+        if self.model.input_samples != self.window_samples:
+            got = self.model.input_samples
+            raise ValueError(f"{model}: takes {got} samples, not BirdNET V2.4's {self.window_samples}")
+        if self.model.n_classes != len(self.labels):
+            raise ValueError(f"{model}: {self.model.n_classes} classes but {labels} has {len(self.labels)} labels")
+        self.interpreter = self.model.interpreter
+        self.logits_index, self.embedding_index = self.model.logits_index, self.model.embedding_index
+        self.embedding_dim = int(self.model.embedding_dim or 0)
 
     def predict(self, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(batch, 144000) float32 at 48 kHz -> (logits (batch, 6522), embeddings (batch, 1024))."""
         waves = self._check_batch(waves)
-        if waves.shape[0] != self._batch:  # resizing re-plans the arena: only when the batch size changes
-            self.interpreter.resize_tensor_input(self.input_index, list(waves.shape))
-            self.interpreter.allocate_tensors()
-            self._batch = waves.shape[0]
-        self.interpreter.set_tensor(self.input_index, waves)
-        self.interpreter.invoke()
-        logits = self.interpreter.get_tensor(self.logits_index)
-        emb = self.interpreter.get_tensor(self.embedding_index)
-        return self._check_outputs(logits.copy(), emb.copy(), waves.shape[0])
-
-
-def _interpreter(path: os.PathLike[str], threads: int) -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore[no-redef]
-        except ImportError:
-            try:
-                import tensorflow as tf  # type: ignore[import-not-found]
-            except ImportError:
-                raise ImportError(
-                    "the birdnet teacher needs a TFLite interpreter: pip install -e '.[teachers]' (ai-edge-litert)"
-                ) from None
-            Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
-    interp = Interpreter(
-        model_path=str(path),
-        num_threads=int(threads),
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interp.allocate_tensors()
-    return interp
+        logits, emb = self.model(waves)
+        return self._check_outputs(logits, emb, waves.shape[0])

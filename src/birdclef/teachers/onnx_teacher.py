@@ -9,6 +9,7 @@ import numpy as np
 
 from birdclef.teachers._registry import register_teacher
 from birdclef.teachers.base import Teacher, read_labels, resolve_file, resolve_labels
+from birdclef.teachers.runtime import OnnxModel
 
 
 @register_teacher("onnx")
@@ -40,6 +41,7 @@ class OnnxTeacher(Teacher):
         "logits_output",
         "embedding_output",
     )
+    RUNTIME: ClassVar[str] = "onnx"
     MODEL_ENV: ClassVar[str] = "TEACHER_ONNX"
     LABELS_ENV: ClassVar[str] = "TEACHER_LABELS"
     LABELS_BESIDE: ClassVar[tuple[str, ...]] = ()
@@ -74,36 +76,21 @@ class OnnxTeacher(Teacher):
         self.labels = read_labels(labels, label_column, f"{where}.labels_path")
         self.sample_rate = int(sample_rate)  # type: ignore[arg-type]
         self.window_s = float(window_s)  # type: ignore[arg-type]
-        self.session = _session(model, threads)
-        inputs = self.session.get_inputs()
-        if input_name is None:
-            if len(inputs) != 1:
-                raise ValueError(f"{model}: {len(inputs)} inputs; name the waveform one in {where}.input_name")
-            input_name = inputs[0].name
-        by_name = {i.name: i for i in inputs}
-        if input_name not in by_name:
-            raise ValueError(f"{model}: no input {input_name!r} ({where}.input_name); inputs: {', '.join(by_name)}")
-        last = by_name[input_name].shape[-1]
-        if isinstance(last, int) and last != self.window_samples:
-            raise ValueError(
-                f"{model}: input {input_name!r} takes {last} samples, but {where}.window_s * sample_rate = "
-                f"{self.window_samples}"
-            )
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        for key, out in (("logits_output", logits_output), ("embedding_output", embedding_output)):
-            if out not in outputs:
-                raise ValueError(f"{model}: no output {out!r} ({where}.{key}); outputs: {', '.join(outputs)}")
-        self.input_name = input_name
-        self.output_names = [str(logits_output), str(embedding_output)]
-        dim = outputs[str(embedding_output)].shape[-1]
-        if not isinstance(dim, int):  # a symbolic dimension: ask the model once
-            dim = self.predict(np.zeros((1, self.window_samples), np.float32))[1].shape[1]
-        self.embedding_dim = int(dim)
+        self.model = OnnxModel(model, self.window_samples, str(logits_output), str(embedding_output), input_name,
+                               threads, embeddings=True, where=where)  # fmt: skip
+        self.session, self.input_name = self.model.session, self.model.input_name
+        self.output_names = self.model.output_names
+        self.embedding_dim = int(self.model.embedding_dim or 0)
+
+    def runtime_options(self) -> dict[str, object]:
+        """``runtime: onnx`` and the input and output names (see :meth:`Teacher.runtime_options`)."""
+        names = {"input_name": self.input_name, "logits_output": self.output_names[0]}
+        return {"runtime": self.RUNTIME, **names, "embedding_output": self.output_names[1]}
 
     def predict(self, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(batch, window_samples) float32 -> (logits (batch, classes), embeddings (batch, D))."""
         waves = self._check_batch(waves)
-        logits, emb = self.session.run(self.output_names, {self.input_name: waves})
+        logits, emb = self.model(waves)
         return self._check_outputs(logits, emb, waves.shape[0])
 
 
@@ -140,14 +127,3 @@ class PerchV2Teacher(OnnxTeacher):
         **kwargs: object,
     ) -> None:
         super().__init__(model_path, labels_path, **{**self.DEFAULTS, **kwargs})  # type: ignore[arg-type]
-
-
-def _session(path: os.PathLike[str], threads: int | None):
-    try:
-        import onnxruntime as ort
-    except ImportError as err:  # pragma: no cover - onnxruntime is a core dependency
-        raise ImportError("ONNX teachers need onnxruntime (a core dependency of birdclef)") from err
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

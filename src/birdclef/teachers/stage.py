@@ -171,4 +171,3 @@ def _info(params: TeacherParams, teacher: Teacher, lmap: LabelMap, digests: dict
 def labels_or_none(path: str | os.PathLike[str] | None) -> pd.DataFrame | None:
     """A parquet table when the path exists, else ``None`` (optional inputs of the stage)."""
     return pd.read_parquet(path) if path is not None and Path(path).exists() else None
-

@@ -10,70 +10,19 @@ Pooling over a 5-s window's tiles: probabilities take the max (a species heard i
 present in it, which is what a window label means; a mean would halve a call that only one of two tiles hears),
 embeddings the mean (one vector for the whole 5 s that stays in the teacher's embedding space, which an
 element-wise max of embeddings does not).
+
+The numbers come from :func:`birdclef.teachers.runtime.run_windows` (numpy only, shared with the Kaggle bundle).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from birdclef import SAMPLE_RATE, WINDOW_SECONDS
-from birdclef.audio.decode import resample
+from birdclef import SAMPLE_RATE
 from birdclef.teachers.base import Teacher
+from birdclef.teachers.runtime import ACTIVATIONS, POOLS, activate, n_windows, run_windows, tile_offsets
 
-POOLS = ("max", "mean")
-ACTIVATIONS = ("sigmoid", "softmax")
-_EPS = 1e-6
-
-
-def tile_offsets(window_s: float, stride_s: float | None = None, param: str = "teacher.stride_s") -> np.ndarray:
-    """Start times (s) of the teacher windows tiling one 5-s window, relative to its start.
-
-    Args:
-        window_s: the teacher's window W in seconds.
-        stride_s: seconds between tiles when W < 5 s; ``None``: the fewest tiles that cover the window
-            (ceil(5 / W), evenly spaced). ``(5 - W) / stride_s`` must be a whole number, so that the last tile
-            ends where the window ends.
-        param: the param named in errors.
-
-    Returns:
-        (tiles,) float64 offsets; one negative offset ``-(W - 5) / 2`` when W >= 5 s.
-
-    Raises:
-        ValueError: a stride that does not tile the window, or a stride for a teacher with W >= 5 s.
-    """
-    span = WINDOW_SECONDS - window_s
-    if span <= _EPS:
-        if stride_s is not None:
-            raise ValueError(f"{param} cannot apply: a {window_s:g}-s teacher runs once per 5-s window (leave it null)")
-        return np.array([span / 2.0])
-    if stride_s is None:
-        n = math.ceil(WINDOW_SECONDS / window_s - _EPS)
-        return np.linspace(0.0, span, n)
-    steps = span / stride_s if stride_s > 0 else -1.0
-    if steps < 1 - _EPS or abs(steps - round(steps)) > 1e-6:
-        raise ValueError(
-            f"{param} = {stride_s}: tiles of {window_s:g} s must end where the 5-s window ends, so "
-            f"{span:g} / stride_s must be a whole number >= 1 (e.g. {span:g}, {span / 2:g} or {span / 4:g})"
-        )
-    return np.arange(round(steps) + 1) * float(stride_s)
-
-
-def n_windows(samples: int, sample_rate: int = SAMPLE_RATE) -> int:
-    """Number of 5-s windows of a waveform of ``samples`` (the last one zero-padded; at least one)."""
-    return max(1, -(-samples // (WINDOW_SECONDS * sample_rate)))
-
-
-def activate(logits: np.ndarray, activation: str = "sigmoid") -> np.ndarray:
-    """Logits -> probabilities: ``sigmoid`` (multi-label, BirdNET's and Perch's default) or ``softmax`` over classes."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if activation == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))).astype(np.float32)
-    if activation == "softmax":
-        z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
-    raise ValueError(f"teacher.activation must be one of {ACTIVATIONS}, not {activation!r}")
+__all__ = ["ACTIVATIONS", "POOLS", "activate", "n_windows", "predict_windows", "tile_offsets"]
 
 
 def predict_windows(
@@ -103,35 +52,7 @@ def predict_windows(
         ``(probs, embeddings)``: (n_windows, teacher classes) float32 and (n_windows, D) float32, window ``k``
         covering [5k, 5k + 5) s.
     """
-    if pool not in POOLS:
-        raise ValueError(f"teacher.pool must be one of {POOLS}, not {pool!r}")
-    offsets = tile_offsets(teacher.window_s, stride_s)
-    n_win = n_windows(len(wave), sample_rate)
-    starts_s = (np.arange(n_win)[:, None] * WINDOW_SECONDS + offsets[None, :]).ravel()
-    wave = resample(np.ascontiguousarray(wave, dtype=np.float32), sample_rate, teacher.sample_rate)
-    starts = np.rint(starts_s * teacher.sample_rate).astype(np.int64)
-    length = teacher.window_samples
-    probs, embs = [], []
-    for i in range(0, len(starts), batch_size):
-        batch = np.stack([_crop(wave, int(s), length) for s in starts[i : i + batch_size]])
-        if peak_normalize is not None:
-            peak = np.abs(batch).max(axis=1, keepdims=True)
-            batch = np.where(peak > 0, batch * (peak_normalize / np.maximum(peak, 1e-12)), batch).astype(np.float32)
-        logits, emb = teacher.predict(batch)
-        probs.append(activate(logits, activation))
-        embs.append(emb.astype(np.float32))
-    tiles = len(offsets)
-    p = np.concatenate(probs).reshape(n_win, tiles, -1)
-    e = np.concatenate(embs).reshape(n_win, tiles, -1)
-    return (p.max(axis=1) if pool == "max" else p.mean(axis=1)), e.mean(axis=1)
-
-
-def _crop(wave: np.ndarray, start: int, length: int) -> np.ndarray:
-    """Samples [start, start + length) of ``wave``, zeros outside it."""
-    if start >= 0 and start + length <= len(wave):
-        return wave[start : start + length]
-    out = np.zeros(length, dtype=np.float32)
-    lo, hi = max(start, 0), min(start + length, len(wave))
-    if hi > lo:
-        out[lo - start : hi - start] = wave[lo:hi]
-    return out
+    return run_windows(
+        teacher.predict, wave, teacher_rate=teacher.sample_rate, window_s=teacher.window_s, sample_rate=sample_rate,
+        stride_s=stride_s, pool=pool, activation=activation, batch_size=batch_size, peak_normalize=peak_normalize,
+    )  # fmt: skip
