@@ -13,8 +13,9 @@ from birdclef import dist
 from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, load_params, scratch_dir, write_csv, write_json
 from birdclef.track import stage_run
-from birdclef.train.member import MemberInputs, train_member
+from birdclef.train.member import MemberInputs, iteration_config, train_member
 from birdclef.train.params import TRAIN_STAGE, check_params, teacher_checkpoint
+from birdclef.train.teacher_data import load_teacher_segments
 from birdclef.train.voice import voice_clips
 
 
@@ -32,6 +33,8 @@ def main() -> None:
         required=True,
         help="what the iteration learns from: the segment table (k = 0) or a pseudo stage output folder",
     )
+    ap.add_argument("--teacher-outputs", type=Path, required=True,
+                    help="the teacher stage's folder (D4 segments when train.teacher_segments.enabled)")
     ap.add_argument("--train-root", type=Path, required=True, help="parent of the it<k> train folders (teacher init)")
     ap.add_argument("--out", type=Path, required=True, help="this iteration's output folder (one subfolder a member)")
     ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints (persist across a kill)")
@@ -59,9 +62,14 @@ def main() -> None:
         raise SystemExit(f"iteration {iteration['k']} has teacher {teacher} but {args.labels} holds no labels.parquet")
     pseudo = pd.read_parquet(args.labels / "labels.parquet") if teacher is not None else None
     weights = pd.read_parquet(args.labels / "soundscapes.parquet") if teacher is not None else None
+    taxonomy = pd.read_parquet(args.acquire / "taxonomy.parquet")
+    try:
+        extra = load_teacher_segments(args.teacher_outputs, iteration_config(params, iteration)[0], taxonomy)
+    except ValueError as err:
+        raise SystemExit(f"iteration {iteration['k']}: {err}") from err
     inputs = MemberInputs(
         segments=pd.read_parquet(args.clean / "segments.parquet"),
-        taxonomy=pd.read_parquet(args.acquire / "taxonomy.parquet"),
+        taxonomy=taxonomy,
         cache=WaveCache(args.features),
         soundscape_labels=labels[labels["split"] == "test"].drop(columns=["split", "soundscape_id"]),
         pseudo_labels=pseudo,
@@ -69,6 +77,7 @@ def main() -> None:
         if weights is not None
         else None,
         voice_clips=voice_clips(args.data, pd.read_parquet(args.clean / "voice_spans.parquet")),
+        extra_segments=extra,
     )
     section = {k: params[k] for k in ("train", "selftrain", "models", "mels") if k in params}
     tracking = params.get("tracking", {}) if rank == 0 else {"enabled": False}

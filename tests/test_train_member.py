@@ -130,3 +130,53 @@ def test_every_technique_switched_on_from_params_trains_a_step(tmp_path, path, v
     metrics = train_member("it0_tiny", "tiny", _params(), iteration, inputs, tmp_path)
     assert np.isfinite(pd.read_csv(tmp_path / "history.csv")["train_loss"]).all()
     assert 0.0 <= metrics["val_auc"] <= 1.0
+
+
+# ---------------------------------------------------------------- D4: teacher segments join the training rows only
+
+
+def _teacher_rows(cache, labels=("a", "c", "b")):
+    """Three D4 rows over one 15-s train soundscape of the cache (fold -1, as teacher_segments writes them)."""
+    rng = np.random.default_rng(1)
+    cache.waves["ss0"] = (0.1 * rng.standard_normal(32000 * 15)).astype(np.float32)
+    cache.kinds["ss0"] = "train_soundscape"
+    return pd.DataFrame([
+        {"segment_id": f"ss0@{5 * w}", "recording_id": "ss0", "path": "train_soundscapes/ss0", "start_s": 5.0 * w,
+         "end_s": 5.0 * (w + 1), "primary_label": label, "secondary_labels": [], "class_name": "Aves", "rating": 0.0,
+         "fold": -1, "weight": 1.0, "copies": 1, "cache_key": "ss0", "offset_s": 5.0 * w}
+        for w, label in enumerate(labels)
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("val_fold", [0, 1, -1])
+def test_split_segments_puts_teacher_rows_into_training_only(val_fold):
+    from birdclef.train.member import split_segments
+
+    segs, cache = toy_segments()
+    extra = _teacher_rows(cache)
+    train, val = split_segments(segs, ["a", "c"], val_fold, extra)
+    focal = segs[segs["primary_label"].isin(["a", "c"])]
+    kept = focal if val_fold < 0 else focal[focal["fold"] != val_fold]
+    assert sorted(train["segment_id"]) == sorted([*kept["segment_id"], "ss0@0", "ss0@5"])  # "b": not a member class
+    if val_fold < 0:
+        assert val is None
+    else:
+        assert sorted(val["segment_id"]) == sorted(focal.loc[focal["fold"] == val_fold, "segment_id"])
+        assert not val["segment_id"].str.startswith("ss0").any()
+    assert train.loc[train["segment_id"] == "ss0@5", "offset_s"].item() == 5.0
+    assert train.loc[~train["segment_id"].str.startswith("ss0"), "cache_key"].isna().all()
+
+
+def test_a_member_trains_on_teacher_segments_and_counts_them(tmp_path):
+    inputs = _inputs()
+    inputs.extra_segments = _teacher_rows(inputs.cache)
+    metrics = train_member("it0_tiny", "tiny", _params(), {"k": 0}, inputs, tmp_path)
+    assert metrics["teacher_segments"] == 3
+    val = pd.read_parquet(tmp_path / "val_predictions.parquet")
+    segs = inputs.segments
+    assert sorted(val["segment_id"]) == sorted(segs.loc[segs["fold"] == 0, "segment_id"])  # no teacher window
+    _, meta = load_checkpoint(tmp_path / "model.pt")
+    inputs.extra_segments = None
+    plain = train_member("it0_tiny", "tiny", _params(), {"k": 0}, inputs, tmp_path / "plain")
+    _, plain_meta = load_checkpoint(tmp_path / "plain" / "model.pt")
+    assert plain["teacher_segments"] == 0 and plain_meta["fingerprint"] != meta["fingerprint"]

@@ -128,6 +128,10 @@ TYPOS = [
     ("mels__mel128__nmels", 64, "unknown key mels.mel128.nmels; valid: absmax, deltas"),
     ("pretrain__source", ["x"], "unknown key pretrain.source; valid: exclude_competition_species"),
     ("pretrain__train", {"loop": {"epoch": 3}}, "unknown key pretrain.train.loop.epoch; valid: "),
+    ("train__teacher_segments__treshold", 0.2, "unknown key train.teacher_segments.treshold; valid: enabled, "
+     "threshold, weight"),
+    ("iterations__1__train", {"teacher_segments": {"enable": True}}, "unknown key "
+     "iterations.1.train.teacher_segments.enable; valid: enabled, threshold, weight"),
 ]  # fmt: skip
 
 
@@ -180,6 +184,10 @@ BAD_VALUES = [
     ("models__sed_mnv3__freq_pool", "max", "models.sed_mnv3.freq_pool must be one of mean, gem, got 'max'"),
     ("models__sed_mnv3__mel", "mel64", "models.sed_mnv3.mel: 'mel64' is not a key of mels"),
     ("mels__mel128__norm", "peak", "mels.mel128.norm must be one of ref_max, minmax, db"),
+    ("train__teacher_segments__threshold", 1.0, "train.teacher_segments.threshold must be a number in (0, 1), got 1"),
+    ("train__teacher_segments__weight", 0, "train.teacher_segments.weight must be a number > 0, got 0"),
+    ("iterations__1__train", {"teacher_segments": {"enabled": "yes"}}, "iterations.1.train.teacher_segments.enabled "
+     "must be true or false"),
 ]  # fmt: skip
 
 

@@ -49,3 +49,65 @@ def test_a_teacher_segment_reads_its_window_of_the_soundscape(policy):
             item = ds[(row, seed)]
             np.testing.assert_allclose(item["wave"].numpy(), 0.01 * (window + 1), rtol=1e-6)
     np.testing.assert_allclose(ds[(0, 0)]["target"].numpy(), [0.5, 0.0, 1.0])
+
+
+# ---------------------------------------------------------------- load_teacher_segments (the train stage's D4 wiring)
+
+
+def _teacher_folder(tmp_path, enabled=True, splits=("train_soundscape",)):
+    """A teacher stage folder as stages/teacher.py writes it (teacher.json, <split>/probs.parquet + embeddings)."""
+    from birdclef.io import write_json
+
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    write_json(folder / "teacher.json", {"enabled": enabled, "splits": list(splits), "species": SPECIES,
+                                         "covered": ["a", "c"]})  # fmt: skip
+    for split in splits:
+        (folder / split).mkdir()
+        _table().to_parquet(folder / split / "probs.parquet", index=False)
+        np.save(folder / split / "embeddings.npy", np.zeros((4, 8), np.float32))
+    return folder
+
+
+def test_the_train_stage_loads_segments_with_its_threshold_and_weight(tmp_path):
+    from birdclef.train.teacher_data import load_teacher_segments
+
+    folder = _teacher_folder(tmp_path)
+    segs = load_teacher_segments(folder, {"teacher_segments": {"enabled": True, "threshold": 0.4, "weight": 0.3}},
+                                 TAXONOMY)  # fmt: skip
+    assert segs["start_s"].tolist() == [5.0, 10.0] and segs["primary_label"].tolist() == ["c", "a"]
+    assert segs["secondary_labels"].tolist() == [[], []]  # 0.3 of window 1 is under 0.4 now
+    assert segs["weight"].tolist() == [0.3, 0.3]
+    assert len(load_teacher_segments(folder, {"teacher_segments": {"enabled": True}}, TAXONOMY)) == 2  # 0.1
+
+
+def test_an_iteration_override_turns_the_segments_on(tmp_path):
+    from birdclef.train.member import iteration_config
+    from birdclef.train.teacher_data import load_teacher_segments
+
+    folder = _teacher_folder(tmp_path)
+    params = {"train": {"crop_s": 5, "teacher_segments": {"enabled": False, "threshold": 0.1, "weight": 1.0}}}
+    it0, it1 = {"k": 0}, {"k": 1, "train": {"teacher_segments": {"enabled": True, "threshold": 0.55}}}
+    assert load_teacher_segments(folder, iteration_config(params, it0)[0], TAXONOMY) is None
+    segs = load_teacher_segments(folder, iteration_config(params, it1)[0], TAXONOMY)
+    assert segs["primary_label"].tolist() == ["c"] and segs["weight"].tolist() == [1.0]
+
+
+def test_off_reads_nothing_even_without_a_teacher_folder(tmp_path):
+    from birdclef.train.teacher_data import load_teacher_segments
+
+    assert load_teacher_segments(tmp_path / "absent", {"teacher_segments": {"enabled": False}}, TAXONOMY) is None
+    assert load_teacher_segments(tmp_path / "absent", {}, TAXONOMY) is None
+
+
+@pytest.mark.parametrize(("enabled", "splits", "reason"), [
+    (False, (), "teacher.enabled: false"),
+    (True, ("segment",), "add it to teacher.splits"),
+])  # fmt: skip
+def test_a_teacher_stage_that_ran_off_or_without_soundscapes_is_an_error(tmp_path, enabled, splits, reason):
+    from birdclef.train.teacher_data import load_teacher_segments
+
+    folder = _teacher_folder(tmp_path, enabled, splits)
+    with pytest.raises(ValueError, match=r"train\.teacher_segments\.enabled is true") as err:
+        load_teacher_segments(folder, {"teacher_segments": {"enabled": True}}, TAXONOMY)
+    assert reason in str(err.value)

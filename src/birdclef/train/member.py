@@ -39,6 +39,7 @@ class MemberInputs:
     teacher_checkpoint: Path | None = None  # same model from the previous iteration (student init)
     init_checkpoint: Path | None = None  # a pre-trained member to fine-tune from (D1), head re-created
     voice_clips: list[np.ndarray] | None = None  # voiced audio cut by the clean stage (A10)
+    extra_segments: pd.DataFrame | None = None  # D4: teacher-confident soundscape windows, training rows only
 
 
 def member_classes(taxonomy: pd.DataFrame, class_filter: list[str] | None) -> list[str]:
@@ -47,6 +48,29 @@ def member_classes(taxonomy: pd.DataFrame, class_filter: list[str] | None) -> li
     if tax.empty:
         raise ValueError(f"class filter {class_filter} leaves no species")
     return tax["primary_label"].tolist()
+
+
+def split_segments(
+    segments: pd.DataFrame, classes: list[str], val_fold: int, extra: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The training and validation rows of a member.
+
+    Args:
+        segments: the clean stage's segment table.
+        classes: the member's species; rows with another primary label are left out.
+        val_fold: the held-out fold (-1: every fold trains, no validation rows).
+        extra: more training rows (D4 teacher segments, with ``cache_key`` / ``offset_s``); they join the training
+            rows only, never the validation fold, whatever their ``fold`` says.
+
+    Returns:
+        ``(train, val)``; ``val`` is None when ``val_fold`` is -1.
+    """
+    segs = segments[segments["primary_label"].isin(classes)].reset_index(drop=True)
+    train = segs[segs["fold"] != val_fold] if val_fold >= 0 else segs
+    val = segs[segs["fold"] == val_fold] if val_fold >= 0 else None
+    if extra is not None and len(extra):
+        train = pd.concat([train, extra[extra["primary_label"].isin(classes)]], ignore_index=True)
+    return train.reset_index(drop=True), val
 
 
 def quiet_soundscape_clips(cache: WaveSource, keys: list[str], share: float = 0.3) -> list[np.ndarray]:
@@ -138,10 +162,9 @@ def train_member(
     model.classes = classes
     _initialise(model, classes, inputs, st_cfg if student else {}, tcfg)
 
-    segs = inputs.segments[inputs.segments["primary_label"].isin(classes)].reset_index(drop=True)
-    val_fold = int(tcfg.get("val_fold", 0))
-    train_segs = segs[segs["fold"] != val_fold] if val_fold >= 0 else segs
-    val_segs = segs[segs["fold"] == val_fold] if val_fold >= 0 else None
+    extra = inputs.extra_segments
+    train_segs, val_segs = split_segments(inputs.segments, classes, int(tcfg.get("val_fold", 0)), extra)
+    n_teacher = 0 if extra is None else int(extra["primary_label"].isin(classes).sum())
     train_set = FocalDataset(
         train_segs, inputs.cache, classes, float(tcfg["crop_s"]), tcfg.get("crop_policy", "random"),
         tcfg.get("secondary_value", 0.5),
@@ -188,6 +211,7 @@ def train_member(
     metrics: dict[str, float] = {
         "train_seconds": round(result.seconds, 1),
         "train_samples_per_second": round(result.samples_seen / max(result.seconds, 1e-9), 2),
+        "teacher_segments": n_teacher,  # D4 rows among the training rows
     }
     model.eval()
     if evaluator.val is not None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from birdclef.schema import SEGMENTS
+
+DEFAULTS = {"enabled": False, "threshold": 0.1, "weight": 1.0}
+"""``train.teacher_segments``: off, rank 7's 0.1 confidence, full sample weight."""
 
 
 def teacher_segments(
@@ -47,3 +54,37 @@ def teacher_segments(
             "copies": 1, "cache_key": sid, "offset_s": start,
         })  # fmt: skip
     return pd.DataFrame(out, columns=[*SEGMENTS, "cache_key", "offset_s"])
+
+
+def load_teacher_segments(
+    folder: str | os.PathLike[str], train_cfg: Mapping[str, Any], taxonomy: pd.DataFrame
+) -> pd.DataFrame | None:
+    """The D4 training segments a train stage adds, from the teacher stage's ``train_soundscape`` windows.
+
+    Args:
+        folder: the teacher stage's output folder (``build/teacher``).
+        train_cfg: the iteration's ``train`` section (its ``teacher_segments`` sub-section: enabled, threshold,
+            weight; an iteration may override it).
+        taxonomy: ``primary_label``, ``class_name``.
+
+    Returns:
+        ``teacher_segments`` rows, or None when ``train.teacher_segments.enabled`` is false.
+
+    Raises:
+        ValueError: enabled, but the teacher stage ran off or without ``train_soundscape`` in ``teacher.splits``.
+    """
+    cfg = {**DEFAULTS, **(train_cfg.get("teacher_segments") or {})}
+    if not cfg["enabled"]:
+        return None
+    from birdclef.teachers import load_outputs
+
+    try:
+        outputs = load_outputs(folder, "train_soundscape")
+    except FileNotFoundError as err:
+        raise ValueError(
+            f"train.teacher_segments.enabled is true but the teacher stage has no train-soundscape windows ({err}); "
+            "turn the teacher stage on (teacher.enabled: true, train_soundscape in teacher.splits) or set "
+            "train.teacher_segments.enabled: false"
+        ) from err
+    return teacher_segments(outputs.table, list(outputs.species), taxonomy, float(cfg["threshold"]),
+                            float(cfg["weight"]))  # fmt: skip
