@@ -34,7 +34,8 @@ def test_zip_with_a_top_folder_and_an_extra_source(tmp_path):
     dest = tmp_path / "data"
     summary = ingest_kaggle(archive, dest, [_extra(tmp_path)])
     assert summary == {"dest": str(dest), "source": "zip", "species": 5, "train_rows": 8, "train_audio_files": 8,
-                       "train_soundscapes": 2, "test_soundscapes": 0, "extra": {"xc_extra": 1}}
+                       "train_soundscapes": 2, "test_soundscapes": 0, "val_soundscapes": 0,
+                       "extra": {"xc_extra": 1}}
     check_layout(dest)
     assert (dest / "test_soundscapes").is_dir() and (dest / "extra/xc_extra/train_audio/frog1/XC700.ogg").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]  # no temp folder left
@@ -69,3 +70,35 @@ def test_missing_pieces_are_named_and_nothing_is_written(tmp_path):
     with pytest.raises(LayoutError, match=r"1 file\(s\) named in train_metadata.csv are missing .*frog1/XC700.ogg"):
         ingest_kaggle(make_competition_layout(tmp_path / "d2"), dest, [extra])
     assert not dest.exists()
+
+
+def test_val_labels_move_their_soundscapes_to_the_validation_split(tmp_path):
+    comp = make_competition_layout(tmp_path / "download")
+    labels = tmp_path / "labelled.csv"
+    write_csv(labels, ["row_id", "amerob", "frog1"], [["H02_20230420_074000_5", "1", "0"],
+                                                      ["H02_20230420_074000_10", "0", "1"]])
+    summary = ingest_kaggle(comp, tmp_path / "data", val_labels=labels)
+    data = tmp_path / "data"
+    assert summary["val_soundscapes"] == 1 and summary["train_soundscapes"] == 1
+    assert (data / "val_soundscapes" / "H02_20230420_074000.ogg").is_file()
+    assert not (data / "train_soundscapes" / "H02_20230420_074000.ogg").exists()
+    assert (data / "val_labels.csv").read_text() == labels.read_text()
+    manifest = build_manifest(data, AcquireParams())
+    splits = dict(zip(manifest.soundscapes["soundscape_id"], manifest.soundscapes["split"], strict=True))
+    assert splits["H02_20230420_074000"] == "val" and splits["H02_20230420_080000"] == "train"
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([["H02_20230420_074000_5", "1", "0"], ["H02_end", "0", "1"]], "row 3: row_id 'H02_end'"),
+    ([["H09_missing_5", "1", "0"]], "not in train_soundscapes"),
+])
+def test_bad_val_labels_are_named_and_nothing_is_written(tmp_path, rows, message):
+    comp = make_competition_layout(tmp_path / "download")
+    labels = tmp_path / "labelled.csv"
+    write_csv(labels, ["row_id", "amerob", "frog1"], rows)
+    with pytest.raises(LayoutError, match=message):
+        ingest_kaggle(comp, tmp_path / "data", val_labels=labels)
+    assert not (tmp_path / "data").exists()
+    write_csv(labels, ["row_id", "notaspecies"], [["H02_20230420_074000_5", "1"]])
+    with pytest.raises(LayoutError, match="notaspecies"):
+        ingest_kaggle(comp, tmp_path / "data", val_labels=labels)

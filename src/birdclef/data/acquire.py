@@ -39,6 +39,7 @@ def run_acquire(
     manifest.soundscape_labels = soundscape_labels(data, manifest.taxonomy["primary_label"].tolist())
     quality = {**manifest.stats, **contracts.metrics()}
     quality["labelled_soundscape_windows"] = int((manifest.soundscape_labels["split"] == "test").sum())
+    quality["labelled_val_windows"] = int((manifest.soundscape_labels["split"] == "val").sum())
     write_json(metrics, quality)
     for line in contracts.failures:
         print(f"data contract failed: {line}", file=sys.stderr)

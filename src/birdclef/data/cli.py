@@ -17,16 +17,20 @@ from birdclef.data.layout import LayoutError, TableError
 @click.option("--dest", default="data", show_default=True, type=click.Path(path_type=Path),
               help="Data root to create (the folder data.dvc tracks).")
 @click.option("--force", is_flag=True, help="Replace a non-empty destination.")
-def kaggle_command(path: Path, extra: tuple[Path, ...], dest: Path, force: bool) -> None:
+@click.option("--val-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Labelled-soundscape CSV (submission format): its soundscapes become the validation split "
+                   "(val_soundscapes/ + val_labels.csv) for per-epoch scores and ensemble weights.")
+def kaggle_command(path: Path, extra: tuple[Path, ...], dest: Path, force: bool, val_labels: Path | None) -> None:
     """Bring the BirdCLEF+ competition download PATH (zip or extracted folder) into the data root."""
     try:
-        summary = ingest_kaggle(path, dest, list(extra), force=force)
+        summary = ingest_kaggle(path, dest, list(extra), force=force, val_labels=val_labels)
     except (LayoutError, TableError, FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(
         f"{summary['dest']}: {summary['species']} species, {summary['train_rows']} train.csv rows, "
-        f"{summary['train_audio_files']} train_audio files, {summary['train_soundscapes']} train and "
-        f"{summary['test_soundscapes']} test soundscapes (from a {summary['source']})"
+        f"{summary['train_audio_files']} train_audio files, {summary['train_soundscapes']} train, "
+        f"{summary['test_soundscapes']} test and {summary['val_soundscapes']} labelled validation soundscapes "
+        f"(from a {summary['source']})"
     )
     for name, rows in summary["extra"].items():
         click.echo(f"extra source {name!r}: {rows} rows in {dest}/extra/{name}/")

@@ -124,7 +124,7 @@ def _suites(tables: dict[str, pd.DataFrame], taxonomy: pd.DataFrame, n_folds: in
             E.ExpectTableColumnsToMatchOrderedList(column_list=list(schema.SOUNDSCAPES)),
             *types({"duration_s": "float64", "sample_rate": "int64", "channels": "int64"}),
             E.ExpectColumnValuesToBeUnique(column="soundscape_id"),
-            E.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test"]),
+            E.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test", "val"]),
             *positive("duration_s", "sample_rate", "channels"),
         ],
     }

@@ -93,7 +93,49 @@ def _count_audio(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def ingest_kaggle(src: Path, dest: Path, extra: list[Path] | None = None, force: bool = False) -> dict:
+def move_labelled_soundscapes(root: Path, labels_csv: Path) -> int:
+    """Make the soundscapes of a labelled-soundscape CSV the validation split of the data root ``root``.
+
+    Returns:
+        The number of soundscapes moved to val_soundscapes/.
+
+    Raises:
+        LayoutError: the CSV has no ``row_id`` column, a malformed row id (row number named), a species column
+            outside taxonomy.csv, or names a soundscape that is not in train_soundscapes/.
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(labels_csv)
+    except (OSError, ValueError) as err:
+        raise LayoutError(f"{labels_csv}: not a readable CSV ({err})") from err
+    if "row_id" not in table.columns:
+        raise LayoutError(f"{labels_csv}: no row_id column (expected the submission format)")
+    parts = table["row_id"].astype(str).str.rsplit("_", n=1)
+    bad = [i for i, p in enumerate(parts) if len(p) != 2 or not p[1].isdigit()]
+    if bad:
+        row_id = table["row_id"].iat[bad[0]]
+        raise LayoutError(f"{labels_csv}: row {bad[0] + 2}: row_id {row_id!r} is not <soundscape stem>_<end s>")
+    species = set(read_csv_strings(root / "taxonomy.csv")[0]["primary_label"])
+    unknown = [c for c in table.columns if c != "row_id" and c not in species]
+    if unknown:
+        raise LayoutError(f"{labels_csv}: column(s) not in taxonomy.csv: {', '.join(unknown[:10])}")
+    train_dir, val_dir = root / SOUNDSCAPE_DIRS["train"], root / SOUNDSCAPE_DIRS["val"]
+    files = {p.stem: p for p in train_dir.iterdir() if p.is_file()} if train_dir.is_dir() else {}
+    stems = sorted({p[0] for p in parts})
+    missing = [s for s in stems if s not in files]
+    if missing:
+        raise LayoutError(f"{labels_csv}: soundscape(s) not in {SOUNDSCAPE_DIRS['train']}/: {', '.join(missing[:10])}")
+    val_dir.mkdir(exist_ok=True)
+    for stem in stems:
+        files[stem].rename(val_dir / files[stem].name)
+    shutil.copyfile(labels_csv, root / "val_labels.csv")
+    return len(stems)
+
+
+def ingest_kaggle(
+    src: Path, dest: Path, extra: list[Path] | None = None, force: bool = False, val_labels: Path | None = None
+) -> dict:
     """Copy (folder) or extract (zip) a competition download into ``dest``, with extra sources under extra/.
 
     The result appears at ``dest`` only when complete (built in a temporary sibling folder, then renamed).
@@ -104,6 +146,10 @@ def ingest_kaggle(src: Path, dest: Path, extra: list[Path] | None = None, force:
         extra: extra source folders (metadata CSV + audio, see ``check_extra_source``); each lands in
             ``dest/extra/<folder name>/`` and is read when its name is listed in ``acquire.sources``.
         force: replace a non-empty ``dest``.
+        val_labels: a labelled-soundscape CSV in submission format (``row_id`` = ``<soundscape stem>_<end s>``,
+            one 0/1 column per species; BirdCLEF+ 2026 shipped one). The soundscapes it names move from
+            train_soundscapes/ to val_soundscapes/ (so pseudo-labelling never trains on them) and the CSV becomes
+            val_labels.csv: the split for per-epoch scores and ensemble weights (S3).
 
     Returns:
         Summary: dest, source kind, species, train rows, audio and soundscape counts, extra source rows by name.
@@ -143,6 +189,8 @@ def ingest_kaggle(src: Path, dest: Path, extra: list[Path] | None = None, force:
         check_layout(tmp)
         for folder in extra:
             shutil.copytree(folder, tmp / EXTRA_DIR / folder.name)
+        if val_labels is not None:
+            move_labelled_soundscapes(tmp, Path(val_labels))
         summary = {
             "dest": str(dest),
             "source": kind,

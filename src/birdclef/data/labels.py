@@ -1,4 +1,5 @@
-"""Labelled soundscapes: normalise test_labels.csv and the synthetic train-soundscape truth into one table."""
+"""Labelled soundscapes: normalise test_labels.csv, val_labels.csv and the synthetic train-soundscape truth into one
+table."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 LABEL_FILES = {
-    "test": "test_labels.csv",  # SynthCLEF (or a user's own labelled validation soundscapes)
+    "test": "test_labels.csv",  # the local leaderboard: scored once, at the end of the pipeline
+    "val": "val_labels.csv",  # labelled validation soundscapes: per-epoch scores, ensemble weights, every choice
     "train": "synth_truth/train_soundscape_labels.csv",  # SynthCLEF only: scores pseudo labels, never trains
 }
 

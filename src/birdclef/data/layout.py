@@ -15,8 +15,9 @@ from birdclef.data.problems import Problem
 
 REQUIRED_FILES = ("taxonomy.csv", "train.csv", "sample_submission.csv")
 REQUIRED_DIRS = ("train_audio",)
-SOUNDSCAPE_DIRS = {"train": "train_soundscapes", "test": "test_soundscapes"}
-"""Split name -> folder. Both are optional: Kaggle ships test_soundscapes empty and DVC does not track empty folders."""
+SOUNDSCAPE_DIRS = {"train": "train_soundscapes", "test": "test_soundscapes", "val": "val_soundscapes"}
+"""Split name -> folder. All optional: Kaggle ships test_soundscapes empty and DVC does not track empty folders;
+``val_soundscapes`` holds labelled validation soundscapes (labels in val_labels.csv) where a dataset has them."""
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
 EXTRA_DIR = "extra"
 """Folder under the data root that holds extra sources, one sub-folder each (see ``ingest_kaggle``)."""

@@ -264,6 +264,7 @@ def _output_stats(
         "recordings_hours": round(float(recordings["duration_s"].sum()) / 3600, 4),
         "soundscapes_train": int((soundscapes["split"] == "train").sum()),
         "soundscapes_test": int((soundscapes["split"] == "test").sum()),
+        "soundscapes_val": int((soundscapes["split"] == "val").sum()),
         "species": len(taxonomy),
         "species_without_recordings": int((~taxonomy["primary_label"].isin(present)).sum()),
         "quarantined_items": len({p.row or p.file for p in problems}),  # CSV rows, and files no row names

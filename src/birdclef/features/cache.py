@@ -14,7 +14,7 @@ import pandas as pd
 from birdclef import SAMPLE_RATE
 from birdclef.io import read_json, write_json
 
-KINDS = ("segment", "train_soundscape", "test_soundscape")
+KINDS = ("segment", "train_soundscape", "test_soundscape", "val_soundscape")
 """What a cache key is: a cleaned train_audio segment or a soundscape of either split."""
 INDEX_COLUMNS = ("key", "kind", "offset", "length", "rms_offset", "rms_length")
 

@@ -149,6 +149,10 @@ class SynthConfig:
         test_soundscapes: number of test soundscapes (labels in test_labels.csv).
         train_sites: number of recording sites of the train soundscapes.
         test_sites: number of recording sites of the test soundscapes (disjoint from the train sites).
+        val_soundscapes: number of labelled validation soundscapes (val_soundscapes/, labels in val_labels.csv):
+            per-epoch scores, ensemble weights and every choice made while developing, so the test labels are
+            scored once, at the end (S3; BirdCLEF+ 2026 shipped labelled soundscapes).
+        val_sites: number of recording sites of the validation soundscapes (disjoint from train and test sites).
         ogg_compression: soundfile's compression_level for Vorbis (0 = best quality, 1 = smallest).
         species: species knobs.
         focal: focal recording knobs.
@@ -163,6 +167,8 @@ class SynthConfig:
     test_soundscapes: int
     train_sites: int
     test_sites: int
+    val_soundscapes: int = 0
+    val_sites: int = 1
     ogg_compression: float = 0.6
     species: SpeciesKnobs = field(default_factory=SpeciesKnobs)
     focal: FocalKnobs = field(default_factory=FocalKnobs)
@@ -190,6 +196,8 @@ PRESETS: dict[str, SynthConfig] = {
         test_soundscapes=2,
         train_sites=1,
         test_sites=1,
+        val_soundscapes=2,
+        val_sites=1,
         ogg_compression=0.8,
         species=SpeciesKnobs(confusable_pairs=1, distractors=1),
         focal=FocalKnobs(
@@ -208,6 +216,8 @@ PRESETS: dict[str, SynthConfig] = {
         test_soundscapes=24,
         train_sites=4,
         test_sites=2,
+        val_soundscapes=16,
+        val_sites=2,
         focal=FocalKnobs(duration_median_s=8.0, duration_sigma=0.75),
     ),
     "full": SynthConfig(
@@ -219,6 +229,8 @@ PRESETS: dict[str, SynthConfig] = {
         test_soundscapes=100,
         train_sites=12,
         test_sites=5,
+        val_soundscapes=60,
+        val_sites=3,
         species=SpeciesKnobs(confusable_pairs=15, distractors=12, file_popularity_sigma=0.9),
         focal=FocalKnobs(duration_median_s=18.0, duration_sigma=0.8),
     ),

@@ -32,9 +32,10 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
     """Generate a SynthCLEF dataset in the Kaggle BirdCLEF+ 2025 layout.
 
     Writes taxonomy.csv, train.csv, train_audio/<label>/*.ogg, train_soundscapes/*.ogg, test_soundscapes/*.ogg,
-    sample_submission.csv, test_labels.csv and the synth_truth/ sidecar (calls.csv, voice.csv,
-    train_soundscape_labels.csv, soundscapes.csv, species.json, generator.json). The whole directory appears
-    atomically. The same (preset, seed, overrides) gives byte-identical files on one machine, whatever ``workers``.
+    val_soundscapes/*.ogg, sample_submission.csv, test_labels.csv, val_labels.csv and the synth_truth/ sidecar
+    (calls.csv, voice.csv, train_soundscape_labels.csv, soundscapes.csv, species.json, generator.json). The whole
+    directory appears atomically. The same (preset, seed, overrides) gives byte-identical files on one machine,
+    whatever ``workers``.
 
     Args:
         preset: tiny, demo or full.
@@ -61,13 +62,18 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
 
-    tax_seed, plan_seed, job_seed = np.random.SeedSequence(seed).spawn(3)
+    # The validation soundscapes draw from a stream of their own and render last, so adding them left every
+    # other file of a (preset, seed) byte for byte what it was.
+    tax_seed, plan_seed, job_seed, val_seed = np.random.SeedSequence(seed).spawn(4)
     species, distractors = make_taxonomy(config, np.random.default_rng(tax_seed))
     plan_rng = np.random.default_rng(plan_seed)
     recordings = plan_recordings(config, species, plan_rng)
     sites = plan_sites(config, species, plan_rng)
     soundscapes = plan_soundscapes(config, sites, species, distractors, plan_rng)
-    plans: list[FocalPlan | SoundscapePlan] = [*soundscapes, *(r.plan for r in recordings)]  # long jobs first
+    val_rng = np.random.default_rng(val_seed)
+    val_sites = plan_sites(config, species, val_rng, (("val", config.val_sites),), first=len(sites))
+    val = plan_soundscapes(config, val_sites, species, distractors, val_rng, (("val", config.val_soundscapes),))
+    plans: list[FocalPlan | SoundscapePlan] = [*soundscapes, *(r.plan for r in recordings), *val]
     jobs = [Job(i, p, s) for i, (p, s) in enumerate(zip(plans, job_seed.spawn(len(plans)), strict=True))]
 
     with atomic_path(out) as tmp:
@@ -75,10 +81,10 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
             (tmp / plan.path).parent.mkdir(parents=True, exist_ok=True)
         context = (tmp, {s.label: s for s in [*species, *distractors]}, config)
         results = render_all(jobs, context, workers, progress)
-        _write_tables(tmp, config, seed, species, distractors, recordings, soundscapes, results)
+        _write_tables(tmp, config, seed, species, distractors, recordings, soundscapes, results, val)
         total_bytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
 
-    seconds = {"train_audio": 0.0, "train_soundscapes": 0.0, "test_soundscapes": 0.0}
+    seconds = {"train_audio": 0.0, "train_soundscapes": 0.0, "test_soundscapes": 0.0, "val_soundscapes": 0.0}
     for plan, res in zip(plans, results, strict=True):
         seconds[plan.path.split("/")[0]] += res.samples / SAMPLE_RATE
     return {
@@ -89,6 +95,7 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
         "train_files": len(recordings),
         "train_soundscapes": len(soundscapes) - config.test_soundscapes,
         "test_soundscapes": config.test_soundscapes,
+        "val_soundscapes": len(val),
         "voice_files": sum(r.plan.voice is not None for r in recordings),
         "audio_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "megabytes": round(total_bytes / 1e6, 2),
@@ -133,16 +140,17 @@ def window_labels(events: Mapping[str, list[Event]], labels: list[str], seconds:
 
 
 def _write_tables(root: Path, config: SynthConfig, seed: int, species: list[Species], distractors: list[Species],
-                  recordings: list[Recording], soundscapes: list[SoundscapePlan], results: list[Result]) -> None:
+                  recordings: list[Recording], soundscapes: list[SoundscapePlan], results: list[Result],
+                  val: list[SoundscapePlan]) -> None:
     labels = [s.label for s in species]
     write_csv(pd.DataFrame([{
         "primary_label": s.label, "inat_taxon_id": s.inat_taxon_id, "scientific_name": s.scientific_name,
         "common_name": s.common_name, "class_name": s.class_name} for s in species]), root / "taxonomy.csv")
     write_csv(pd.DataFrame([r.row for r in recordings], columns=list(TRAIN_COLUMNS)), root / "train.csv")
 
-    by_stem: dict[str, dict[str, list[Event]]] = {"train": {}, "test": {}}
+    by_stem: dict[str, dict[str, list[Event]]] = {"train": {}, "test": {}, "val": {}}
     calls, voice = [], []
-    plans = [*soundscapes, *(r.plan for r in recordings)]
+    plans = [*soundscapes, *(r.plan for r in recordings), *val]  # the render order of ``results``
     for plan, res in zip(plans, results, strict=True):
         calls += [{"file": plan.path, "start_s": e.start_s, "end_s": e.end_s, "label": e.label, "kind": e.kind,
                    "snr_db": e.snr_db} for e in res.events]
@@ -153,6 +161,9 @@ def _write_tables(root: Path, config: SynthConfig, seed: int, species: list[Spec
     knobs = config.soundscape
     test_labels = window_labels(by_stem["test"], labels, knobs.seconds, knobs.label_min_overlap_s)
     write_csv(test_labels, root / "test_labels.csv")
+    if val:
+        write_csv(window_labels(by_stem["val"], labels, knobs.seconds, knobs.label_min_overlap_s),
+                  root / "val_labels.csv")
     submission = test_labels.copy()
     submission[labels] = 1.0 / len(labels)
     write_csv(submission, root / "sample_submission.csv")
@@ -166,7 +177,7 @@ def _write_tables(root: Path, config: SynthConfig, seed: int, species: list[Spec
     write_csv(pd.DataFrame([{
         "file": p.path, "split": p.path.split("_", 1)[0], "site": p.site, "night": p.night,
         "callers": len(p.callers), **{f"noise_{k}": v for k, v in p.noise.to_dict().items()}}
-        for p in soundscapes]), truth / "soundscapes.csv")
+        for p in [*soundscapes, *val]]), truth / "soundscapes.csv")
     write_json(truth / "species.json", {"species": [s.to_dict() for s in species],
                                         "distractors": [s.to_dict() for s in distractors]})
     write_json(truth / "generator.json", {

@@ -169,18 +169,21 @@ def _rating(snr_range: tuple[float, float], snr: float, far: bool, lowfi: bool, 
     return float(np.clip(np.round(2 * (1.0 + 4.0 * quality)) / 2, 0.5, 5.0))
 
 
-def plan_sites(config: SynthConfig, species: list[Species], rng: np.random.Generator) -> list[Site]:
-    """Draw the train and test sites; test sites are distinct draws from the same conditions."""
+def plan_sites(config: SynthConfig, species: list[Species], rng: np.random.Generator,
+               splits: tuple[tuple[str, int], ...] | None = None, first: int = 0) -> list[Site]:
+    """Draw the sites of each split (train and test unless ``splits`` says otherwise): distinct draws from the
+    same conditions. ``first`` numbers the sites after those of another call, so names never collide."""
     knobs = config.soundscape
-    sites = []
+    sites: list[Site] = []
     letters = rng.permutation(list(_SITE_LETTERS))
-    for split, count in (("train", config.train_sites), ("test", config.test_sites)):
+    splits = splits or (("train", config.train_sites), ("test", config.test_sites))
+    for split, count in splits:
         for _ in range(count):
             mix = np.array([s.soundscape_weight for s in species]) * rng.gamma(knobs.site_concentration, 1.0,
                                                                                len(species))
             lo = float(np.exp(rng.uniform(np.log(3000), np.log(7000))))
             sites.append(Site(
-                name=f"{letters[len(sites) % len(letters)]}{len(sites) + 1:02d}",
+                name=f"{letters[(first + len(sites)) % len(letters)]}{first + len(sites) + 1:02d}",
                 split=split,
                 weights={s.label: float(w) + 1e-6 for s, w in zip(species, mix, strict=True)},
                 redness=float(rng.uniform(0.0, 1.0)),
@@ -197,12 +200,15 @@ def plan_sites(config: SynthConfig, species: list[Species], rng: np.random.Gener
 
 
 def plan_soundscapes(config: SynthConfig, sites: list[Site], species: list[Species], distractors: list[Species],
-                     rng: np.random.Generator) -> list[SoundscapePlan]:
-    """Plan the train soundscapes (site-named, like H02_20240315_053000) then the test ones (soundscape_NNNNNNN)."""
+                     rng: np.random.Generator, splits: tuple[tuple[str, int], ...] | None = None
+                     ) -> list[SoundscapePlan]:
+    """Plan the train soundscapes (site-named, like H02_20240315_053000) then the test ones (soundscape_NNNNNNN);
+    ``splits`` plans others instead (``(("val", n),)``: site-named, like the labelled soundscapes of 2026)."""
     knobs = config.soundscape
     plans = []
     names: set[str] = set()
-    for split, count in (("train", config.train_soundscapes), ("test", config.test_soundscapes)):
+    splits = splits or (("train", config.train_soundscapes), ("test", config.test_soundscapes))
+    for split, count in splits:
         split_sites = [s for s in sites if s.split == split]
         for k in range(count):
             site = split_sites[k % len(split_sites)]
