@@ -227,3 +227,21 @@ def test_full_preset_has_the_competition_class_mix() -> None:
     classes = preset_config("full").classes
     assert dict(classes) == {"Aves": 146, "Amphibia": 34, "Insecta": 17, "Mammalia": 9}
     assert sum(classes.values()) == 206
+
+
+def test_validation_soundscapes_are_labelled_from_their_own_sites_and_move_nothing_else(tmp_path: Path,
+                                                                                         tiny: Path) -> None:
+    """S3: val_soundscapes/ + val_labels.csv; without them (val_soundscapes: 0) every other file is the same."""
+    val = sorted(p.stem for p in (tiny / "val_soundscapes").glob("*.ogg"))
+    labels = pd.read_csv(tiny / "val_labels.csv")
+    assert len(val) == 2 and sorted({r.rsplit("_", 1)[0] for r in labels["row_id"]}) == val
+    assert len(labels) == 24 and list(labels.columns[1:]) == pd.read_csv(tiny / "taxonomy.csv")["primary_label"].tolist()
+    sites = pd.read_csv(tiny / "synth_truth" / "soundscapes.csv")
+    by_split = sites.groupby("split")["site"].agg(set)
+    assert by_split["val"].isdisjoint(by_split["train"] | by_split["test"])
+    out = tmp_path / "no_val"
+    generate("tiny", 0, out, workers=1, progress=False, overrides={"val_soundscapes": 0})
+    with_val, without = _md5s(tiny), _md5s(out)
+    kept = {k for k in with_val if not k.startswith(("val_", "synth_truth/"))}
+    assert kept == set(without) - {k for k in without if k.startswith("synth_truth/")}
+    assert [k for k in kept if with_val[k] != without[k]] == []
