@@ -235,7 +235,8 @@ def test_validation_soundscapes_are_labelled_from_their_own_sites_and_move_nothi
     val = sorted(p.stem for p in (tiny / "val_soundscapes").glob("*.ogg"))
     labels = pd.read_csv(tiny / "val_labels.csv")
     assert len(val) == 2 and sorted({r.rsplit("_", 1)[0] for r in labels["row_id"]}) == val
-    assert len(labels) == 24 and list(labels.columns[1:]) == pd.read_csv(tiny / "taxonomy.csv")["primary_label"].tolist()
+    species = pd.read_csv(tiny / "taxonomy.csv")["primary_label"].tolist()
+    assert len(labels) == 24 and list(labels.columns[1:]) == species
     sites = pd.read_csv(tiny / "synth_truth" / "soundscapes.csv")
     by_split = sites.groupby("split")["site"].agg(set)
     assert by_split["val"].isdisjoint(by_split["train"] | by_split["test"])
