@@ -40,6 +40,7 @@ def main() -> None:
         help="finished blocks when infer.nproc > 1 (a rerun after a kill skips them)",
     )
     args = ap.parse_args()
+    args.shards.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
 
     params = load_params(args.params)
     cfg = params["infer"]
