@@ -1,5 +1,5 @@
-"""Smoke tests of stages/features.py and stages/mels.py run as DVC runs them (subprocesses), and a slow run of
-acquire -> clean -> features -> mels on the SynthCLEF tiny preset."""
+"""Smoke tests of stages/features.py run as DVC runs it (subprocesses), and a slow run of acquire -> clean ->
+features on the SynthCLEF tiny preset."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from birdclef.features.cache import WaveCache
-from birdclef.features.mel_cache import MelCache
 from birdclef.io import load_params, read_json
 
 from audio_fixtures import bird_calls, write_audio
@@ -26,7 +25,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.enviro
 
 def _params(root: Path, **features) -> None:
     prod = load_params(REPO / "params.yaml")  # the production sections, shrunk
-    doc = {"mels": prod["mels"], "clean": prod["clean"], "acquire": prod["acquire"],
+    doc = {"clean": prod["clean"], "acquire": prod["acquire"],
            "features": {**prod["features"], **features}}
     (root / "params.yaml").write_text(yaml.safe_dump(doc))
 
@@ -58,8 +57,8 @@ def layout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_features_then_mels_stages(layout: Path) -> None:
-    _params(layout, cache_mel=False)
+def test_features_stage(layout: Path) -> None:
+    _params(layout)
     result = _features(layout)
     assert result.returncode == 0, result.stderr
     cache = WaveCache(layout / "build/features")
@@ -71,15 +70,6 @@ def test_features_then_mels_stages(layout: Path) -> None:
     assert np.load(layout / "build/features/waves.npy", mmap_mode="r").dtype == np.int16
     m = read_json(layout / "metrics/features.json")
     assert m["keys_segment"] == 2 and m["failed"] == 0
-
-    off = _stage(layout, "mels", "--features", "build/features", "--name", "mel128", "--out", "build/mels/mel128")
-    assert off.returncode == 0, off.stderr
-    assert read_json(layout / "build/mels/mel128/meta.json")["enabled"] is False
-    _params(layout, cache_mel=True)
-    on = _stage(layout, "mels", "--features", "build/features", "--name", "mel96", "--out", "build/mels/mel96")
-    assert on.returncode == 0, on.stderr
-    mels = MelCache(layout / "build/mels/mel96")
-    assert mels.read("T1").shape == (1, 96, 12 * 32_000 // 500 + 1)
 
 
 def test_features_stage_fail_mode(layout: Path) -> None:

@@ -92,7 +92,8 @@ def test_values_as_dvc_exp_run_writes_them_pass(tmp_path):
 # ---------------------------------------------------------------- a typo in each section is refused
 
 TYPOS = [
-    ("trian", {}, "unknown key trian; valid: seed,"),
+    ("trian", {}, "unknown key trian; valid: tracking, mels,"),
+    ("seed", 0, "unknown key seed; valid: tracking, mels,"),  # read by nothing: each section has its own seed
     ("train__crop_sec", 5, "unknown key train.crop_sec; valid: augment, crop_policy, crop_s"),
     ("train__loop__epochz", 3, "unknown key train.loop.epochz; valid: "),
     ("train__loop__optimizer", {"name": "adamw", "lr": 1e-3, "wd": 0.1}, "unknown key train.loop.optimizer.wd; "

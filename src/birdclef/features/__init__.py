@@ -1,1 +1,1 @@
-"""Feature extraction: the mel front end shared by caches, models and export, and the waveform/mel caches."""
+"""Feature extraction: the mel front end shared by models and export, and the waveform cache."""

@@ -26,8 +26,6 @@ class FeaturesConfig:
         rms_hop: samples per RMS frame of the energy index (3200 = 0.1 s).
         full_scale: float amplitude stored as int16 32767 (headroom for resampler overshoot above 1.0).
         soundscape_splits: soundscape splits to cache (``train``, ``test``).
-        cache_mel: the ``mels`` stage writes mel caches (else a marker only).
-        mel_dtype: ``float16`` (half the disk) or ``float32`` (exact) for the mel caches.
     """
 
     workers: int = 2
@@ -35,8 +33,6 @@ class FeaturesConfig:
     rms_hop: int = 3200
     full_scale: float = 2.0
     soundscape_splits: tuple[str, ...] = ("train", "test")
-    cache_mel: bool = False
-    mel_dtype: str = "float16"
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> FeaturesConfig:
@@ -51,8 +47,6 @@ class FeaturesConfig:
         cfg = cls(**kw)
         if cfg.on_bad not in ("skip", "fail"):
             raise ValueError(f"params features.on_bad must be skip or fail, not {cfg.on_bad!r}")
-        if cfg.mel_dtype not in ("float16", "float32"):
-            raise ValueError(f"params features.mel_dtype must be float16 or float32, not {cfg.mel_dtype!r}")
         if cfg.rms_hop < 1:
             raise ValueError("params features.rms_hop must be >= 1 sample")
         return cfg

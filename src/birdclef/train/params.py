@@ -232,7 +232,7 @@ SCHEMA: dict[str, Spec] = {
 }
 """The sections this module checks, by top-level key."""
 
-TOP_LEVEL = ("seed", "tracking", "mels", "models", "acquire", "clean", "features", "iterations", "pretrain", "train",
+TOP_LEVEL = ("tracking", "mels", "models", "acquire", "clean", "features", "iterations", "pretrain", "train",
              "selftrain", "pseudo", "teacher", "distill", "ensemble", "export", "infer")  # fmt: skip
 """Every top-level key of params.yaml (a misspelt section, e.g. from `dvc exp run -S +trian.x=1`, is refused);
 a new section goes here too (tests/test_train_params.py checks the committed params.yaml)."""
