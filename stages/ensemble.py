@@ -10,6 +10,7 @@ import pandas as pd
 from birdclef.infer.ensemble import build_spec
 from birdclef.infer.runner import list_soundscapes, torch_factory
 from birdclef.infer.submission import read_sample
+from birdclef.infer.teacher_spec import describe
 from birdclef.io import atomic_path, load_params, write_json, write_parquet
 from birdclef.track import stage_run
 
@@ -20,7 +21,7 @@ def main() -> None:
     ap.add_argument("--soundscapes", type=Path, required=True, help="labelled soundscapes (data/test_soundscapes)")
     ap.add_argument("--labels", type=Path, required=True, help="their 0/1 labels in submission format")
     ap.add_argument("--sample", type=Path, required=True, help="sample_submission.csv (class order)")
-    ap.add_argument("--taxonomy", type=Path, required=True, help="taxonomy.csv (class_name per species)")
+    ap.add_argument("--taxonomy", type=Path, required=True, help="taxonomy.csv (class_name, scientific_name)")
     ap.add_argument("--train-csv", type=Path, required=True, help="train.csv (per-class counts for smoothing)")
     ap.add_argument("--train-dir", type=Path, required=True, help="parent of the it<k>/<model>/model.pt folders")
     ap.add_argument("--segments", type=Path, default=None, help="clean segment table (fit.source: oof)")
@@ -40,6 +41,10 @@ def main() -> None:
     files = list_soundscapes(args.soundscapes)
     if not files:
         raise SystemExit(f"{args.soundscapes}: no audio files")
+    try:  # T2: the foundation teacher as a member (ensemble.teacher, with the `teacher` section's adapter)
+        teacher = describe(cfg.get("teacher"), params.get("teacher"), classes, taxonomy)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise SystemExit(f"ensemble failed: {err}") from err
 
     with stage_run("ensemble", {"ensemble": cfg}, params.get("tracking")) as run:
         spec, metrics, tables = build_spec(
@@ -53,6 +58,7 @@ def main() -> None:
             class_of,
             counts,
             pd.read_parquet(args.segments) if args.segments else None,
+            teacher,
         )
         with atomic_path(args.out) as out:
             (out / "member_scores").mkdir(parents=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from birdclef.infer.export import export_ensemble
 from birdclef.infer.runner import load_spec
+from birdclef.infer.teacher_member import teacher_files
 from birdclef.io import load_params, write_json
 from birdclef.track import stage_run
 
@@ -23,8 +24,12 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params["export"]
     spec = load_spec(args.spec)
+    # A teacher member's files stay where the ensemble stage found them (they are not ONNX-exported): check them
+    # now, and `birdclef bundle` copies them.
+    teachers = teacher_files(spec["teacher"]) if spec.get("teacher") else {}
     with stage_run("export", {"export": cfg}, params.get("tracking")) as run:
         metrics = export_ensemble(spec["members"], args.out, cfg, spec, args.parity_audio)
+        metrics |= {f"size_mb_teacher_{k}": round(f.stat().st_size / 2**20, 3) for k, f in teachers.items()}
         write_json(args.metrics, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         run.set_tags({"backend": metrics["backend"]})

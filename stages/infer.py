@@ -1,4 +1,4 @@
-"""DVC stage `infer`: stream the test soundscapes through the ensemble; write submission.csv and speed metrics."""
+"""DVC stage `infer`: the test soundscapes through the ensemble (+ a teacher member); submission.csv, speed metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdclef import dist
+from birdclef.infer import teacher_member
 from birdclef.infer.runner import infer, list_soundscapes, load_spec, make_factory
 from birdclef.infer.sharded import infer_sharded
 from birdclef.infer.submission import build_submission, evaluate, read_sample, write_submission
@@ -59,6 +60,8 @@ def main() -> None:
         dist.finish()
         if done is None:  # ranks > 0: their blocks are on disk, rank 0 merges and writes
             return
+        # A teacher member blends over all rows: rank 0 runs it over every file once the students are merged.
+        done = done[0], teacher_member.join(spec, files, *done, **opts)
     else:
         done = None
     with stage_run("infer", {"infer": cfg}, params.get("tracking")) as run:

@@ -13,9 +13,12 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from teacher_fixtures import energy_onnx, write_txt_labels
 
+from birdclef.infer import runner, teacher_member
 from birdclef.infer.submission import row_ids
 from birdclef.models import create_model, save_checkpoint
+from birdclef.teachers import blend, create_teacher, predict_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 32_000
@@ -23,6 +26,8 @@ CLASSES = ["sp_a", "sp_b", "frog1", "1020593"]  # numeric names exist (iNat taxo
 TAXA = {"sp_a": "Aves", "sp_b": "Aves", "frog1": "Amphibia", "1020593": "Insecta"}
 MEL = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000}
 STEMS = ["H01_20240101_000000", "H02_20240101_000500", "H03_20240101_001000"]
+SCIENTIFIC = {"sp_a": "Omnia sonora", "frog1": "Beta secunda"}  # the stand-in teacher's classes 4 and 1
+COVERED = ["sp_a", "frog1"]  # sp_b and 1020593 are unknown to it
 
 
 def run_stage(name: str, *args: str | Path) -> None:
@@ -51,9 +56,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sample = labels.copy()
     sample[CLASSES] = 0.0
     sample.to_csv(data / "sample_submission.csv", index=False)
-    pd.DataFrame({"primary_label": CLASSES, "class_name": [TAXA[c] for c in CLASSES]}).to_csv(
-        data / "taxonomy.csv", index=False
-    )
+    scientific = [SCIENTIFIC.get(c, f"Nulla {c}") for c in CLASSES]
+    pd.DataFrame({"primary_label": CLASSES, "class_name": [TAXA[c] for c in CLASSES], "scientific_name": scientific})\
+        .to_csv(data / "taxonomy.csv", index=False)  # fmt: skip
     pd.DataFrame({"primary_label": ["sp_a"] * 20 + ["sp_b"] * 5 + ["frog1", "1020593"]}).to_csv(
         data / "train.csv", index=False
     )
@@ -165,3 +170,100 @@ def test_infer_stage_on_the_onnx_export_matches_torch(project: Path):
     onnx = pd.read_csv(project / "onnx.csv")
     expected = pd.read_parquet(project / "build" / "ensemble" / "member_scores" / "ensemble.parquet")
     np.testing.assert_allclose(onnx[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=1e-3)
+
+
+def ensemble_args(root: Path, params: Path, name: str) -> list:
+    data = root / "data"
+    return [
+        "--params", params, "--soundscapes", data / "test_soundscapes", "--labels", data / "test_labels.csv",
+        "--sample", data / "sample_submission.csv", "--taxonomy", data / "taxonomy.csv",
+        "--train-csv", data / "train.csv", "--train-dir", root / "build" / "train", "--out", root / "build" / name,
+        "--metrics", root / "metrics" / f"{name}.json",
+    ]  # fmt: skip
+
+
+def teacher_params(root: Path, **teacher) -> Path:
+    """The project's params with ensemble.teacher on and the stand-in ONNX teacher (BirdNET's 48 kHz, 3-s geometry)."""
+    folder = root / "stand_in"
+    folder.mkdir(exist_ok=True)
+    section = {"name": "onnx", "model_path": str(energy_onnx(folder / "energy.onnx", 144_000)),
+               "labels_path": str(write_txt_labels(folder / "labels.txt")), "sample_rate": 48_000, "window_s": 3.0,
+               "logits_output": "label", "embedding_output": "embedding", **teacher}  # fmt: skip
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ensemble"]["teacher"] = {"enabled": True, "weight": 0.2, "method": "rank"}
+    params["teacher"] = section
+    path = root / f"teacher_params_{len(list(root.glob('teacher_params_*')))}.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture(scope="module")
+def with_teacher(project: Path) -> Path:
+    """The ensemble stage again with the stand-in teacher as a member (build/ensemble_teacher)."""
+    params = teacher_params(project)
+    run_stage("ensemble", *ensemble_args(project, params, "ensemble_teacher"))
+    return params
+
+
+def test_the_ensemble_stage_blends_the_teacher_in_on_the_species_it_covers(project: Path, with_teacher: Path):
+    out = project / "build" / "ensemble_teacher"
+    spec = json.loads((out / "spec.json").read_text())
+    entry = spec["teacher"]
+    assert entry["index"] == [4, -1, 1, -1] and entry["runtime"] == "onnx" and entry["weight"] == 0.2
+    assert Path(entry["files"]["model"]["path"]).is_absolute() and entry["reference"]["columns"] == [0, 2]
+    scores = {n: pd.read_parquet(out / "member_scores" / f"{n}.parquet") for n in ("ensemble", "students", "teacher")}
+    assert list(scores["teacher"].columns) == ["row_id", *COVERED]
+    students = scores["students"][CLASSES].to_numpy()
+    mixed = blend(students[:, [0, 2]], scores["teacher"][COVERED].to_numpy(), 0.2, "rank")
+    np.testing.assert_allclose(scores["ensemble"][COVERED].to_numpy(), mixed, atol=1e-6)
+    np.testing.assert_array_equal(scores["ensemble"][["sp_b", "1020593"]].to_numpy(), students[:, [1, 3]])
+    # the teacher's column is the adapter's own prediction on the file ("Omnia sonora" = its class 4)
+    section = yaml.safe_load(with_teacher.read_text())["teacher"]
+    teacher = create_teacher(section.pop("name"), section)
+    wave = runner.load_audio(sorted((project / "data" / "test_soundscapes").iterdir())[0])
+    np.testing.assert_allclose(scores["teacher"]["sp_a"].to_numpy()[:12], predict_windows(teacher, wave)[0][:, 4],
+                               rtol=1e-5)  # fmt: skip
+    metrics = json.loads((project / "metrics" / "ensemble_teacher.json").read_text())
+    alone = json.loads((project / "metrics" / "ensemble.json").read_text())
+    assert metrics["students_score"] == pytest.approx(alone["score"], abs=1e-9)  # the same students
+    assert metrics["teacher_n_covered"] == 2 and metrics["teacher_seconds_per_soundscape_minute"] > 0
+    for key in ("score", "teacher_score", "students_covered_score"):
+        assert 0 <= metrics[key] <= 1, key
+
+
+def test_infer_with_the_teacher_blends_over_all_rows_and_counts_its_time(project: Path, with_teacher: Path):
+    spec = runner.load_spec(project / "build" / "ensemble_teacher" / "spec.json")
+    args = infer_args(project, project / "data" / "test_soundscapes", "submission_teacher.csv")
+    args[1], args[3] = with_teacher, project / "build" / "ensemble_teacher" / "spec.json"
+    args[-1] = project / "metrics" / "infer_teacher.json"
+    run_stage("infer", *args)
+    sub = pd.read_csv(project / "submission_teacher.csv")
+    # the students alone, then the teacher over the same files, blended by hand
+    files = runner.list_soundscapes(project / "data" / "test_soundscapes")
+    students_spec = {k: v for k, v in spec.items() if k != "teacher"}
+    preds, students = runner.infer(students_spec, files, runner.torch_factory, workers=1, threads=1,
+                                   on_error="fallback")  # fmt: skip
+    teacher = teacher_member.predict_files(spec["teacher"], files, preds.n_windows).probs
+    cov = [CLASSES.index(c) for c in COVERED]
+    np.testing.assert_allclose(sub[COVERED].to_numpy(), blend(students[:, cov], teacher[:, cov], 0.2), atol=1e-6)
+    np.testing.assert_allclose(sub[["sp_b", "1020593"]].to_numpy(), students[:, [1, 3]], atol=1e-6)
+    ranks = blend(students[:, cov], teacher[:, cov], 0.0)  # the students' ranks: the teacher must change them
+    assert np.abs(sub[COVERED].to_numpy() - ranks).max() > 0.01
+    metrics = json.loads((project / "metrics" / "infer_teacher.json").read_text())
+    assert metrics["teacher_projected_kaggle_minutes"] > 0 and metrics["teacher_seconds_per_soundscape_minute"] > 0
+    assert metrics["projected_kaggle_minutes"] == pytest.approx(
+        metrics["students_projected_kaggle_minutes"] + metrics["teacher_projected_kaggle_minutes"], abs=0.011
+    )
+    assert metrics["seconds_per_soundscape_minute"] > metrics["students_seconds_per_soundscape_minute"]
+
+
+def test_a_teacher_member_that_cannot_apply_is_an_error_naming_the_params(project: Path, monkeypatch):
+    monkeypatch.delenv("TEACHER_ONNX", raising=False)
+    cases = [({"name": None}, "ensemble.teacher.enabled needs the teacher's adapter: set teacher.name"),
+             ({"model_path": str(project / "gone.onnx")}, "teacher.model_path: no an ONNX teacher model at .*gone"),
+             ({"model_path": None}, "teacher.model_path is not set and neither is the environment variable TEACHER_O")]
+    for teacher, message in cases:  # fmt: skip
+        params = teacher_params(project, **teacher)
+        with pytest.raises(SystemExit, match=message):
+            run_stage("ensemble", *ensemble_args(project, params, "ensemble_broken"))
+    assert not (project / "build" / "ensemble_broken").exists()

@@ -227,6 +227,7 @@ def build_spec(
     class_of: Mapping[str, str] | None = None,
     class_counts: np.ndarray | None = None,
     segments: Any = None,
+    teacher: dict[str, Any] | None = None,
 ) -> tuple[dict, dict, dict]:
     """Run the members over labelled soundscapes, fit or take their weights, score members and ensemble.
 
@@ -242,6 +243,7 @@ def build_spec(
         class_of: species -> taxon class name, for per-taxon scores.
         class_counts: (C,) train counts per class (class-dependent smoothing).
         segments: the clean stage's segment table; needed when ``fit.source`` is ``oof``.
+        teacher: the teacher member's spec entry (``teacher_spec.describe``): blended into the fitted ensemble.
 
     Returns:
         ``(spec, metrics, tables)``: the spec for ``runner.load_spec``; flat metrics (``score``, per taxon,
@@ -322,6 +324,14 @@ def build_spec(
         )
         metrics[f"fit_score_{fit['source']}"] = best
     final = runner.finish(preds, classes, weights, member_classes, combination, post, counts)
+    if teacher is not None:  # T2: the foundation teacher, blended in per class over all these rows
+        from birdclef.infer import teacher_spec
+
+        final, found, extra = teacher_spec.in_ensemble(
+            teacher, files, preds, final, members, weights, classes, score_of, table, cfg
+        )
+        metrics.update(found)
+        tables.update(extra)
     tables["ensemble"] = table(final, classes)
     metrics.update(score_of(final, classes))
     # Weights fitted on the soundscapes they are scored on: `score` is then an optimistic, in-sample figure.
@@ -340,6 +350,7 @@ def build_spec(
         "file_seconds": cfg.get("file_seconds", 60.0),
         "members": members,
         "weights": {"method": fit["method"] if fitted else "hand", "fitted_on": fit["source"] if fitted else None},
+        **({"teacher": teacher} if teacher is not None else {}),
     }  # fmt: skip
     return spec, metrics, tables
 

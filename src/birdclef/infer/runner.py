@@ -29,7 +29,7 @@ import numpy as np
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.audio.decode import AudioError, load_audio
-from birdclef.infer import ensemble, postprocess
+from birdclef.infer import ensemble, postprocess, teacher_member
 from birdclef.infer.windows import (
     GroupPredictor,
     Predictor,
@@ -48,13 +48,11 @@ PREDICT_DEFAULTS = {"chunk_s": 5.0, "stride_s": 5.0, "window_s": 5.0, "pool": "m
 KAGGLE_SOUNDSCAPES = 700
 KAGGLE_CORES = 4
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
+SPEC_FORMAT = "birdclef-ensemble"
 
 
 class InferenceError(ValueError):
     """A soundscape that could not be predicted; the message names the file."""
-
-
-SPEC_FORMAT = "birdclef-ensemble"
 
 
 def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -148,14 +146,14 @@ def infer(
         files: soundscapes, in output order.
         factory: see ``make_factory``.
         kwargs: ``predict_folder`` options (workers, threads, on_error, file_seconds, start_method);
-            ``file_seconds`` defaults to the spec's.
+            ``file_seconds`` defaults to the spec's; a spec ``teacher`` joins over all rows (``teacher_member.join``).
 
     Returns:
         ``(member predictions with timing, (rows, C) final scores in spec class order)``.
     """
     kwargs.setdefault("file_seconds", spec.get("file_seconds", 60.0))
     preds = predict_folder(files, spec["members"], factory, spec["predict"], spec["postprocess"], **kwargs)
-    return preds, finish_spec(spec, preds)
+    return preds, teacher_member.join(spec, files, preds, finish_spec(spec, preds), **kwargs)  # T2, over all rows
 
 
 def finish_spec(spec: Mapping[str, Any], preds: FolderPredictions) -> np.ndarray:
@@ -181,7 +179,7 @@ class FolderPredictions:
         process_seconds: wall time from the first file started to the last result.
         startup_seconds: wall time to start the workers and build the predictors.
         peak_rss_mb: parent peak RSS + the peak RSS of every worker (upper bound on the concurrent total).
-        cores: workers * threads.
+        cores: workers * threads. teacher: the teacher member's run (``teacher_member.TeacherRun``), if any.
     """
 
     stems: list[str]
@@ -193,12 +191,13 @@ class FolderPredictions:
     startup_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     cores: int = 1
+    teacher: Any = None
 
     def speed(self) -> dict[str, float]:
-        """Speed and memory figures for metrics (see the module docstring for the formulas)."""
+        """Speed and memory figures for metrics (see the module docstring; a teacher's time is added)."""
         spm = self.process_seconds / max(self.audio_seconds / 60.0, 1e-9)
         projected = (KAGGLE_SOUNDSCAPES * spm * self.cores / KAGGLE_CORES + self.startup_seconds) / 60.0
-        return {
+        return teacher_member.with_teacher_speed({
             "seconds_per_soundscape_minute": round(spm, 4),
             "projected_kaggle_minutes": round(projected, 2),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
@@ -206,7 +205,7 @@ class FolderPredictions:
             "cores": self.cores,
             "n_files": len(self.stems),
             "n_failed": len(self.failed),
-        }
+        }, self.teacher)  # fmt: skip
 
 
 def list_soundscapes(folder: str | os.PathLike[str]) -> list[Path]:

@@ -1,0 +1,157 @@
+"""The ensemble stage's side of the teacher member (T2): ``ensemble.teacher`` params, the spec entry, its scores.
+
+The spec entry (``spec["teacher"]``) holds everything :class:`birdclef.infer.teacher_member.TeacherMember` needs
+to rebuild the teacher without birdclef (runtime, files with their sha256, rate, window, tiling, pooling,
+activation, the species -> teacher class index), the blend (weight, method) and the reference distribution that
+``birdclef predict`` blends against.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from birdclef.infer import ensemble
+from birdclef.infer.teacher_member import blend_rows, predict_files, sha256
+from birdclef.teachers import TeacherParams, create_teacher, map_labels, runtime
+
+DEFAULTS: dict[str, Any] = {"enabled": False, "weight": 0.2, "method": "rank"}
+"""``ensemble.teacher`` in params.yaml (2026 winner: 0.8 students + 0.2 Perch, rank blend)."""
+REFERENCE_POINTS = 51
+"""Quantiles per covered species stored for ``birdclef predict`` (every 2nd percentile)."""
+
+
+def check_cfg(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``ensemble.teacher`` with defaults filled in.
+
+    Raises:
+        ValueError: an unknown key (naming the valid ones), a weight outside [0, 1], an unknown method.
+    """
+    cfg = {**DEFAULTS, **dict(section or {})}
+    errors = [f"unknown key ensemble.teacher.{k}" for k in sorted(set(cfg) - set(DEFAULTS))]
+    if not isinstance(cfg["enabled"], bool):
+        errors.append(f"ensemble.teacher.enabled must be true or false, got {cfg['enabled']!r}")
+    w = cfg["weight"]
+    if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w <= 1.0:
+        errors.append(f"ensemble.teacher.weight must be a number in [0, 1], got {w!r}")
+    if cfg["method"] not in runtime.METHODS:
+        errors.append(f"ensemble.teacher.method must be one of {', '.join(runtime.METHODS)}, got {cfg['method']!r}")
+    if errors:
+        raise ValueError("; ".join(errors) + f" (ensemble.teacher takes: {', '.join(DEFAULTS)})")
+    return {**cfg, "weight": float(w)}
+
+
+def describe(
+    section: Mapping[str, Any] | None, teacher_section: Mapping[str, Any] | None, classes: Sequence[str], taxonomy: Any
+) -> dict[str, Any] | None:
+    """The spec entry of the teacher member (``spec["teacher"]``), or ``None`` when ``ensemble.teacher`` is off.
+
+    The adapter comes from the ``teacher`` section (name, model and label files, mapping CSV, tiling, pooling,
+    activation, batch size: :class:`birdclef.teachers.TeacherParams`); its species are mapped onto ``classes``
+    by scientific name (+ ``teacher.mapping_csv``) once here, so infer and the bundle need no taxonomy.
+
+    Args:
+        section: params ``ensemble.teacher``.
+        teacher_section: params ``teacher``.
+        classes: the submission classes, in order.
+        taxonomy: DataFrame with ``primary_label`` (+ ``scientific_name``, ``class_name``).
+
+    Raises:
+        ValueError: bad params, no ``teacher.name``, or a teacher that covers none of the classes.
+        FileNotFoundError: the model or label file is missing (naming ``teacher.model_path`` and its variable).
+    """
+    cfg = check_cfg(section)
+    if not cfg["enabled"]:
+        return None
+    if not teacher_section or teacher_section.get("name") in (None, ""):
+        raise ValueError(
+            "ensemble.teacher.enabled needs the teacher's adapter: set teacher.name (birdnet | perch_v2 | onnx) "
+            "and teacher.model_path (or its environment variable, e.g. BIRDNET_TFLITE)"
+        )
+    try:
+        params = TeacherParams.from_dict(dict(teacher_section))
+        teacher = create_teacher(params.name, params.adapter_config())
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise type(err)(f"ensemble.teacher.enabled: the teacher member cannot be built: {err}") from err
+    tax = taxonomy.set_index("primary_label").reindex(list(classes)).reset_index()
+    lmap = map_labels(tax, teacher.labels, params.mapping_csv)
+    if not lmap.covered.any():
+        raise ValueError(
+            f"ensemble.teacher.enabled: the {teacher.name} teacher covers none of the {len(classes)} species "
+            "(SynthCLEF's are invented): turn ensemble.teacher off or map species in teacher.mapping_csv"
+        )
+    return {
+        "name": teacher.name,
+        "weight": cfg["weight"],
+        "method": cfg["method"],
+        **teacher.runtime_options(),
+        "files": {k: {"path": str(Path(p).resolve()), "sha256": sha256(p)} for k, p in teacher.files.items()},
+        "label_column": params.label_column,
+        "n_labels": len(teacher.labels),
+        "sample_rate": teacher.sample_rate,
+        "window_s": teacher.window_s,
+        **{k: getattr(params, k) for k in ("stride_s", "pool", "activation", "peak_normalize", "batch_size")},
+        "index": lmap.index.tolist(),
+        "teacher_labels": list(lmap.teacher_labels),
+        "coverage": lmap.coverage(),
+    }
+
+
+def reference(entry: Mapping[str, Any], students: np.ndarray, teacher: np.ndarray) -> dict[str, Any]:
+    """Quantiles (``REFERENCE_POINTS``, 6 significant digits) per covered species of the students' and the
+    teacher's scores over a labelled run, for :func:`birdclef.infer.teacher_member.blend_file`."""
+    levels = np.linspace(0.0, 1.0, REFERENCE_POINTS)
+    columns = np.flatnonzero(np.asarray(entry["index"]) >= 0)
+
+    def q(x: np.ndarray) -> list[float]:
+        x = x[np.isfinite(x)]
+        return [float(f"{v:.6g}") for v in np.quantile(x, levels)] if x.size else []
+
+    return {"columns": columns.tolist(), "students": [q(students[:, c]) for c in columns],
+            "teacher": [q(np.asarray(teacher[:, c], np.float64)) for c in columns]}  # fmt: skip
+
+
+def in_ensemble(
+    entry: dict[str, Any],
+    files: Sequence[str | os.PathLike[str]],
+    preds: Any,
+    final: np.ndarray,
+    members: Sequence[Mapping[str, Any]],
+    weights: Sequence[float],
+    classes: Sequence[str],
+    score_of: Callable[[np.ndarray, Sequence[str]], dict[str, float]],
+    table: Callable[[np.ndarray, Sequence[str]], Any],
+    cfg: Mapping[str, Any],
+) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    """The ensemble stage's side: the teacher over the labelled soundscapes, blended into the students' ``final``.
+
+    Scores the students alone (``students_score``), the teacher alone and the students on the covered species
+    (``teacher_score``, ``students_covered_score``), and stores the reference distribution in ``entry``.
+
+    Args:
+        entry: from :func:`describe`; gets its ``reference``.
+        files, preds, final: the labelled soundscapes, the members' predictions on them, the students' final
+            (combined, post-processed) scores.
+        members, weights, classes: the ensemble (the reference students combine by ``mean``, as predict does).
+        score_of, table: ``build_spec``'s scorer and window-table maker for (scores, columns).
+        cfg: params ``ensemble`` (``workers``, ``threads``).
+
+    Returns:
+        ``(blended final scores, metrics, {"teacher": its window table on the species it covers, "students": the
+        students' final window table})``.
+    """
+    run = predict_files(entry, files, preds.n_windows, workers=int(cfg.get("workers", 1)), threads=cfg.get("threads"))
+    names = [c for c, i in zip(classes, entry["index"], strict=True) if i >= 0]
+    cov = np.asarray(entry["index"]) >= 0
+    metrics = {f"students_{k}": v for k, v in score_of(final, classes).items()}
+    metrics |= {f"teacher_{k}": v for k, v in score_of(run.probs[:, cov], names).items()}
+    metrics |= {f"students_covered_{k}": v for k, v in score_of(final[:, cov], names).items()}
+    metrics |= {"teacher_weight": entry["weight"], "teacher_n_covered": int(cov.sum()), **run.speed()}
+    plain = ensemble.combine(preds.members, weights, classes, [m["classes"] for m in members], "mean")
+    entry["reference"] = reference(entry, plain, run.probs)  # what `birdclef predict` blends against
+    tables = {"teacher": table(run.probs[:, cov], names), "students": table(final, classes)}
+    return blend_rows(entry, final, run.probs), metrics, tables
