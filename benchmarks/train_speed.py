@@ -28,10 +28,11 @@ import yaml
 from birdclef import SAMPLE_RATE
 from birdclef.features.cache import WaveCache
 from birdclef.models import create_model
-from birdclef.train.augment import NoiseBank, WaveAugment
+from birdclef.train.augment import WaveAugment
+from birdclef.train.augment_ops import CacheNoiseBank
 from birdclef.train.datasets import FocalDataset
 from birdclef.train.fit import _collate_items
-from birdclef.train.member import quiet_soundscape_clips
+from birdclef.train.member import quiet_soundscape_spans
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES = 206
@@ -106,7 +107,7 @@ def main() -> None:
     ds = FocalDataset(segs, cache, labels, float(tcfg["crop_s"]), tcfg.get("crop_policy", "random"))
     noise = None
     if isinstance(cache, WaveCache) and cache.keys("train_soundscape"):
-        noise = NoiseBank(quiet_soundscape_clips(cache, cache.keys("train_soundscape")))  # A9 clips, as train does
+        noise = CacheNoiseBank(cache, quiet_soundscape_spans(cache, cache.keys("train_soundscape")))  # A9 as train
     augment = WaveAugment(tcfg.get("augment", {}), noise_bank=noise)
     rng = np.random.default_rng(0)
     gen = torch.Generator().manual_seed(0)

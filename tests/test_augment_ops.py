@@ -147,3 +147,46 @@ def test_section_accepts_whole_augment_params_or_a_part():
     assert section({"wave": {"gain": {}}}, "spec") == {}
     assert section({"gain": {}}, "wave") == {"gain": {}}
     assert section(None, "spec") == {}
+
+
+def test_cache_noise_bank_draws_the_same_crops_as_the_clips_it_indexes():
+    """A9's bank keeps (key, start, length) spans and reads crops when drawn: identical to holding the clips."""
+    from birdclef.train.augment_ops import CacheNoiseBank, NoiseBank
+
+    from train_fixtures import MemoryCache
+
+    rng = np.random.default_rng(0)
+    cache = MemoryCache({"a": rng.standard_normal(40_000).astype(np.float32),
+                         "b": rng.standard_normal(9_000).astype(np.float32)})
+    spans = [("a", 1_000, 20_000), ("b", 500, 3_000), ("a", 30_000, 8_000)]
+    held = NoiseBank([cache.read(k, s, n) for k, s, n in spans])
+    lazy = CacheNoiseBank(cache, spans)
+    for length in (5_000, 16_000):  # shorter than some clips (crop) and longer than others (tiled)
+        a = held.sample(6, length, torch.Generator().manual_seed(3))
+        b = lazy.sample(6, length, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="positive length"):
+        CacheNoiseBank(cache, [("a", 0, 0)])
+
+
+def test_background_bank_memory_does_not_grow_with_the_soundscapes():
+    """An index, not the audio: 40 one-minute soundscapes' quiet windows would be ~90 MB of float32."""
+    import tracemalloc
+
+    from birdclef.train.augment_ops import CacheNoiseBank
+    from birdclef.train.member import quiet_soundscape_spans
+
+    from train_fixtures import MemoryCache
+
+    def bank_bytes(n_files: int) -> int:
+        waves = {f"ss{i}": np.full(60 * 32_000, 0.01 * (i + 1), dtype=np.float32) for i in range(n_files)}
+        cache = MemoryCache(waves, {k: "train_soundscape" for k in waves})
+        tracemalloc.start()
+        bank = CacheNoiseBank(cache, quiet_soundscape_spans(cache, sorted(waves)))
+        size = tracemalloc.get_traced_memory()[0]  # what the bank keeps (the RMS scan is transient)
+        tracemalloc.stop()
+        assert len(bank) == int(n_files * 12 * 0.3)
+        return size
+
+    small, large = bank_bytes(4), bank_bytes(40)
+    assert large < 200_000 and large - small < 150_000

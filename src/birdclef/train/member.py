@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +12,16 @@ import pandas as pd
 import torch
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
+from birdclef.dist import fingerprint  # a resume checkpoint must match the run's settings and inputs
 from birdclef.io import merged, write_csv, write_parquet
+from birdclef.metric import macro_auc
 from birdclef.models import create_model, load_checkpoint, save_checkpoint
-from birdclef.track import NullRun, params_digest
-from birdclef.train.augment import NoiseBank, SpecAugment, WaveAugment
+from birdclef.track import NullRun
+from birdclef.train.augment import WAVE_DEFAULTS, NoiseBank, SpecAugment, WaveAugment
+from birdclef.train.augment_ops import CacheNoiseBank, resolve_options, section
 from birdclef.train.datasets import FocalDataset, PseudoBank, WaveSource
 from birdclef.train.distill import DistillLoss, TeacherTargets
-from birdclef.train.evaluate import Evaluator, macro_auc
+from birdclef.train.evaluate import Evaluator
 from birdclef.train.fit import FitConfig, clear_resume, fit
 from birdclef.train.losses import build_loss
 from birdclef.train.params import check_member
@@ -73,8 +75,9 @@ def split_segments(
     return train.reset_index(drop=True), val
 
 
-def quiet_soundscape_clips(cache: WaveSource, keys: list[str], share: float = 0.3) -> list[np.ndarray]:
-    """The quietest ``share`` of 5-s windows of the train soundscapes: background noise for A9 (rank 2)."""
+def quiet_soundscape_spans(cache: WaveSource, keys: list[str], share: float = 0.3) -> list[tuple[str, int, int]]:
+    """The quietest ``share`` of 5-s windows of the train soundscapes, as ``(key, first sample, samples)`` spans:
+    background noise for A9 (rank 2), read from the cache when drawn (``CacheNoiseBank``)."""
     window = WINDOW_SECONDS * SAMPLE_RATE
     scored: list[tuple[float, str, int]] = []
     for key in keys:
@@ -85,7 +88,7 @@ def quiet_soundscape_clips(cache: WaveSource, keys: list[str], share: float = 0.
             scored.append((float(np.mean(rms[w * per : (w + 1) * per] ** 2)), key, w))
     scored.sort()
     keep = scored[: max(1, int(len(scored) * share))] if scored else []
-    return [cache.read(k, w * window, window) for _, k, w in keep]
+    return [(k, w * window, window) for _, k, w in keep]
 
 
 def iteration_config(params: Mapping[str, Any], iteration: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -105,17 +108,6 @@ def iteration_config(params: Mapping[str, Any], iteration: Mapping[str, Any]) ->
     tcfg = merged(params["train"], override)
     st_cfg = merged(params.get("selftrain", {}) or {}, iteration.get("selftrain") or {})
     return tcfg, st_cfg
-
-
-def fingerprint(*parts: Any) -> str:
-    """Identify a training run by its settings and inputs (a resume checkpoint must match it)."""
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, pd.DataFrame):
-            h.update(pd.util.hash_pandas_object(p.astype(str), index=False).values.tobytes())
-        else:
-            h.update(params_digest({"p": p}).encode())
-    return h.hexdigest()[:16]
 
 
 def train_member(
@@ -171,7 +163,10 @@ def train_member(
     )
     aug_cfg = dict(tcfg.get("augment", {}))
     noise_keys = [k for k in inputs.cache.keys("train_soundscape")] if hasattr(inputs.cache, "keys") else []
-    noise = NoiseBank(quiet_soundscape_clips(inputs.cache, noise_keys)) if noise_keys else None
+    background = "background" in resolve_options(section(aug_cfg, "wave"), WAVE_DEFAULTS, "train.augment.wave")
+    noise = None  # A9's bank: an index into the cache (not the audio), built only when A9 is on
+    if noise_keys and background:
+        noise = CacheNoiseBank(inputs.cache, quiet_soundscape_spans(inputs.cache, noise_keys))
     voice = NoiseBank(inputs.voice_clips) if inputs.voice_clips else None
     transforms = []
     if student:
