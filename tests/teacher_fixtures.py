@@ -131,3 +131,22 @@ def burst(seconds: float, start_s: float, stop_s: float, sr: int = SR, amp: floa
     t = np.arange(round(start_s * sr), round(stop_s * sr))
     wave[t] = amp * np.sin(2 * np.pi * 1000 * t / sr)
     return wave
+
+
+def stand_in_section(folder: Path, samples: int = 144_000, sample_rate: int = 48_000) -> dict:
+    """A params ``teacher`` section for the stand-in ONNX teacher (default: BirdNET's 48 kHz, 3-s geometry)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"name": "onnx", "model_path": str(energy_onnx(folder / "energy.onnx", samples)),
+            "labels_path": str(write_txt_labels(folder / "labels.txt")), "sample_rate": sample_rate,
+            "window_s": samples / sample_rate, "logits_output": "label", "embedding_output": "embedding"}  # fmt: skip
+
+
+def stand_in_entry(folder: Path, classes: list[str], scientific: dict[str, str], **cfg) -> dict:
+    """The ensemble spec's teacher entry (``teacher_spec.describe``) of the stand-in, covering ``scientific``'s
+    species (their scientific names are stand-in labels, e.g. ``Omnia sonora`` = class 4)."""
+    import pandas as pd
+
+    from birdclef.infer.teacher_spec import describe
+
+    taxonomy = pd.DataFrame({"primary_label": classes, "scientific_name": [scientific.get(c, "") for c in classes]})
+    return describe({"enabled": True, **cfg}, stand_in_section(folder), classes, taxonomy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
+from teacher_fixtures import stand_in_entry
 
 from birdclef.infer.bundle import build_bundle, bundle_command, check_standalone, verify_bundle
 from birdclef.infer.runner import infer, make_factory
@@ -59,6 +61,8 @@ def test_bundle_holds_script_helpers_graphs_and_a_manifest_of_provenance(built, 
         "birdclef_bundle/ensemble.py",
         "birdclef_bundle/melspec.py",
         "birdclef_bundle/postprocess.py",
+        "birdclef_bundle/teacher_member.py",
+        "birdclef_bundle/teacher_runtime.py",
         "birdclef_bundle/windows.py",
         "model/export_spec.json",
         "model/frontend_mel_tiny.npz",
@@ -110,7 +114,43 @@ def test_check_standalone_rejects_module_level_imports_of_the_repository(tmp_pat
         check_standalone(bad)
 
 
-def test_bundled_script_without_torch_or_birdclef_reproduces_the_runner_submission(built, tmp_path):
+@pytest.fixture(scope="module")
+def teacher_export(built, tmp_path_factory):
+    """The export with a teacher member: the stand-in ONNX teacher (48 kHz, 3-s windows) covering sp_a and ins1."""
+    root = tmp_path_factory.mktemp("teacher_export")
+    entry = stand_in_entry(root / "stand_in", CLASSES, {"sp_a": "Omnia sonora", "ins1": "Gamma tertia"})
+    export = root / "export"
+    shutil.copytree(built["export"], export)
+    spec = json.loads((export / "export_spec.json").read_text())
+    spec["ensemble"]["teacher"] = entry
+    (export / "export_spec.json").write_text(json.dumps(spec))
+    return {"export": export, "spec": {**built["spec"], "teacher": entry}, "stand_in": root / "stand_in"}
+
+
+def test_a_teacher_member_travels_in_the_bundle_with_its_files(teacher_export, tmp_path):
+    out = tmp_path / "bundle"
+    manifest = build_bundle(teacher_export["export"], out, tmp_path)
+    assert {"model/teacher/energy.onnx", "model/teacher/labels.txt"} <= set(manifest["files"])
+    for name in ("energy.onnx", "labels.txt"):
+        assert (out / "model/teacher" / name).read_bytes() == (teacher_export["stand_in"] / name).read_bytes()
+    entry = json.loads((out / "model/export_spec.json").read_text())["ensemble"]["teacher"]
+    assert entry["files"]["model"]["path"] == "teacher/energy.onnx"  # relative to model/: Kaggle mounts it anywhere
+    assert entry["files"]["labels"]["path"] == "teacher/labels.txt" and entry["index"] == [4, -1, -1, 2]
+    (teacher_export["stand_in"] / "labels.txt").write_text("changed")  # a bundle is only built from the files mapped
+    try:
+        with pytest.raises(ValueError, match="labels.txt: the teacher labels file changed since the ensemble stage"):
+            build_bundle(teacher_export["export"], tmp_path / "other", tmp_path)
+    finally:
+        shutil.copy2(out / "model/teacher/labels.txt", teacher_export["stand_in"] / "labels.txt")
+
+
+@pytest.mark.parametrize("with_teacher", [False, True], ids=["students", "teacher_member"])
+def test_bundled_script_without_torch_or_birdclef_reproduces_the_runner_submission(
+    built, teacher_export, tmp_path, with_teacher
+):
+    export, spec = (
+        (teacher_export["export"], teacher_export["spec"]) if with_teacher else (built["export"], built["spec"])
+    )
     folder = tmp_path / "test_soundscapes"
     files = write_soundscapes(folder, STEMS)
     (folder / "S03_broken.ogg").write_bytes(b"not audio at all")
@@ -119,15 +159,16 @@ def test_bundled_script_without_torch_or_birdclef_reproduces_the_runner_submissi
     sample = pd.DataFrame({"row_id": [r for s in stems for r in row_ids(s, 12)], **{c: 0.0 for c in CLASSES}})
     sample.to_csv(tmp_path / "sample_submission.csv", index=False)
 
-    factory = make_factory("onnxruntime", built["export"])
-    preds, scores = infer(built["spec"], files, factory, workers=1, threads=1, on_error="fallback")
+    factory = make_factory("onnxruntime", export)
+    preds, scores = infer(spec, files, factory, workers=1, threads=1, on_error="fallback")
     assert preds.failed.keys() == {"S03_broken"}
+    assert (preds.teacher is not None) == with_teacher
     sample = read_sample(tmp_path / "sample_submission.csv")
     expected = build_submission(preds.stems, preds.n_windows, scores, CLASSES, sample)
     write_submission(expected, tmp_path / "expected.csv")
 
     bundle = tmp_path / "bundle"
-    build_bundle(built["export"], bundle, tmp_path)
+    build_bundle(export, bundle, tmp_path)
     blocker = tmp_path / "blocked"
     for package in ("torch", "birdclef"):
         (blocker / package).mkdir(parents=True)
@@ -145,3 +186,8 @@ def test_bundled_script_without_torch_or_birdclef_reproduces_the_runner_submissi
     assert list(got.columns) == list(want.columns) and got["row_id"].tolist() == want["row_id"].tolist()
     np.testing.assert_allclose(got[CLASSES].to_numpy(), want[CLASSES].to_numpy(), rtol=0, atol=1e-6)
     assert got[CLASSES].to_numpy().std() > 0  # real predictions, not a constant fill
+    if with_teacher:  # the blend of the covered species is in the script's submission, not the students' scores
+        assert "teacher onnx member" in result.stderr
+        alone = infer(built["spec"], files, factory, workers=1, threads=1, on_error="fallback")[1]
+        np.testing.assert_allclose(got[["sp_b", "frog1"]].to_numpy(), alone[:, [1, 2]], atol=1e-6)
+        assert np.abs(got[["sp_a", "ins1"]].to_numpy() - alone[:, [0, 3]]).max() > 0.05

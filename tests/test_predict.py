@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from teacher_fixtures import stand_in_entry
 
 from birdclef.infer.bundle import build_bundle
 from birdclef.infer.predict import (
@@ -20,6 +23,7 @@ from birdclef.infer.predict import (
     raven_table,
     window_table,
 )
+from birdclef.infer.teacher_member import TeacherMember
 
 from export_fixtures import CLASSES, SR, exported, soundscape
 
@@ -142,6 +146,27 @@ def test_predict_command_takes_an_export_a_bundle_or_a_checkpoint(built, recordi
         results[name] = pd.read_csv(out / "dawn.csv")[CLASSES].to_numpy()
     np.testing.assert_allclose(results["export"], results["bundle"], atol=1e-6)
     assert results["torch"].shape == results["export"].shape
+
+
+def test_a_teacher_member_joins_each_recording_against_the_stored_reference(built, scorer: Scorer, tmp_path: Path):
+    entry = stand_in_entry(tmp_path / "stand_in", CLASSES, {"sp_a": "Omnia sonora"}, weight=0.5, method="rank")
+    # reference: teacher scores uniform on [0, 1] (F_t(t) = t), students' uniform on [0, 0.4] (Q_s(p) = 0.4 p)
+    entry["reference"] = {"columns": [0], "students": [np.linspace(0, 0.4, 51).tolist()],
+                          "teacher": [np.linspace(0, 1, 51).tolist()]}  # fmt: skip
+    export = tmp_path / "export"
+    shutil.copytree(built["export"], export)
+    spec = json.loads((export / "export_spec.json").read_text())
+    spec["ensemble"]["teacher"] = entry
+    (export / "export_spec.json").write_text(json.dumps(spec))
+    wave = soundscape(22, 1)  # 5 windows, the last one padded
+    students, teacher = scorer(wave), TeacherMember(entry)(wave, 5)[:, 0]
+    assert np.ptp(teacher) > 0.05  # the stand-in hears the gated tone in some windows only
+    bundle = tmp_path / "bundle"
+    build_bundle(export, bundle, tmp_path)
+    for model in (export, bundle):  # the bundle's teacher files are under model/teacher/
+        got = Scorer(model, backend="onnxruntime", threads=1)(wave)
+        np.testing.assert_allclose(got[:, 0], 0.5 * students[:, 0] + 0.5 * 0.4 * teacher, atol=1e-6)
+        np.testing.assert_array_equal(got[:, 1:], students[:, 1:])  # species the teacher lacks: the students'
 
 
 @pytest.mark.skipif(not REAL_AUDIO.is_dir(), reason="shared/real-audio is not present")

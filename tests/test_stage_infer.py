@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from teacher_fixtures import energy_onnx, write_txt_labels
+from teacher_fixtures import stand_in_section
 
 from birdclef.infer import runner, teacher_member
 from birdclef.infer.submission import row_ids
@@ -184,11 +184,7 @@ def ensemble_args(root: Path, params: Path, name: str) -> list:
 
 def teacher_params(root: Path, **teacher) -> Path:
     """The project's params with ensemble.teacher on and the stand-in ONNX teacher (BirdNET's 48 kHz, 3-s geometry)."""
-    folder = root / "stand_in"
-    folder.mkdir(exist_ok=True)
-    section = {"name": "onnx", "model_path": str(energy_onnx(folder / "energy.onnx", 144_000)),
-               "labels_path": str(write_txt_labels(folder / "labels.txt")), "sample_rate": 48_000, "window_s": 3.0,
-               "logits_output": "label", "embedding_output": "embedding", **teacher}  # fmt: skip
+    section = {**stand_in_section(root / "stand_in"), **teacher}
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["ensemble"]["teacher"] = {"enabled": True, "weight": 0.2, "method": "rank"}
     params["teacher"] = section

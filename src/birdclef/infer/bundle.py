@@ -15,16 +15,21 @@ from typing import Any
 import click
 import yaml
 
-from birdclef.infer import backends, ensemble, kaggle_script, melspec, postprocess, windows
+from birdclef.infer import backends, ensemble, kaggle_script, melspec, postprocess, teacher_member, windows
 from birdclef.io import atomic_path, load_params, write_json
+from birdclef.teachers import runtime as teacher_runtime
 from birdclef.track.runs import params_digest, provenance_tags
 
 SCRIPT = "predict_kaggle.py"
 PACKAGE = "birdclef_bundle"
 MODEL_DIR = "model"
 MANIFEST = "MANIFEST.json"
-HELPERS = (windows, postprocess, ensemble, melspec, backends)
+HELPERS = (windows, postprocess, ensemble, melspec, backends, teacher_member)
 """Modules copied next to the script; at import time they may only need what a Kaggle image has."""
+RENAMED = {teacher_runtime: "teacher_runtime.py"}
+"""Helpers from other packages, copied under these names (``teacher_member`` imports ``.teacher_runtime``)."""
+TEACHER_DIR = "teacher"
+"""Under ``model/``: a teacher member's model and label files."""
 ALLOWED_IMPORTS = {"numpy", "pandas", "soundfile", "onnxruntime", "__future__", *sys.stdlib_module_names}
 
 
@@ -55,7 +60,9 @@ def build_bundle(
     """Write the bundle folder ``out`` atomically and return its manifest.
 
     Layout: ``predict_kaggle.py`` (the standalone script), ``birdclef_bundle/`` (windows, postprocess,
-    ensemble, melspec, backends), ``model/`` (front-end and body graphs, export_spec.json), ``MANIFEST.json``.
+    ensemble, melspec, backends, teacher_member, teacher_runtime), ``model/`` (front-end and body graphs,
+    export_spec.json; ``model/teacher/`` the teacher member's model and label files when the ensemble has one,
+    their paths in the spec made relative to ``model/``), ``MANIFEST.json``.
 
     Args:
         export_dir: the export stage's folder.
@@ -65,14 +72,18 @@ def build_bundle(
     spec = backends.read_spec(export_dir)
     if not spec.get("ensemble"):
         raise ValueError(f"{export_dir}: the export has no ensemble spec (export it with the export stage)")
-    for module in (*HELPERS, kaggle_script):
+    for module in (*HELPERS, *RENAMED, kaggle_script):
         check_standalone(module.__file__)
+    teacher = spec["ensemble"].get("teacher")
+    teachers = teacher_member.teacher_files(teacher) if teacher else {}  # there and unchanged, or an error
     with atomic_path(out) as tmp:
         package = tmp / PACKAGE
         package.mkdir(parents=True)
         (package / "__init__.py").write_text('"""numpy-only inference helpers copied from birdclef.infer."""\n')
         for module in HELPERS:
             shutil.copy2(module.__file__, package / Path(module.__file__).name)
+        for module, name in RENAMED.items():
+            shutil.copy2(module.__file__, package / name)
         shutil.copy2(kaggle_script.__file__, tmp / SCRIPT)
         model = tmp / MODEL_DIR
         model.mkdir()
@@ -84,6 +95,10 @@ def build_bundle(
         for member in spec["members"]:
             shutil.copy2(Path(export_dir) / member["body"], model / member["body"])
             member.pop("fused", None)
+        for key, path in teachers.items():  # Kaggle has no internet: the teacher travels with the bundle
+            (model / TEACHER_DIR).mkdir(exist_ok=True)
+            shutil.copy2(path, model / TEACHER_DIR / path.name)
+            teacher["files"][key]["path"] = f"{TEACHER_DIR}/{path.name}"
         write_json(model / backends.SPEC_FILE, spec)
         manifest = {**provenance(root), "backend": spec.get("backend"), "files": file_hashes(tmp)}
         write_json(tmp / MANIFEST, manifest)

@@ -2,12 +2,16 @@
 
 Needs only numpy, pandas, soundfile and onnxruntime (OpenVINO when installed and chosen at export): no torch,
 no birdclef. ``birdclef bundle`` copies this file into the bundle as ``predict_kaggle.py``, next to
-``birdclef_bundle/`` (the numpy-only windows, postprocess, ensemble, melspec and backends modules of the
-repository) and ``model/`` (the ONNX graphs and export_spec.json, which embeds the ensemble spec).
+``birdclef_bundle/`` (the numpy-only windows, postprocess, ensemble, melspec, backends, teacher_member and
+teacher_runtime modules of the repository) and ``model/`` (the ONNX graphs and export_spec.json, which embeds the
+ensemble spec; ``model/teacher/`` the files of a teacher member).
 
 It mirrors ``birdclef.infer.runner.infer`` step for step (decode, member predictions with member-level TTA,
-combination, file-level post-processing, class-mean rows for files that fail), so its submission equals the
-`infer` stage's; a test checks that.
+combination, file-level post-processing, class-mean rows for files that fail, then a teacher member over every
+file and its per-class blend over all rows), so its submission equals the `infer` stage's; a test checks that.
+A teacher member (T2) also needs its runtime, which a Kaggle image has: a TFLite interpreter for BirdNET
+(TensorFlow's ``tf.lite``, or ``tflite_runtime`` / ``ai-edge-litert``), onnxruntime for ONNX teachers, and soxr to
+resample to the teacher's rate.
 
 Usage, in a Kaggle notebook cell::
 
@@ -35,9 +39,9 @@ HERE = Path(__file__).resolve().parent
 if (HERE / "birdclef_bundle").is_dir():
     sys.path.insert(0, str(HERE))
 try:
-    from birdclef_bundle import backends, ensemble, postprocess, windows  # the bundle layout
+    from birdclef_bundle import backends, ensemble, postprocess, teacher_member, windows  # the bundle layout
 except ImportError:  # run from the repository
-    from birdclef.infer import backends, ensemble, postprocess, windows
+    from birdclef.infer import backends, ensemble, postprocess, teacher_member, windows
 
 log = logging.getLogger("predict_kaggle")
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
@@ -132,6 +136,13 @@ def predict_folder(
         [postprocess.apply_file(block, spec.get("postprocess"), counts) for block in np.split(combined, len(ok))]
     )
     scores[~ok_rows] = scores[ok_rows].mean(axis=0)
+    if spec.get("teacher"):  # T2: over every file, then blended per class over all rows (a rank cannot stream)
+        run = teacher_member.predict_files(
+            spec["teacher"], files, [n_windows] * len(files), load=load_wave, root=model_dir, workers=workers,
+            threads=threads, on_error=on_error, start_method="fork",
+        )  # fmt: skip
+        scores = teacher_member.blend_rows(spec["teacher"], scores, run.probs)
+        log.info("teacher %s member: %s", spec["teacher"]["name"], run.speed())
     return spec, scores, failed
 
 

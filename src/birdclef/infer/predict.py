@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.audio.decode import AudioError, load_audio
-from birdclef.infer import ensemble, postprocess
+from birdclef.infer import ensemble, postprocess, teacher_member
 from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble, TorchPredictor
 from birdclef.infer.runner import AUDIO_SUFFIXES, member_predict_cfg
 from birdclef.infer.windows import group_by_chunking, predict_members, stack_predictors
@@ -40,6 +40,8 @@ class Scorer:
     Members are combined by the weighted mean of probabilities whatever the ensemble's ``combination`` (min-max
     and rank scaling are relative to a whole test set, meaningless for one file); member-level TTA applies, and
     the file-level steps (smoothing, boosts) only with ``file_postprocess`` (boosts rescale scores per file).
+    A teacher member (T2) joins per file against the reference distribution the ensemble stage stored
+    (``teacher_member.blend_file``: percentile mapping onto the students' scale), not by a set-wide rank.
 
     Args:
         model: an export folder, a bundle (its ``model/`` folder is used) or a checkpoint file (``.pt``, torch).
@@ -57,6 +59,7 @@ class Scorer:
         file_postprocess: bool = False,
     ) -> None:
         model = Path(model)
+        self.teacher = None
         if model.is_file():
             self._from_checkpoint(model, threads)
         else:
@@ -77,6 +80,8 @@ class Scorer:
             for chunking, positions in group_by_chunking(chunkings):
                 predict = exported.group_predictor([self.members[i]["name"] for i in positions])
                 self._groups.append((postprocess.wrap_predictor(predict, self.post), chunking, positions))
+            if spec.get("teacher"):  # its files: absolute, or under a bundle's model/ folder
+                self.teacher = teacher_member.TeacherMember(spec["teacher"], folder, threads)
         self.file_postprocess = file_postprocess
         self._frame_transform = postprocess.frame_transform(self.post)
 
@@ -101,6 +106,8 @@ class Scorer:
         scores = ensemble.combine(preds, weights, self.classes, [m["classes"] for m in self.members], "mean")
         if self.file_postprocess:
             scores = postprocess.apply_file(scores, self.post, self.counts)
+        if self.teacher is not None:
+            scores = teacher_member.blend_file(self.teacher.entry, scores, self.teacher(wave, n_windows))
         return scores
 
 

@@ -187,8 +187,8 @@ def _predict_one(job: tuple[str, int, str]) -> tuple[np.ndarray | None, str | No
         wave = _WORKER["load"](path)
         probs, error = _WORKER["member"](wave, n_windows), None
         seconds = len(wave) / runtime.SAMPLE_RATE
-    except (OSError, ValueError, RuntimeError) as err:  # decoders raise all three
-        if on_error == "raise":
+    except Exception as err:  # any decoder's error (birdclef's AudioError, soundfile's, OSError): the file's
+        if on_error == "raise":  # rows fall back; predict_files refuses a run where every file failed
             raise ValueError(f"{path}: the teacher failed: {err}") from err
         log.warning("%s: the teacher failed, its rows come from the students alone: %s", path, err)
         probs, error, seconds = None, f"{type(err).__name__}: {err}", 0.0
@@ -232,6 +232,8 @@ def predict_files(
             outcomes = [first, *it]
     process = time.perf_counter() - t0 - startup
     width = len(entry["index"])
+    if jobs and all(o[1] is not None for o in outcomes):
+        raise RuntimeError(f"the teacher failed on every file, e.g. {jobs[0][0]}: {outcomes[0][1]}")
     blocks = [p if p is not None else np.full((n, width), np.nan, np.float32) for (p, *_), (_, n, _) in
               zip(outcomes, jobs, strict=True)]  # fmt: skip
     return TeacherRun(
