@@ -3,8 +3,10 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from birdclef import dist
@@ -127,3 +129,29 @@ def test_torch_device_auto_cpu_and_an_unavailable_cuda(monkeypatch):
     assert dist.torch_device("auto") == dist.torch_device("cuda") == "cuda"
     assert dist.torch_device("cpu") == "cpu"
 
+
+
+def test_one_fingerprint_for_blocks_and_resume_checkpoints():
+    from birdclef.train import member
+
+    assert member.fingerprint is dist.fingerprint  # the one function
+    table = pd.DataFrame({"segment_id": ["a", "b"], "weight": [1.0, 1.0]})
+    key = dist.fingerprint("it0_m", {"lr": 0.1}, table)
+    assert key == dist.fingerprint("it0_m", {"lr": 0.1}, table.copy()) and len(key) == 16
+    changed = table.assign(weight=[1.0, 0.5])
+    assert dist.fingerprint("it0_m", {"lr": 0.1}, changed) != key  # a table counts by its contents
+    assert dist.fingerprint("it0_m", {"lr": 0.2}, table) != key
+    assert dist.fingerprint("ab", "c") != dist.fingerprint("a", "bc")
+    assert dist.fingerprint({"x": 1, "y": 2}) == dist.fingerprint({"y": 2, "x": 1})  # dicts by sorted keys
+    assert dist.fingerprint([Path("f1.ogg")], "s") == dist.fingerprint(["f1.ogg"], "s")  # paths by their text
+
+
+def test_start_outside_torchrun_is_rank_zero_without_a_group(monkeypatch):
+    import torch.distributed as tdist
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert dist.start("cpu") == ("cpu", 0)
+    assert not tdist.is_initialized()
+    with pytest.raises(ValueError, match="train.device"):
+        dist.start("tpu")

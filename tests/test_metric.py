@@ -67,3 +67,53 @@ def test_no_positive_anywhere_is_an_error():
     sol.iloc[:, 1:] = 0
     with pytest.raises(ScoringError, match="nothing to score"):
         score(sol, sub)
+
+
+# ---------------------------------------------------------------- macro_auc: the one scoring summary
+
+
+TAXA = {"sp0": "Aves", "sp1": "Aves", "sp2": "Aves", "sp3": "Amphibia", "sp4": "Amphibia", "sp5": "Insecta",
+        "sp6": "Insecta"}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_macro_auc_is_the_score_with_per_taxon_means(seed):
+    from birdclef.metric import macro_auc
+
+    sol, sub = _frames(seed)
+    per = per_class_auc(sol, sub)
+    out = macro_auc(sol, sub, TAXA, count=True)
+    assert out["auc"] == pytest.approx(score(sol, sub), abs=1e-12)
+    assert out["n_scored_classes"] == len(per) == 6  # sp0 has no positive
+    assert out["auc_Aves"] == pytest.approx(np.mean([per["sp1"], per["sp2"]]), abs=1e-12)
+    assert out["auc_Amphibia"] == pytest.approx(np.mean([per["sp3"], per["sp4"]]), abs=1e-12)
+    assert set(macro_auc(sol, sub)) == {"auc"}
+
+
+def test_macro_auc_nothing_to_score_is_nan_and_strict_raises_on_misaligned_rows():
+    from birdclef.metric import macro_auc
+
+    sol, sub = _frames(0)
+    sol.iloc[:, 1:] = 0
+    none = macro_auc(sol, sub, TAXA, strict=True, count=True)
+    assert np.isnan(none["auc"]) and none["n_scored_classes"] == 0 and set(none) == {"auc", "n_scored_classes"}
+    sol, sub = _frames(0)
+    assert np.isnan(macro_auc(sol, sub.iloc[1:])["auc"])  # a row missing: per-epoch scores say nan
+    with pytest.raises(ScoringError, match="row_id mismatch"):
+        macro_auc(sol, sub.iloc[1:], strict=True)
+
+
+def test_the_submission_score_is_macro_auc():
+    from birdclef.infer.submission import SubmissionError, evaluate
+    from birdclef.metric import macro_auc
+
+    sol, sub = _frames(4)
+    ours = macro_auc(sol, sub, TAXA, count=True)
+    out = evaluate(sol, sub, TAXA)
+    assert out == {"score": ours["auc"], "n_scored_classes": 6, "score_aves": ours["auc_Aves"],
+                   "score_amphibia": ours["auc_Amphibia"], "score_insecta": ours["auc_Insecta"]}  # fmt: skip
+    with pytest.raises(ScoringError):
+        evaluate(sol, sub.iloc[1:])
+    sol.iloc[:, 1:] = 0
+    with pytest.raises(SubmissionError, match="nothing to score"):
+        evaluate(sol, sub)

@@ -14,11 +14,12 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from birdclef.io import atomic_path
@@ -69,6 +70,21 @@ def rank_device(device: str) -> str:
     return local
 
 
+def start(setting: str = "auto") -> tuple[str, int]:
+    """Set up a training process: its device and rank, the process group joined when torchrun started several.
+
+    Args:
+        setting: ``train.device`` (see ``torch_device``).
+
+    Returns:
+        ``(device, rank)``: ``cuda:<LOCAL_RANK>`` (selected) for a CUDA torchrun rank, else ``torch_device``'s
+        answer; rank 0 outside torchrun. Several ranks join with nccl on CUDA, gloo on the CPU.
+    """
+    device = rank_device(torch_device(setting))
+    init("nccl" if device.startswith("cuda") else "gloo")
+    return device, rank_world()[0]
+
+
 def relaunch(nproc: int) -> None:
     """Re-execute the current command under ``torchrun --nproc-per-node nproc`` unless already under torchrun.
 
@@ -99,9 +115,27 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-def fingerprint(items: Sequence[str], salt: Mapping[str, Any] | str) -> str:
-    """Short digest of the item list and whatever else decides the results (params, checkpoint digests)."""
-    h = hashlib.sha256(json.dumps([list(map(str, items)), salt], sort_keys=True, default=str).encode())
+def fingerprint(*parts: Any) -> str:
+    """Short digest of whatever decides a result, so that stored work is reused only for the same inputs.
+
+    The one fingerprint of the project: a sharded map's block folder (``fingerprint(items, salt)``: the item list
+    plus params and checkpoint digests) and a training run's resume checkpoint (``fingerprint(name, settings...,
+    segment table)``) are both keyed by it.
+
+    Args:
+        parts: JSON-able values (dicts by sorted keys; paths and other objects by ``str``) and pandas DataFrames
+            (by their contents, column by column, as text).
+
+    Returns:
+        16 hex digits.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            h.update(pd.util.hash_pandas_object(part.astype(str), index=False).to_numpy().tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\0")  # parts end where they end: ("ab", "c") is not ("a", "bc")
     return h.hexdigest()[:16]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
@@ -33,6 +35,45 @@ def score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: 
     if not per_class:
         raise ScoringError("solution has no species column with a positive window: nothing to score")
     return float(np.mean(list(per_class.values())))
+
+
+def macro_auc(
+    solution: pd.DataFrame,
+    submission: pd.DataFrame,
+    taxa: Mapping[str, str] | None = None,
+    strict: bool = False,
+    count: bool = False,
+) -> dict[str, float]:
+    """The competition score plus, with a label -> taxon class map, the mean AUC per taxon class.
+
+    The one scoring summary of the project: per-epoch validation, member and ensemble scores, pseudo labels and
+    teacher outputs against labels, the submission score.
+
+    Args:
+        solution, submission: as for :func:`score`.
+        taxa: species column -> taxon class name (``Aves``); a class with no scored species is left out.
+        strict: raise ``ScoringError`` on a solution and submission that do not line up (rows, columns, NaN);
+            otherwise such a pair scores nan, as a pair with no positive window does.
+        count: add ``n_scored_classes``, the number of species columns averaged.
+
+    Returns:
+        ``{"auc": float (nan: nothing to score), "auc_<Class>": ...}`` (+ ``n_scored_classes``).
+    """
+    try:
+        per = per_class_auc(solution, submission)
+    except ScoringError:
+        if strict:
+            raise
+        per = {}
+    out: dict[str, float] = {"auc": float(np.mean(list(per.values()))) if per else float("nan")}
+    if count:
+        out["n_scored_classes"] = len(per)
+    if taxa:
+        groups: dict[str, list[float]] = {}
+        for label, auc in per.items():
+            groups.setdefault(taxa.get(label, "unknown"), []).append(auc)
+        out.update({f"auc_{name}": float(np.mean(v)) for name, v in sorted(groups.items())})
+    return out
 
 
 def per_class_auc(

@@ -11,7 +11,7 @@ import pandas as pd
 
 from birdclef import WINDOW_SECONDS
 from birdclef.io import write_csv
-from birdclef.metric import per_class_auc
+from birdclef.metric import macro_auc
 
 ROW_ID = "row_id"
 log = logging.getLogger(__name__)
@@ -112,15 +112,11 @@ def evaluate(
         ``{"score": ..., "score_<taxon>": ..., "n_scored_classes": ...}``; a taxon with no scored class is absent.
         Per-taxon score = mean AUC over that taxon's scored classes.
     """
-    per_class = per_class_auc(solution, submission)
-    if not per_class:
+    scores = macro_auc(solution, submission, class_of, strict=True, count=True)
+    if not scores["n_scored_classes"]:
         raise SubmissionError("labels have no species column with a positive window: nothing to score")
-    out = {"score": float(np.mean(list(per_class.values()))), "n_scored_classes": len(per_class)}
-    for taxon in sorted(set((class_of or {}).values())):
-        aucs = [v for c, v in per_class.items() if class_of.get(c) == taxon]
-        if aucs:
-            out[f"score_{taxon.lower()}"] = float(np.mean(aucs))
-    return out
+    taxa = {f"score_{k[len('auc_'):].lower()}": v for k, v in scores.items() if k.startswith("auc_")}
+    return {"score": scores["auc"], "n_scored_classes": scores["n_scored_classes"], **taxa}
 
 
 def _check_rows(ids: list[str], stems: set[str], sample_ids: list[str], require_sample_rows: bool) -> None:

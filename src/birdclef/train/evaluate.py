@@ -11,7 +11,7 @@ from torch import nn
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.infer.windows import predict_file
-from birdclef.metric import ScoringError, per_class_auc
+from birdclef.metric import macro_auc  # the one scoring summary; imported from here by older callers
 from birdclef.train.datasets import WaveSource, tile_to
 
 
@@ -24,24 +24,6 @@ def model_predictor(model: nn.Module, device: torch.device | str = "cpu"):
         return {k: torch.sigmoid(out[k]).float().cpu().numpy() for k in ("clip", "frame")}
 
     return predict
-
-
-def macro_auc(solution: pd.DataFrame, submission: pd.DataFrame, taxa: Mapping[str, str] | None = None) -> dict:
-    """Macro AUC (the competition metric) plus, with a label -> class-name map, the mean per taxon class.
-
-    Returns ``{"auc": float | nan, "auc_<Class>": ...}``; nan when no column has a positive.
-    """
-    try:
-        per = per_class_auc(solution, submission)
-    except ScoringError:
-        per = {}
-    out: dict[str, float] = {"auc": float(np.mean(list(per.values()))) if per else float("nan")}
-    if taxa:
-        groups: dict[str, list[float]] = {}
-        for label, auc in per.items():
-            groups.setdefault(taxa.get(label, "unknown"), []).append(auc)
-        out.update({f"auc_{name}": float(np.mean(v)) for name, v in sorted(groups.items())})
-    return out
 
 
 class Evaluator:
