@@ -6,7 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from birdclef.track.ablate import AblationSpec, ablate_command, experiments, resolve, set_args
+from birdclef.track.ablate import AblationSpec, ablate_command, experiments, resolve
+from birdclef.track.overrides import set_args
 
 from track_fixtures import head, sh, tiny_project
 
@@ -139,3 +140,25 @@ def test_ablate_queues_variants_and_tabulates_deltas_per_taxon(tmp_path):
     deltas = [f"{lv:.4f} ({lv - bv:+.4f})" for lv, bv in zip(low, base, strict=True)]
     assert rows["lowlr"] == f"| lowlr | `train.lr=0.25` | {' | '.join(deltas)} |"
     assert rows["broken (failed)"].endswith("| n/a | n/a | n/a |")
+
+
+def test_no_import_circle_among_the_track_modules():
+    """ablate -> pipeline -> overrides, never back (ablate.py and pipeline.py used to import each other)."""
+    import ast
+
+    from track_fixtures import REPO
+
+    folder = REPO / "src/birdclef/track"
+    graph = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level imports count too
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("birdclef.track."):
+                names.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = names - {path.stem}
+    assert "overrides" in graph["pipeline"] and "pipeline" in graph["ablate"]
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph.get(start, ()))
+
+    assert [m for m in graph if reaches(m, m)] == []

@@ -64,7 +64,7 @@ def test_every_preset_applied_as_dvc_does_passes(tmp_path, preset):
 
 
 def test_every_ablation_variant_passes(tmp_path):
-    from birdclef.track.ablate import set_args
+    from birdclef.track.overrides import set_args
 
     for spec in sorted((REPO / "ablations").glob("*.yaml")):
         for name, overrides in yaml.safe_load(spec.read_text())["variants"].items():

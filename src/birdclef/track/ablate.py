@@ -17,6 +17,7 @@ import yaml
 
 from birdclef.io import atomic_path
 from birdclef.track.history import lookup, match_path, natural_key
+from birdclef.track.overrides import set_args
 from birdclef.track.pipeline import child_env, dvc_executable
 from birdclef.track.provenance import git
 
@@ -73,40 +74,6 @@ class AblationSpec:
     def exp_name(self, variant: str) -> str:
         """The DVC experiment name of a variant."""
         return f"{self.name}-{variant}"
-
-
-def set_args(overrides: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> list[str]:
-    """``-S key=value`` arguments in DVC's (Hydra's) override grammar, so DVC parses the values back typed.
-
-    Args:
-        overrides: dotted params keys -> values (scalars, lists, dicts).
-        params: the current params; a key absent from them is written ``+key=value`` (Hydra adds it).
-    """
-    args: list[str] = []
-    for key, value in overrides.items():
-        prefix = "+" if params is not None and not _has_key(params, key) else ""
-        args += ["-S", f"{prefix}{key}={value if isinstance(value, str) else hydra_value(value)}"]
-    return args
-
-
-def hydra_value(value: Any) -> str:
-    """A value in Hydra's override grammar: bare dict keys, quoted strings, true/false/null."""
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {hydra_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(hydra_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return json.dumps(value)  # numbers, true / false, null
-
-
-def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def queue_commands(spec: AblationSpec) -> list[list[str]]:

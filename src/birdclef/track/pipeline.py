@@ -13,6 +13,7 @@ import click
 import yaml
 
 from birdclef.io import load_params
+from birdclef.track.overrides import set_args
 from birdclef.track.runs import PARENT_ENV, parent_run, project_root, tracking_uri
 
 
@@ -73,8 +74,6 @@ def run_pipeline(dvc_args: Sequence[str], exp: bool = False, params: Path = Path
 
 def preset_args(path: Path, params: Path | None = None) -> list[str]:
     """``-S key=value`` arguments for every ``dotted.key: value`` of a preset YAML (keys new to ``params``: ``+``)."""
-    from birdclef.track.ablate import set_args
-
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
