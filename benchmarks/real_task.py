@@ -617,9 +617,11 @@ def variant_overrides(variant: str, repo: Path, params: dict[str, Any]) -> tuple
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
-def _clone(work: Path) -> Path:
+def _clone(work: Path, commit: str) -> Path:
+    """A clone of this repository at ``commit`` (every run of a benchmark on the same code) with its .venv linked."""
     repo = work / "repo"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(REPO), str(repo)], check=True)
+    subprocess.run(["git", "checkout", "-q", commit], cwd=repo, check=True)
     (repo / ".venv").symlink_to(REPO / ".venv")
     return repo
 
@@ -660,15 +662,24 @@ def _teacher_scores(repo: Path, ensemble: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(
-    variant: str, seed: int, task: Path, work: Path, budget_epochs: int | None, target: str, keep: bool = False
+    variant: str,
+    seed: int,
+    *,
+    task: Path,
+    work: Path,
+    commit: str,
+    budget_epochs: int | None = None,
+    target: str = "ensemble",
+    keep: bool = False,
 ) -> dict[str, Any]:
-    """One pipeline run of ``variant`` with ``train.loop.seed`` = ``seed`` in a fresh clone under ``work``."""
+    """One pipeline run of ``variant`` with ``train.loop.seed`` = ``seed`` in a fresh clone of ``commit`` under
+    ``work`` on the task folder ``task``; ``keep`` leaves the run's build/ and data/ in place."""
     started = time.perf_counter()
     run_dir = work / f"{variant}_s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    repo = _clone(run_dir)
+    repo = _clone(run_dir, commit)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     overrides, notes = variant_overrides(variant, repo, params)
     if overrides is None:
@@ -766,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="ensemble", help="dvc repro target (infer: also export and ONNX infer)")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one, removed)")
     ap.add_argument("--keep", action="store_true", help="keep each run's build/ and data/")
+    ap.add_argument("--commit", default="HEAD", help="the committed code every run clones (default: HEAD, fixed)")
     ap.add_argument("--build-only", type=Path, default=None, help="build the task into this folder and stop")
     args = ap.parse_args(argv)
 
@@ -782,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     work = args.work or Path(tempfile.mkdtemp(prefix="real-task-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True, check=True)
+    commit = commit.stdout.strip()
     report: dict[str, Any] = {
         "commit": commit,
         "seeds": seeds,
@@ -793,11 +806,15 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     try:
+        shutil.rmtree(work / "task", ignore_errors=True)
         report["task"] = build_task(work / "task", args.task_seed)
         for seed in seeds:  # seeds outermost: an interrupted benchmark still has every variant of the first seeds
             for variant in variants:
                 print(f"real_task: {variant} seed {seed} ...", file=sys.stderr, flush=True)
-                run = run_one(variant, seed, work / "task", work, args.budget_epochs, args.target, args.keep)
+                run = run_one(
+                    variant, seed, task=work / "task", work=work, commit=commit, budget_epochs=args.budget_epochs,
+                    target=args.target, keep=args.keep,
+                )
                 report["runs"].append(run)
                 report["notes"] += [n for n in run.get("notes", []) if n not in report["notes"]]
                 said = f"{run['score']:.4f}" if "score" in run else "skipped" if run.get("skipped") else "FAILED"
