@@ -14,6 +14,7 @@ from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, load_params, write_json
 from birdclef.track import stage_run
 from birdclef.train.embed_distill import DistillParams, run_distill
+from birdclef.train.params import DISTILL_STAGE, check_params
 
 
 def main() -> int:
@@ -29,6 +30,7 @@ def main() -> int:
     params = load_params(args.params)
     args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
     try:
+        check_params(params, DISTILL_STAGE)  # distill.*, its train override merged over train.*, models, mels
         cfg = DistillParams.from_dict(params.get("distill"))
     except ValueError as err:
         print(f"distill failed: {err}", file=sys.stderr)

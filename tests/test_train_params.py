@@ -15,6 +15,7 @@ import yaml
 
 from birdclef.io import load_params
 from birdclef.train import params as tp
+from birdclef.train import sections as ts
 from birdclef.train.fit import FitConfig
 from birdclef.train.losses import LOSS_KEYS, LOSS_NAMES, LOSS_OPTIONS, build_loss
 from birdclef.train.member import MemberInputs, train_member
@@ -155,6 +156,17 @@ def test_every_problem_is_listed_at_once():
         assert part in text
 
 
+def test_an_iteration_may_switch_the_schedule_by_name():
+    """`scheduler: {name: constant}` over the cosine base is the constant schedule (io.merged replaces a dict of
+    another name), not constant with cosine's restart_epochs and min_lr, which the check refused."""
+    override = {"loop": {"scheduler": {"name": "constant"}, "optimizer": {"name": "radam"}}}
+    assert problems_of(iterations__1__train=override) == []
+    loop = tp.effective(PARAMS, {"train": override})["train"]["loop"]
+    assert loop["scheduler"] == {"name": "constant"} and loop["optimizer"] == {"name": "radam"}
+    assert problems_of(iterations__1__train={"loop": {"scheduler": {"name": "constant", "min_lr": 0.0}}}) == [
+        "unknown key iterations.1.train.loop.scheduler.min_lr; valid for constant: name, warmup_epochs"]
+
+
 def test_an_override_problem_the_base_has_too_is_reported_once():
     found = problems_of(train__loop__epochz=3, iterations__1__train={"loop": {"epochs": 2}})
     assert found == [m for m in found if "epochz" in m] and len(found) == 1
@@ -210,11 +222,11 @@ def test_a_stage_checks_only_the_sections_it_declares():
 
 def test_the_schema_lists_the_code_keys():
     """The schema's key lists are the library's own: a key the code reads is never refused, a typo always is."""
-    loop = tp.TRAIN.keys["loop"].spec.keys
-    assert set(loop) == {f.name for f in fields(FitConfig)} and set(tp.LOOP_TYPES) <= set(loop)
-    assert set(tp.LOSS.keys) == set(LOSS_KEYS) and set(tp.LOSS.keys["name"].options) == set(LOSS_NAMES)
-    assert {k: set(tp.LOSS.keys[k].keys) for k in LOSS_OPTIONS} == {k: set(v) for k, v in LOSS_OPTIONS.items()}
-    for table, values in ((OPTIMIZER_KEYS, tp.OPTIMIZER_VALUES), (SCHEDULER_KEYS, tp.SCHEDULER_VALUES)):
+    loop = ts.TRAIN.keys["loop"].spec.keys
+    assert set(loop) == {f.name for f in fields(FitConfig)} and set(ts.LOOP_TYPES) <= set(loop)
+    assert set(ts.LOSS.keys) == set(LOSS_KEYS) and set(ts.LOSS.keys["name"].options) == set(LOSS_NAMES)
+    assert {k: set(ts.LOSS.keys[k].keys) for k in LOSS_OPTIONS} == {k: set(v) for k, v in LOSS_OPTIONS.items()}
+    for table, values in ((OPTIMIZER_KEYS, ts.OPTIMIZER_VALUES), (SCHEDULER_KEYS, ts.SCHEDULER_VALUES)):
         assert {k for keys in table.values() for k in keys} == set(values)
     for name in LOSS_NAMES:
         build_loss({"name": name})
@@ -270,9 +282,39 @@ def test_freeze_backbone_without_a_checkpoint_is_refused():
     assert problems_of(iterations__1__train={"freeze_backbone": True}) == []  # a student starts from its teacher
     scratch = problems_of(iterations__1__train={"freeze_backbone": True}, selftrain__init="scratch")
     assert len(scratch) == 1 and scratch[0].startswith("iterations.1: train.freeze_backbone")
-    assert problems_of(pretrain__train={"freeze_backbone": True}) == [
-        "pretrain: train.freeze_backbone is true but pre-training starts from no checkpoint"
-    ]
+    for name in ("pretrain", "distill"):
+        assert problems_of(**{f"{name}__train": {"freeze_backbone": True}}) == [
+            f"{name}: train.freeze_backbone is true but {name} trains the backbone from no checkpoint"
+        ]
+
+
+DISTILL_PROBLEMS = [
+    ("distill__holdot", 0.1, "unknown key distill.holdot; valid: enabled, holdout, members, seed, splits, train"),
+    ("distill__holdout", 1.0, "distill.holdout must be a number in [0, 1), got 1.0"),
+    ("distill__members", "sed_mnv3s", "distill.members must be a list of distinct names, got 'sed_mnv3s'"),
+    ("distill__members", ["sed_mnv4"], "distill.members: 'sed_mnv4' is not a key of models"),
+    ("distill__enabled", "yes", "distill.enabled must be true or false, got 'yes'"),
+    ("distill__train", {"loop": {"epochz": 3}}, "unknown key distill.train.loop.epochz; valid: "),
+    ("distill__train", {"loop": {"scheduler": {"name": "constant", "min_lr": 0.0}}},
+     "unknown key distill.train.loop.scheduler.min_lr; valid for constant: name, warmup_epochs"),
+    ("distill__train", [], "distill.train must be a mapping of the keys it overrides, got []"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("where", "value", "message"), DISTILL_PROBLEMS, ids=[d[0] for d in DISTILL_PROBLEMS])
+def test_the_distill_section_is_checked_with_its_train_override_merged(where, value, message):
+    found = problems_of(**{where: value})
+    assert len(found) == 1 and found[0].startswith(message), found
+
+
+def test_distill_enabled_needs_members_and_the_stage_checks_its_sections():
+    assert problems_of(distill__enabled=True, distill__members=[]) == ["distill: distill.enabled needs distill.members"]
+    assert problems_of(distill__train={"loop": {"scheduler": {"name": "constant"}}}) == []  # replaced, not merged
+    p = copy.deepcopy(PARAMS)
+    p["distill"]["holdot"] = 0.1
+    tp.check_params(p, tp.PRETRAIN_STAGE)  # pretrain does not read distill.*
+    with pytest.raises(ValueError, match=r"unknown key distill\.holdot"):
+        tp.check_params(p, tp.DISTILL_STAGE)
 
 
 def test_per_iteration_selftrain_override_decides_the_combinations():

@@ -96,11 +96,16 @@ def load_params(path: str | os.PathLike[str] = "params.yaml", section: str | Non
 def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``override`` merged in recursively (nested dicts merge, other values replace).
 
-    How per-iteration and per-round overrides of params sections combine with the section itself.
+    How per-iteration and per-round overrides of params sections combine with the section itself. A nested dict
+    whose ``name`` differs from the base's replaces it whole: ``scheduler: {name: constant}`` over a cosine
+    schedule is the constant schedule with its own defaults, not constant with cosine's ``min_lr`` (which it
+    does not take). The same holds for a new optimiser or loss name: restate the options to keep.
     """
     out = dict(base)
     for key, value in override.items():
         nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        if nested and "name" in value and "name" in out[key] and value["name"] != out[key]["name"]:
+            nested = False
         out[key] = merged(out[key], value) if nested else value
     return out
 

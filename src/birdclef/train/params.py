@@ -1,4 +1,4 @@
-"""Strict training params: one declarative schema, each unknown key and bad value named by its dotted path."""
+"""Strict training params: the declared sections (train/sections.py) checked, each problem named by its dotted path."""
 
 from __future__ import annotations
 
@@ -6,231 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from birdclef.dist import DEVICES
-from birdclef.features.frontend import MelConfig
 from birdclef.io import merged
-from birdclef.models.backbone import ModelConfig
-from birdclef.train.augment import WAVE_DEFAULTS
-from birdclef.train.augment_ops import LABEL_MODES
-from birdclef.train.augment_spec import SPEC_DEFAULTS
-from birdclef.train.datasets import CROP_POLICIES
-from birdclef.train.distill import MODES as DISTILL_MODES
-from birdclef.train.fit import FitConfig
-from birdclef.train.losses import LOSS_NAMES
-from birdclef.train.optim import OPTIMIZER_KEYS, SCHEDULER_KEYS
-from birdclef.train.pretrain import PretrainConfig
-from birdclef.train.sampling import BALANCE_MODES
-from birdclef.train.schema import (
-    FLAG,
-    NAMES,
-    NONNEG,
-    OVERRIDE,
-    POSITIVE,
-    PROB,
-    RATE,
-    ByName,
-    Choice,
-    Either,
-    Entries,
-    Named,
-    Num,
-    Section,
-    Spec,
-    Text,
-    Validated,
-    dataclass_section,
-    integer,
-)
-from birdclef.train.selftrain import POLICIES
-
-
-def _option(key: str, default: Any) -> Spec:
-    """The spec of an augmentation option, from the type of its default."""
-    if key == "label":
-        return Choice(LABEL_MODES)
-    if isinstance(default, bool):
-        return FLAG
-    return integer() if isinstance(default, int) else Num()
-
-
-def _techniques(defaults: Mapping[str, Mapping[str, Any]]) -> Section:
-    """An augmentation family: technique -> {enabled, p, options of its defaults}."""
-    return Section(
-        {name: Section({**{k: _option(k, v) for k, v in opts.items()}, "enabled": FLAG, "p": PROB})
-         for name, opts in defaults.items()}
-    )  # fmt: skip
-
-
-OPTIMIZER_VALUES = {"lr": POSITIVE, "weight_decay": NONNEG}
-SCHEDULER_VALUES = {"warmup_epochs": NONNEG, "restart_epochs": NONNEG, "min_lr": NONNEG}
-
-LOOP_TYPES: dict[str, Spec] = {
-    "epochs": integer(1),
-    "batch_size": integer(1),
-    "samples_per_epoch": integer(0),
-    "balance": Choice(BALANCE_MODES),
-    "optimizer": ByName(OPTIMIZER_KEYS, "adamw", OPTIMIZER_VALUES),
-    "scheduler": ByName(SCHEDULER_KEYS, "cosine", SCHEDULER_VALUES),
-    "ema": Section({"enabled": FLAG, "decay": Num(0.0, 1.0, high_open=True)}),
-    "soup": Section({"enabled": FLAG, "last_k": integer(1)}),
-    "grad_accum": integer(1),
-    "amp": FLAG,
-    "seed": integer(),
-    "num_workers": integer(0),
-    "checkpoint_every": integer(0),
-    "progress": FLAG,
-}
-"""Types of the ``train.loop`` keys; the keys themselves are FitConfig's fields (fit.py), whose ``from_dict``
-checks the values of any field typed nowhere here."""
-
-LOSS = Section(
-    {
-        "name": Choice(LOSS_NAMES),
-        "focal": Section({"alpha": Num(high=1.0), "gamma": NONNEG}),
-        "sed_dual": FLAG,
-        "label_smoothing": RATE,
-        "neg_penalty": Section({"weight": NONNEG, "margin": Num()}),
-        "soft_auc_weight": NONNEG,
-    }
-)
-
-TRAIN = Section(
-    {
-        "nproc": integer(1),
-        "threads": integer(1),
-        "device": Choice(DEVICES),
-        "crop_s": POSITIVE,
-        "crop_policy": Choice(CROP_POLICIES),
-        "secondary_value": Either((PROB, Choice(("mask",)))),
-        "val_fold": integer(-1),
-        "freeze_backbone": FLAG,
-        "loop": Validated(dataclass_section(FitConfig, LOOP_TYPES), FitConfig.from_dict),
-        "augment": Section({"wave": _techniques(WAVE_DEFAULTS), "spec": _techniques(SPEC_DEFAULTS)}),
-        "loss": LOSS,
-        "teacher_segments": Section({"enabled": FLAG, "threshold": Num(0.0, 1.0, low_open=True, high_open=True),
-                                     "weight": POSITIVE}),  # D4 (rank 7), train/teacher_data.py
-    }
-)
-
-INIT_CHOICES = ("teacher", "scratch")
-SELFTRAIN = Section(
-    {
-        "policy": Choice(POLICIES),
-        "mix_share": PROB,
-        "mix_weight": PROB,
-        "label_mode": Choice(LABEL_MODES),
-        "replace_p": PROB,
-        "replace_min_prob": PROB,
-        "drop_path_rate": Num(0.0, 1.0, high_open=True, null=True),
-        "label_sum_cap": Num(0.0, low_open=True, null=True),
-        "init": Choice(INIT_CHOICES),
-        "distill": Section(
-            {
-                "mode": Choice(DISTILL_MODES, aliases=((False, "off"),)),
-                "blend": PROB,
-                "threshold": PROB,
-                "kl_weight": NONNEG,
-            }
-        ),
-    }
-)
-
-TRANSFORMS = Section(
-    {
-        "file_blend": PROB,
-        "file_blend_stride_s": Num(0.0, null=True),
-        "min_norm": FLAG,
-        "low_threshold": PROB,
-        "high_threshold": PROB,
-        "hard_threshold": PROB,
-        "entropy": Section({"enabled": FLAG, "max_entropy": PROB, "weight": PROB}),
-        "drop_bottom": RATE,
-        "confident_split": Section({"enabled": FLAG, "low": PROB, "high": PROB}),
-    }
-)
-
-PSEUDO = Section(
-    {
-        "rounds": Entries(
-            Section({"k": integer(0), "tau": POSITIVE, "teacher_weight": PROB, "transforms": TRANSFORMS},
-                    required=("k", "tau"))
-        ),
-        "nproc": integer(1),
-        "threads": integer(1, null=True),
-        "block": integer(1),
-        "chunk_s": POSITIVE,
-        "stride_s": POSITIVE,
-        "pool": Choice(("mean", "max")),
-        "source": Choice(("frame", "clip")),
-        "transforms": TRANSFORMS,
-    }
-)
-
-ITERATION = Section(
-    {
-        "k": integer(),
-        "members": NAMES,
-        "teacher": integer(null=True),
-        "labels": Text(),
-        "init_from": Text(null=True),
-        "train": OVERRIDE,
-        "selftrain": OVERRIDE,
-        "loss": OVERRIDE,
-    },
-    required=("k", "members"),
-)
-"""An ``iterations`` entry; its overrides (train, selftrain, loss) are checked merged over their sections. Pseudo-label
-transforms are overridden per round instead (``pseudo.rounds[].transforms``)."""
-
-MODEL_TYPES: dict[str, Spec] = {
-    "head": Text(),
-    "backbone": Text(),
-    "pretrained": Either((FLAG, Text())),
-    "freq_pool": Choice(("mean", "gem")),
-    "drop_rate": RATE,
-    "drop_path_rate": RATE,
-    "in_chans": integer(1, null=True),
-    "mel": Text(),
-}
-MODEL = Validated(
-    dataclass_section(ModelConfig, MODEL_TYPES, {"name": Text(), "classes": NAMES}),
-    lambda cfg: ModelConfig.from_dict({k: v for k, v in cfg.items() if k != "classes"}),
-)
-
-MEL_TYPES: dict[str, Spec] = {
-    "n_fft": integer(1),
-    "hop_length": integer(1),
-    "n_mels": integer(1),
-    "fmin": NONNEG,
-    "fmax": POSITIVE,
-    "top_db": POSITIVE,
-    "norm": Choice(("ref_max", "minmax", "db")),
-    "deltas": FLAG,
-    "absmax": FLAG,
-}
-MEL = Validated(dataclass_section(MelConfig, MEL_TYPES, {"name": Text()}), MelConfig.from_dict)
-
-PRETRAIN_TYPES: dict[str, Spec] = {
-    "sources": NAMES,
-    "members": NAMES,
-    "exclude_competition_species": FLAG,
-    "min_files": integer(1),
-    "trim_s": NONNEG,
-    "n_folds": integer(2),
-    "seed": integer(),
-    "train": OVERRIDE,
-}
-
-SCHEMA: dict[str, Spec] = {
-    "models": Named(MODEL),
-    "mels": Named(MEL),
-    "iterations": Entries(ITERATION),
-    "pretrain": dataclass_section(PretrainConfig, PRETRAIN_TYPES),
-    "train": TRAIN,
-    "selftrain": SELFTRAIN,
-    "pseudo": PSEUDO,
-}
-"""The sections this module checks, by top-level key."""
+from birdclef.train.schema import Section
+from birdclef.train.sections import ITERATION, LOSS, SCHEMA, SELFTRAIN, TRAIN
 
 TOP_LEVEL = ("tracking", "mels", "models", "acquire", "clean", "features", "iterations", "pretrain", "train",
              "selftrain", "pseudo", "teacher", "distill", "ensemble", "export", "infer")  # fmt: skip
@@ -240,6 +18,7 @@ a new section goes here too (tests/test_train_params.py checks the committed par
 TRAIN_STAGE = ("iterations", "train", "selftrain", "models", "mels")  # what dvc.yaml declares for train@k
 PSEUDO_STAGE = ("pseudo",)
 PRETRAIN_STAGE = ("pretrain", "train", "models", "mels")
+DISTILL_STAGE = ("distill", "train", "models", "mels")
 MEMBER = ("train", "selftrain", "models", "mels")  # what train_member reads
 
 
@@ -362,25 +141,37 @@ def problems(params: Mapping[str, Any], sections: Sequence[str] = tuple(SCHEMA))
             where = f"iterations.{i}"
             out += check_iteration(params, it, where) + _combinations(params, it, where)
             if models is not None:
-                out += [f"{where}.members: {m!r} is not a key of models" for m in it.get("members") or []
+                out += [f"{where}.members: {m!r} is not a key of models" for m in _names(it.get("members"))
                         if isinstance(m, str) and m not in models]  # fmt: skip
             if it.get("teacher") is not None and it["teacher"] not in seen:
                 out.append(f"{where}.teacher: {it['teacher']!r} is not the k of an earlier iteration (have {seen})")
             if it.get("k") in seen:
                 out.append(f"{where}.k: {it['k']!r} appears twice")
             seen.append(it.get("k"))
-    if "pretrain" in sections and isinstance(params.get("pretrain"), Mapping):
-        pre = params["pretrain"]
-        out += check_iteration(params, {"train": pre.get("train")}, "pretrain")
-        if _merged(params.get("train"), pre.get("train")).get("freeze_backbone"):
-            out.append("pretrain: train.freeze_backbone is true but pre-training starts from no checkpoint")
-        if models is not None:
-            out += [f"pretrain.members: {m!r} is not a key of models" for m in pre.get("members") or []
-                    if isinstance(m, str) and m not in models]  # fmt: skip
+    for name in ("pretrain", "distill"):  # a `train` override of its own, checked merged like an iteration's
+        if name in sections and isinstance(params.get(name), Mapping):
+            out += _trains_own_members(params, name, models)
     if "models" in sections and models is not None and isinstance(params.get("mels"), Mapping):
         out += [f"models.{name}.mel: {cfg['mel']!r} is not a key of mels" for name, cfg in models.items()
                 if isinstance(cfg, Mapping) and "mel" in cfg and cfg["mel"] not in params["mels"]]  # fmt: skip
     return list(dict.fromkeys(out))
+
+
+def _names(value: Any) -> list[Any]:
+    """The entries of a names list; another value is none (its own check reports it)."""
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _trains_own_members(params: Mapping[str, Any], name: str, models: Mapping[str, Any] | None) -> list[str]:
+    """Problems of pretrain / distill: their ``train`` override merged over ``train``, their members' names."""
+    section = params[name]
+    out = check_iteration(params, {"train": section.get("train")}, name)
+    if _merged(params.get("train"), section.get("train")).get("freeze_backbone"):
+        out.append(f"{name}: train.freeze_backbone is true but {name} trains the backbone from no checkpoint")
+    if models is not None:
+        out += [f"{name}.members: {m!r} is not a key of models" for m in _names(section.get("members"))
+                if isinstance(m, str) and m not in models]  # fmt: skip
+    return out
 
 
 def _raise(found: list[str]) -> None:
