@@ -130,3 +130,17 @@ def test_the_stage_exits_1_naming_the_setting(layout, tmp_path, monkeypatch, cap
     assert stage.main() == 1
     assert "train@0 failed: iteration 0: train.teacher_segments.enabled is true" in capsys.readouterr().err
     assert not layout.out.exists()
+
+
+def test_per_epoch_soundscape_scores_use_the_validation_split_never_the_test_labels(layout):
+    """S3: the test labels are the local leaderboard; only val_labels.csv rows reach the per-epoch evaluator."""
+    rows = []
+    for split, sid in (("test", "ss_test"), ("val", "ss_val"), ("train", "ss_train")):
+        for w in range(12):
+            rows.append({"row_id": f"{sid}_{5 * (w + 1)}", "soundscape_id": sid, "split": split,
+                         **{s: int((w + i) % 3 == 0) for i, s in enumerate(SPECIES)}})
+    pd.DataFrame(rows).to_parquet(layout.acquire / "soundscape_labels.parquet")
+    plan = plan_iteration(_params(), 0, layout)
+    used = plan.inputs.soundscape_labels
+    assert used["row_id"].str.startswith("ss_val_").all() and len(used) == 12
+    assert "split" not in used.columns

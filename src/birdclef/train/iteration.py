@@ -19,6 +19,9 @@ from birdclef.train.voice import voice_clips
 
 SECTIONS = ("train", "selftrain", "models", "mels")  # what a member's run records
 
+VAL_SPLIT = "val"
+"""The labelled-soundscape split that per-epoch soundscape scores use (data/val_labels.csv)."""
+
 
 @dataclass(frozen=True)
 class IterationPaths:
@@ -94,7 +97,9 @@ def plan_iteration(params: Mapping[str, Any], index: int, paths: IterationPaths)
         segments=pd.read_parquet(paths.clean / "segments.parquet"),
         taxonomy=taxonomy,
         cache=WaveCache(paths.features),
-        soundscape_labels=labels[labels["split"] == "test"].drop(columns=["split", "soundscape_id"]),
+        # Per-epoch scores on the labelled validation soundscapes only (S3): the test labels are the local
+        # leaderboard, scored once by the ensemble and infer stages, never used to pick anything.
+        soundscape_labels=labels[labels["split"] == VAL_SPLIT].drop(columns=["split", "soundscape_id"]),
         pseudo_labels=pseudo,
         pseudo_weights=weights,
         voice_clips=voice_clips(paths.data, pd.read_parquet(paths.clean / "voice_spans.parquet")),
