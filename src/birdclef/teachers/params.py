@@ -26,7 +26,7 @@ class TeacherParams:
         labels_path: label file; ``None``: the adapter's variable, else the known file beside the model.
         label_column: column of a .csv label file (``None``: the first).
         mapping_csv: ``primary_label,teacher_label`` rows for species whose scientific name does not match.
-        splits: cache kinds to run on: ``train_soundscape``, ``test_soundscape``, ``segment`` (focal segments).
+        splits: cache kinds to run on: ``train_soundscape``, ``test_soundscape``, ``val_soundscape``, ``segment``.
         stride_s: seconds between the tiles of a teacher with windows under 5 s (``None``: fewest tiles).
         pool: tiles -> 5-s window for probabilities: ``max`` | ``mean`` (embeddings: mean).
         activation: ``sigmoid`` | ``softmax``.

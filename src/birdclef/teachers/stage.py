@@ -21,7 +21,7 @@ from birdclef.teachers.params import TeacherParams
 from birdclef.teachers.windows import predict_windows, tile_offsets
 from birdclef.train.evaluate import macro_auc
 
-LABEL_SPLITS = {"train_soundscape": "train", "test_soundscape": "test"}
+LABEL_SPLITS = {"train_soundscape": "train", "test_soundscape": "test", "val_soundscape": "val"}
 """Cache kind -> ``split`` of the acquire stage's soundscape_labels table."""
 
 
