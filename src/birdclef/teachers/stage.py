@@ -13,13 +13,13 @@ import pandas as pd
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS, dist
 from birdclef.io import atomic_path, write_csv, write_json, write_parquet
+from birdclef.metric import macro_auc
 from birdclef.teachers._registry import create_teacher
 from birdclef.teachers.base import Teacher
 from birdclef.teachers.labels import LabelMap, map_labels
 from birdclef.teachers.outputs import INFO_FILE, id_column
 from birdclef.teachers.params import TeacherParams
 from birdclef.teachers.windows import predict_windows, tile_offsets
-from birdclef.train.evaluate import macro_auc
 
 LABEL_SPLITS = {"train_soundscape": "train", "test_soundscape": "test", "val_soundscape": "val"}
 """Cache kind -> ``split`` of the acquire stage's soundscape_labels table."""

@@ -251,10 +251,10 @@ def run_distill(params: Mapping[str, Any], teacher_dir, cache: WaveSource, out, 
     """
     from pathlib import Path
 
+    from birdclef.dist import fingerprint
     from birdclef.io import merged
     from birdclef.models import create_model, save_checkpoint
     from birdclef.teachers import load_outputs
-    from birdclef.train.member import fingerprint
 
     cfg = DistillParams.from_dict(params.get("distill"))
     outputs = [load_outputs(teacher_dir, split) for split in cfg.splits]

@@ -124,7 +124,7 @@ def build_round(
         The kept windows as a table (``soundscape_id``, ``start_s``, ``end_s``, ``weight``, one column per class,
         NaN for unknown cells), the per-soundscape P3 sampler weights and metrics.
     """
-    from birdclef.train.evaluate import macro_auc
+    from birdclef.metric import macro_auc
 
     labels = transform(windows, entry["transforms"], float(entry["tau"]), file_mean)
     n_files, n_win, n_cls = labels.probs.shape
