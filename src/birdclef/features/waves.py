@@ -25,14 +25,14 @@ class FeaturesConfig:
         on_bad: ``skip`` leaves an undecodable file out of the cache and reports it; ``fail`` raises.
         rms_hop: samples per RMS frame of the energy index (3200 = 0.1 s).
         full_scale: float amplitude stored as int16 32767 (headroom for resampler overshoot above 1.0).
-        soundscape_splits: soundscape splits to cache (``train``, ``test``).
+        soundscape_splits: soundscape splits to cache (``train``, ``test``, ``val``; absent folders are skipped).
     """
 
     workers: int = 2
     on_bad: str = "skip"
     rms_hop: int = 3200
     full_scale: float = 2.0
-    soundscape_splits: tuple[str, ...] = ("train", "test")
+    soundscape_splits: tuple[str, ...] = ("train", "test", "val")
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> FeaturesConfig:
