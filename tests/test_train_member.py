@@ -180,3 +180,41 @@ def test_a_member_trains_on_teacher_segments_and_counts_them(tmp_path):
     plain = train_member("it0_tiny", "tiny", _params(), {"k": 0}, inputs, tmp_path / "plain")
     _, plain_meta = load_checkpoint(tmp_path / "plain" / "model.pt")
     assert plain["teacher_segments"] == 0 and plain_meta["fingerprint"] != meta["fingerprint"]
+
+
+# ---------------------------------------------------------------- D2: segments the teacher hears no call in
+
+
+def _student_inputs(it0):
+    """Inputs of a student iteration: a 12-s train soundscape with pseudo labels, the it0 checkpoint as teacher."""
+    inputs = _inputs()
+    rng = np.random.default_rng(2)
+    inputs.cache.waves["ss0"] = (0.05 * rng.standard_normal(32000 * 15)).astype(np.float32)
+    inputs.cache.kinds["ss0"] = "train_soundscape"
+    inputs.pseudo_labels = pd.DataFrame({"soundscape_id": ["ss0"] * 3, "start_s": [0.0, 5.0, 10.0],
+                                         "end_s": [5.0, 10.0, 15.0], "weight": 1.0,
+                                         "a": [0.9, 0.1, 0.2], "b": [0.1, 0.8, 0.1], "c": [0.1, 0.1, 0.7]})
+    inputs.pseudo_weights = {"ss0": 1.0}
+    inputs.teacher_checkpoint = it0[0] / "model.pt"
+    return inputs
+
+
+def _student_params(**selftrain):
+    params = _params(**selftrain)
+    params["train"]["crop_s"] = 5.0  # pseudo crops are whole 5-s windows
+    return params
+
+
+def test_drop_no_call_removes_segments_the_teacher_does_not_hear(it0, tmp_path):
+    params = _student_params(init="teacher", drop_no_call={"enabled": True, "threshold": 0.99})
+    metrics = train_member("it1_tiny", "tiny", params, {"k": 1, "teacher": 0}, _student_inputs(it0), tmp_path)
+    # A 1-epoch teacher is unsure of everything: at 0.99 all but each class's best segment go.
+    assert metrics["segments_dropped_no_call"] > 0
+    off = train_member("it1_tiny", "tiny", _student_params(init="teacher"), {"k": 1, "teacher": 0},
+                       _student_inputs(it0), tmp_path / "off")
+    assert off["segments_dropped_no_call"] == 0
+    inputs = _student_inputs(it0)
+    inputs.teacher_checkpoint = None
+    params = _student_params(init="scratch", drop_no_call={"enabled": True, "threshold": 0.5})
+    with pytest.raises(ValueError, match="drop_no_call needs"):
+        train_member("it1_tiny", "tiny", params, {"k": 1, "teacher": 0}, inputs, tmp_path / "none")

@@ -65,6 +65,18 @@ def tile_to(wave: np.ndarray, crop: int) -> np.ndarray:
     return np.tile(wave, reps)[:crop]
 
 
+def segment_span(segments: pd.DataFrame, row: int, cache: WaveSource) -> tuple[str, int, int]:
+    """(cache key, first sample, samples) of a segment row's audio: a whole cache entry (``segment_id``), or the
+    span ``[offset_s, offset_s + end_s - start_s)`` of entry ``cache_key`` when the row has one (D4)."""
+    key = segments["cache_key"].iat[row] if "cache_key" in segments else None
+    if key is None or pd.isna(key):
+        key = segments["segment_id"].iat[row]
+        return key, 0, cache.length(key)
+    offset = int(round(float(segments["offset_s"].iat[row]) * SAMPLE_RATE))
+    length = int(round((float(segments["end_s"].iat[row]) - float(segments["start_s"].iat[row])) * SAMPLE_RATE))
+    return str(key), offset, max(0, min(length, cache.length(key) - offset))
+
+
 class FocalDataset(Dataset):
     """Labelled focal segments (the clean stage's segment table) as fixed-length crops.
 
@@ -121,14 +133,7 @@ class FocalDataset(Dataset):
         return target[0], mask[0]
 
     def _span(self, row: int) -> tuple[str, int, int]:
-        """(cache key, first sample, samples) of a row's audio."""
-        key = self.df.at[row, "cache_key"] if "cache_key" in self.df else None
-        if key is None or pd.isna(key):
-            key = self.df.at[row, "segment_id"]
-            return key, 0, self.cache.length(key)
-        offset = int(round(float(self.df.at[row, "offset_s"]) * SAMPLE_RATE))
-        length = int(round((float(self.df.at[row, "end_s"]) - float(self.df.at[row, "start_s"])) * SAMPLE_RATE))
-        return str(key), offset, max(0, min(length, self.cache.length(key) - offset))
+        return segment_span(self.df, row, self.cache)
 
     def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
         row, seed = item if isinstance(item, tuple) else (item, 0)

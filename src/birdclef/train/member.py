@@ -25,6 +25,7 @@ from birdclef.train.evaluate import Evaluator
 from birdclef.train.fit import FitConfig, clear_resume, fit
 from birdclef.train.losses import build_loss
 from birdclef.train.params import check_member
+from birdclef.train.segment_filter import drop_segments_without_call
 from birdclef.train.selftrain import PseudoMixer
 
 
@@ -157,6 +158,17 @@ def train_member(
     extra = inputs.extra_segments
     train_segs, val_segs = split_segments(inputs.segments, classes, int(tcfg.get("val_fold", 0)), extra)
     n_teacher = 0 if extra is None else int(extra["primary_label"].isin(classes).sum())
+    n_dropped = 0
+    no_call = dict(st_cfg.get("drop_no_call") or {}) if student else {}
+    if no_call.get("enabled"):  # D2 (rank 10): the teacher iteration's model must hear the primary species
+        if inputs.teacher_checkpoint is None:
+            raise ValueError(f"{name}: selftrain.drop_no_call needs the teacher iteration's checkpoint")
+        judge, _ = load_checkpoint(inputs.teacher_checkpoint)
+        if list(judge.classes or []) != classes:
+            raise ValueError(f"{name}: selftrain.drop_no_call needs a teacher with the student's classes")
+        train_segs, n_dropped = drop_segments_without_call(
+            train_segs, inputs.cache, judge.to(device), classes, float(no_call.get("threshold", 0.1)), device
+        )
     train_set = FocalDataset(
         train_segs, inputs.cache, classes, float(tcfg["crop_s"]), tcfg.get("crop_policy", "random"),
         tcfg.get("secondary_value", 0.5),
@@ -207,6 +219,7 @@ def train_member(
         "train_seconds": round(result.seconds, 1),
         "train_samples_per_second": round(result.samples_seen / max(result.seconds, 1e-9), 2),
         "teacher_segments": n_teacher,  # D4 rows among the training rows
+        "segments_dropped_no_call": n_dropped,  # D2: training rows the teacher iteration heard no call in
     }
     model.eval()
     if evaluator.val is not None:

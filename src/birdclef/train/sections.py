@@ -122,6 +122,7 @@ SELFTRAIN = Section(
         "replace_min_prob": PROB,
         "drop_path_rate": Num(0.0, 1.0, high_open=True, null=True),
         "label_sum_cap": Num(0.0, low_open=True, null=True),
+        "drop_no_call": Section({"enabled": FLAG, "threshold": PROB}),  # D2 (rank 10), train/segment_filter.py
         "init": Choice(INIT_CHOICES),
         "distill": Section(
             {
