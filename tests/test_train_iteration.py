@@ -144,3 +144,9 @@ def test_per_epoch_soundscape_scores_use_the_validation_split_never_the_test_lab
     used = plan.inputs.soundscape_labels
     assert used["row_id"].str.startswith("ss_val_").all() and len(used) == 12
     assert "split" not in used.columns
+
+
+def test_mutual_learning_needs_exactly_two_members(layout):
+    params = _params(mutual={"enabled": True, "weight": 1.0})
+    with pytest.raises(ValueError, match="train.mutual trains two different members"):
+        plan_iteration(params, 0, layout)

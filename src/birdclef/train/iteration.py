@@ -12,7 +12,7 @@ import pandas as pd
 from birdclef.features.cache import WaveCache
 from birdclef.io import atomic_path, scratch_dir, write_csv, write_json
 from birdclef.track import stage_run
-from birdclef.train.member import MemberInputs, iteration_config, train_member
+from birdclef.train.member import MemberInputs, Peer, iteration_config, train_member
 from birdclef.train.params import teacher_checkpoint
 from birdclef.train.teacher_data import load_teacher_segments
 from birdclef.train.voice import voice_clips
@@ -88,6 +88,7 @@ def plan_iteration(params: Mapping[str, Any], index: int, paths: IterationPaths)
         table = pd.read_parquet(paths.labels / "soundscapes.parquet")
         weights = dict(zip(table["soundscape_id"], table["sampler_weight"], strict=True))
     taxonomy = pd.read_parquet(paths.acquire / "taxonomy.parquet")
+    mutual_pair(params, iteration)  # a bad pairing stops before anything loads or trains
     try:
         extra = load_teacher_segments(paths.teacher_outputs, iteration_config(params, iteration)[0], taxonomy)
     except ValueError as err:
@@ -116,6 +117,22 @@ def plan_iteration(params: Mapping[str, Any], index: int, paths: IterationPaths)
     return IterationPlan(index, iteration, inputs, checkpoints)
 
 
+def mutual_pair(params: Mapping[str, Any], iteration: Mapping[str, Any]) -> bool:
+    """Whether the iteration trains its members as a P10 mutual-learning pair (``train.mutual.enabled``).
+
+    Raises:
+        ValueError: mutual learning on with other than exactly two members.
+    """
+    tcfg = iteration_config(params, iteration)[0]
+    if not (tcfg.get("mutual") or {}).get("enabled"):
+        return False
+    members = list(iteration.get("members") or [])
+    if len(members) != 2 or members[0] == members[1]:
+        raise ValueError(f"iteration {iteration.get('k')}: train.mutual trains two different members together, "
+                         f"the iteration lists {members}")
+    return True
+
+
 def run_iteration(
     params: Mapping[str, Any], plan: IterationPlan, paths: IterationPaths, device: str = "cpu", rank: int = 0
 ) -> dict[str, dict[str, float]]:
@@ -130,14 +147,27 @@ def run_iteration(
     tracking = params.get("tracking", {}) if rank == 0 else {"enabled": False}
     section = {s: params[s] for s in SECTIONS if s in params}
     metrics: dict[str, dict[str, float]] = {}
+    models = list(plan.checkpoints)
+    mutual = mutual_pair(params, plan.iteration)
     with atomic_path(paths.out) if rank == 0 else scratch_dir() as out:
         for model, (teacher, init) in plan.checkpoints.items():
+            if mutual and model == models[1]:
+                continue  # P10: trained together with models[0]
             name = f"it{k}_{model}"
             inputs = replace(plan.inputs, teacher_checkpoint=teacher, init_checkpoint=init)
+            peer = None
+            if mutual:
+                p_teacher, p_init = plan.checkpoints[models[1]]
+                peer = Peer(f"it{k}_{models[1]}", models[1],
+                            replace(plan.inputs, teacher_checkpoint=p_teacher, init_checkpoint=p_init),
+                            out / models[1])
             with stage_run(f"train@{plan.index}", {**section, "member": name}, tracking) as run:
                 metrics[model] = train_member(name, model, params, plan.iteration, inputs, out / model,
-                                              paths.resume / model, run, device)  # fmt: skip
-            print(f"{name}: " + ", ".join(f"{key}={v}" for key, v in metrics[model].items()))
+                                              paths.resume / model, run, device, peer)  # fmt: skip
+            if peer is not None:
+                metrics[peer.model_name] = peer.metrics or {}
+            for member in [model, *([peer.model_name] if peer else [])]:
+                print(f"it{k}_{member}: " + ", ".join(f"{key}={v}" for key, v in metrics[member].items()))
     if rank == 0:
         write_json(paths.metrics, metrics)
         histories = [pd.read_csv(paths.out / m / "history.csv") for m in plan.checkpoints]

@@ -24,6 +24,7 @@ from birdclef.train.distill import DistillLoss, TeacherTargets
 from birdclef.train.evaluate import Evaluator
 from birdclef.train.fit import FitConfig, clear_resume, fit
 from birdclef.train.losses import build_loss
+from birdclef.train.mutual import MutualLoss, MutualPair
 from birdclef.train.params import check_member
 from birdclef.train.segment_filter import drop_segments_without_call
 from birdclef.train.selftrain import PseudoMixer
@@ -43,6 +44,17 @@ class MemberInputs:
     init_checkpoint: Path | None = None  # a pre-trained member to fine-tune from (D1), head re-created
     voice_clips: list[np.ndarray] | None = None  # voiced audio cut by the clean stage (A10)
     extra_segments: pd.DataFrame | None = None  # D4: teacher-confident soundscape windows, training rows only
+
+
+@dataclass
+class Peer:
+    """The second member of a mutual-learning pair (P10): its model name, checkpoints and output folder."""
+
+    name: str  # member name (``it<k>_<model>``)
+    model_name: str  # key into ``params["models"]``
+    inputs: MemberInputs  # the pair's inputs with the peer's own teacher / init checkpoints
+    out_dir: Path
+    metrics: dict[str, float] | None = None  # filled by train_member
 
 
 def member_classes(taxonomy: pd.DataFrame, class_filter: list[str] | None) -> list[str]:
@@ -121,8 +133,13 @@ def train_member(
     resume_dir: Path | None = None,
     run: NullRun | None = None,
     device: str = "cpu",
+    peer: Peer | None = None,
 ) -> dict[str, float]:
     """Train one member and write ``out_dir``: model.pt, history.csv, val/soundscape predictions (parquet).
+
+    With ``peer`` (P10 mutual learning, ``train.mutual``), a second member trains in the same ``fit()`` on the same
+    batches (each model's loss plus ``train.mutual.weight`` x a symmetric KL between their predictions) and is
+    written to ``peer.out_dir`` alike; its metrics are stored in ``peer.metrics``.
 
     Args:
         name: member name (``it<k>_<model>``).
@@ -154,6 +171,11 @@ def train_member(
     model = create_model(model_cfg, len(classes), mel_cfg)
     model.classes = classes
     _initialise(model, classes, inputs, st_cfg if student else {}, tcfg)
+    mutual = dict(tcfg.get("mutual") or {})
+    if bool(mutual.get("enabled")) != (peer is not None):
+        raise ValueError(f"{name}: train.mutual.enabled trains the two members of an iteration together "
+                         f"(enabled: {bool(mutual.get('enabled'))}, peer: {peer.model_name if peer else None})")
+    peer_model = _peer_model(params, peer, classes, st_cfg if student else {}, tcfg, student) if peer else None
 
     extra = inputs.extra_segments
     train_segs, val_segs = split_segments(inputs.segments, classes, int(tcfg.get("val_fold", 0)), extra)
@@ -201,26 +223,65 @@ def train_member(
     evaluator = Evaluator(classes, inputs.cache, val_segs, inputs.soundscape_labels, float(tcfg["crop_s"]), taxa)
     loop = FitConfig.from_dict(tcfg["loop"])
     fp = fingerprint(name, model_cfg, mel_cfg, tcfg, st_cfg if student else {}, iteration, train_segs,
-                     inputs.pseudo_labels if student else 0)
+                     inputs.pseudo_labels if student else 0, *([peer.model_name] if peer else []))
+    trained = MutualPair(model, peer_model) if peer_model is not None else model
+    if peer_model is not None:
+        loss = MutualLoss(loss, float(mutual.get("weight", 1.0)))
     result = fit(
-        model, train_set, loop, loss, transforms=transforms, spec_augment=spec_aug,
+        trained, train_set, loop, loss, transforms=transforms, spec_augment=spec_aug,
         evaluate=evaluator, resume_dir=resume_dir, fingerprint=fp, run=run, device=device,
     )
 
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return {}  # rank 0 writes the outputs; the other ranks only shared the work
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"member": name, "iteration": int(iteration["k"]), "model_name": model_name, "fingerprint": fp}
-    save_checkpoint(out_dir / "model.pt", model, meta)
-    history = pd.DataFrame(result.history)
-    history.insert(0, "member", name)
-    write_csv(history, out_dir / "history.csv")
-    metrics: dict[str, float] = {
+    common: dict[str, float] = {
         "train_seconds": round(result.seconds, 1),
         "train_samples_per_second": round(result.samples_seen / max(result.seconds, 1e-9), 2),
         "teacher_segments": n_teacher,  # D4 rows among the training rows
         "segments_dropped_no_call": n_dropped,  # D2: training rows the teacher iteration heard no call in
     }
+    if peer is not None and peer_model is not None:
+        peer.metrics = _publish(peer_model, peer.name, peer.model_name, iteration, fp, result.history, evaluator,
+                                peer.out_dir, dict(common), taxa, run, device, own_history=False)
+    out = _publish(model, name, model_name, iteration, fp, result.history, evaluator, out_dir, common, taxa, run,
+                   device)
+    clear_resume(resume_dir)
+    return out
+
+
+def _peer_model(params: Mapping[str, Any], peer: Peer, classes: list[str], st_cfg: Mapping[str, Any],
+                tcfg: Mapping[str, Any], student: bool) -> torch.nn.Module:
+    """The peer's model, built and initialised as its own member would be (same classes as the pair's first)."""
+    cfg = dict(params["models"][peer.model_name])
+    mel = dict(params["mels"][cfg.pop("mel")])
+    if member_classes(peer.inputs.taxonomy, cfg.pop("classes", None)) != classes:
+        raise ValueError(f"train.mutual: {peer.model_name} must predict the same classes as its partner")
+    if student and st_cfg.get("drop_path_rate") is not None:
+        cfg["drop_path_rate"] = float(st_cfg["drop_path_rate"])
+    model = create_model(cfg, len(classes), mel)
+    model.classes = classes
+    _initialise(model, classes, peer.inputs, st_cfg, tcfg)
+    return model
+
+
+def _publish(
+    model: torch.nn.Module, name: str, model_name: str, iteration: Mapping[str, Any], fp: str,
+    history_rows: list[dict[str, float]], evaluator: Evaluator, out_dir: Path, metrics: dict[str, float],
+    taxa: Mapping[str, str], run: NullRun, device: str, own_history: bool = True,
+) -> dict[str, float]:
+    """Write one trained member's folder (checkpoint, history, predictions) and return its metrics.
+
+    A mutual-learning peer (``own_history=False``) shares its partner's per-epoch history, which scored the
+    partner; its own scores are the final ones computed here.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"member": name, "iteration": int(iteration["k"]), "model_name": model_name, "fingerprint": fp}
+    save_checkpoint(out_dir / "model.pt", model, meta)
+    shared = ("epoch", "train_loss", "lr")  # the pair's loss and schedule; the epoch scores are the partner's
+    rows = history_rows if own_history else [{k: r[k] for k in shared if k in r} for r in history_rows]
+    history = pd.DataFrame(rows)
+    history.insert(0, "member", name)
+    write_csv(history, out_dir / "history.csv")
     model.eval()
     if evaluator.val is not None:
         val_pred = evaluator.focal_predictions(model, device)
@@ -233,8 +294,7 @@ def train_member(
         write_parquet(ss_pred, out_dir / "soundscape_predictions.parquet")
         scores = macro_auc(evaluator.solution, ss_pred, taxa)
         metrics.update({f"soundscape_{k}": v for k, v in scores.items()})
-    clear_resume(resume_dir)
-    run.log_metrics(metrics)
+    run.log_metrics(metrics if own_history else {f"peer_{k}": v for k, v in metrics.items()})
     run.log_artifact(out_dir / "model.pt", artifact_path="checkpoint")
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in metrics.items()}
 

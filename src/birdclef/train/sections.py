@@ -106,6 +106,7 @@ TRAIN = Section(
         "loop": Validated(dataclass_section(FitConfig, LOOP_TYPES), FitConfig.from_dict),
         "augment": Section({"wave": _techniques(WAVE_DEFAULTS), "spec": _techniques(SPEC_DEFAULTS)}),
         "loss": LOSS,
+        "mutual": Section({"enabled": FLAG, "weight": NONNEG}),  # P10 (rank 8), train/mutual.py
         "teacher_segments": Section({"enabled": FLAG, "threshold": Num(0.0, 1.0, low_open=True, high_open=True),
                                      "weight": POSITIVE}),  # D4 (rank 7), train/teacher_data.py
     }
