@@ -1,4 +1,4 @@
-"""torch.distributed plumbing for the stages: torchrun relaunch, ranks, and resumable sharded maps over file lists.
+"""torch.distributed plumbing for the stages: launching ranks (loopback or torchrun), and resumable sharded maps.
 
 A sharded map splits a file list into fixed blocks of ``block`` items; block ``b`` belongs to rank ``b % world``.
 Each rank writes one ``.npz`` per finished block (atomically), so a killed job resumes by skipping the blocks on
@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from birdclef import launch
 from birdclef.io import atomic_path
 
 Result = dict[str, np.ndarray]
@@ -86,23 +86,26 @@ def start(setting: str = "auto") -> tuple[str, int]:
 
 
 def relaunch(nproc: int) -> None:
-    """Re-execute the current command under ``torchrun --nproc-per-node nproc`` unless already under torchrun.
-
-    Multi-node jobs are started by the user with torchrun directly (``--nnodes``, ``--rdzv-endpoint``), in which
-    case ``LOCAL_RANK`` is set and this is a no-op.
-    """
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", *sys.argv]
-        os.execv(sys.executable, argv)
+    """Run the current command as ``nproc`` ranks unless it already is one: :func:`birdclef.launch.relaunch`."""
+    launch.relaunch(nproc)
 
 
 def init(backend: str = "gloo") -> bool:
-    """Join the process group when running under torchrun with more than one rank; True when distributed."""
+    """Join the process group when running as one of several ranks; True when distributed.
+
+    Ranks of :func:`birdclef.launch.launch_local` meet at their launcher's loopback store; torchrun's ranks by ``env://``.
+    """
     import torch.distributed as dist
 
     if rank_world()[1] <= 1:
         return False
-    if not dist.is_initialized():
+    if dist.is_initialized():
+        return True
+    rank, world = rank_world()
+    if os.environ.get(launch.LOOPBACK_VAR) == "1":  # started by launch_local: the store is ours, on 127.0.0.1
+        store = launch.loopback_store(rank, world)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=BARRIER_TIMEOUT)
+    else:
         dist.init_process_group(backend, timeout=BARRIER_TIMEOUT)
     return True
 
