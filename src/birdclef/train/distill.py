@@ -29,7 +29,7 @@ class TeacherTargets:
     Args:
         teacher: the teacher model (eval mode, no gradients); same class list as the student.
         cfg: ``selftrain.distill`` params: ``mode`` (off | blend | online), ``blend``, ``threshold``.
-        device: where the teacher runs (the batch stays on the CPU until ``fit`` moves it).
+        device: where the teacher runs (``fit`` hands it batches already on the training device).
     """
 
     def __init__(self, teacher: nn.Module, cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
@@ -49,7 +49,7 @@ class TeacherTargets:
         out = self.teacher(wave.to(self.device))
         clip = torch.sigmoid(out["clip"].float())
         frame = torch.sigmoid(out["frame"].float()).amax(dim=1) if "frame" in out else clip
-        return clip.cpu(), frame.cpu()
+        return clip.to(wave.device), frame.to(wave.device)  # back where the batch is
 
     def __call__(self, batch: Batch, gen: torch.Generator, rng: np.random.Generator) -> Batch:
         """Rewrite ``target`` of a collated batch; ``online`` also adds ``teacher`` (B, C) clip probabilities."""

@@ -233,9 +233,12 @@ def fit(
             torch.manual_seed(seed)  # dropout / drop_path draws
             gen = torch.Generator().manual_seed(seed)
             rng = np.random.default_rng(seed)
+            # Batch transforms (pseudo-label mixing, waveform augmentation, the online teacher) run where the model
+            # does: their random draws come from the CPU generators above (the same numbers on every device), the
+            # arithmetic on the batch's device (a GPU run no longer filters and mixes audio on one CPU thread).
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             for transform in transforms:
                 batch = transform(batch, gen, rng)
-            batch = {k: v.to(device) for k, v in batch.items()}
             spec = (lambda mel, g=gen: spec_augment(mel, g)) if spec_augment is not None else None
             with amp_ctx():
                 out = net(batch["wave"], spec_augment=spec)

@@ -68,16 +68,17 @@ class PseudoMixer:
         of P11 or of a teacher that does not cover a species stay out of the loss) into every sample it enters.
         """
         n = batch["wave"].shape[0]
+        dev = batch["wave"].device
         batch = {k: v.clone() for k, v in batch.items()}
         if "mask" not in batch:
             batch["mask"] = torch.ones_like(batch["target"])
         if "weight" not in batch:
-            batch["weight"] = torch.ones(n)
+            batch["weight"] = torch.ones(n, device=dev)
         if self.policy == "mixup":
             chosen = np.flatnonzero(rng.random(n) < self.share)
             if len(chosen):
-                waves, labels, known, lw = self.bank.sample(len(chosen), rng)
-                idx = torch.from_numpy(chosen)
+                waves, labels, known, lw = (t.to(dev) for t in self.bank.sample(len(chosen), rng))
+                idx = torch.from_numpy(chosen).to(dev)
                 y_focal, m_focal = batch["target"][idx], batch["mask"][idx]
                 labels = self._capped(labels, known, (y_focal * m_focal).sum(dim=1))
                 w, y = mix(batch["wave"][idx], y_focal, waves, labels, self.weight, self.label_mode)
@@ -90,7 +91,7 @@ class PseudoMixer:
         elif self.policy == "concat":
             k = int(round(self.share * n))
             if k:
-                waves, labels, known, lw = self.bank.sample(k, rng)
+                waves, labels, known, lw = (t.to(dev) for t in self.bank.sample(k, rng))
                 focal = (batch["target"] * batch["mask"]).sum(dim=1)[: max(n - k, 1)].mean()
                 labels = self._capped(labels, known, focal.expand(k))
                 batch["wave"][n - k :] = waves
@@ -104,10 +105,10 @@ class PseudoMixer:
                 if crop is None:
                     continue
                 wave, label, known, lw = crop
+                label_t, known_t = torch.from_numpy(label).to(dev), torch.from_numpy(known).to(dev)
                 focal = (batch["target"][i] * batch["mask"][i]).sum().reshape(1)
-                label = self._capped(torch.from_numpy(label)[None], torch.from_numpy(known)[None], focal)[0]
-                batch["wave"][i] = torch.from_numpy(wave)
-                batch["target"][i] = label
-                batch["mask"][i] = torch.from_numpy(known)
+                batch["wave"][i] = torch.from_numpy(wave).to(dev)
+                batch["target"][i] = self._capped(label_t[None], known_t[None], focal)[0]
+                batch["mask"][i] = known_t
                 batch["weight"][i] = lw
         return batch
