@@ -62,8 +62,11 @@ def test_gpu_preset_overrides_parse_back_through_dvc(tmp_path):
     args = preset_args(REPO / "presets" / "gpu.yaml", tmp_path / "params.yaml")
     apply_overrides(str(tmp_path / "params.yaml"), args[1::2])
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    assert params["models"]["sed_v2s"]["backbone"] == "tf_efficientnetv2_s"
-    assert params["train"]["crop_s"] == 20 and params["iterations"][2]["members"] == ["sed_v2s"]
+    assert params["models"]["sed_b3"]["backbone"] == "tf_efficientnet_b3.ns_jft_in1k"
+    assert params["train"]["crop_s"] == 20 and len(params["iterations"]) == 5
+    assert params["iterations"][2]["members"] == ["sed_b0", "sed_b3", "sed_regnety", "sed_nfnet"]
+    assert [r["tau"] for r in params["pseudo"]["rounds"]] == [1.0, 0.65, 0.55, 0.6]
+    assert params["train"]["loop"]["optimizer"] == {"name": "adamw", "lr": 0.0005, "weight_decay": 0.0001}
 
 
 def test_resolve_takes_the_last_matching_file_and_one_word_taxa():
