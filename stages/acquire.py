@@ -11,7 +11,7 @@ from birdclef.data.contracts import ContractError
 from birdclef.data.layout import LayoutError, TableError
 from birdclef.data.params import AcquireParams
 from birdclef.data.problems import BadInputError
-from birdclef.io import load_params
+from birdclef.io import load_params, sweep_temps
 from birdclef.track import stage_run
 
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, required=True, help="data-quality metrics JSON to write")
     parser.add_argument("--report", type=Path, required=True, help="data-docs folder to write")
     args = parser.parse_args(argv)
+    sweep_temps(args.out, args.report, args.metrics)  # what a killed run left beside its outputs
     try:
         everything = load_params(args.params)
         section = everything.get("acquire", {})

@@ -11,7 +11,7 @@ import pandas as pd
 from birdclef.audio import AudioError
 from birdclef.audio.clean import CleanConfig, run_clean
 from birdclef.audio.rules import load_exclusions
-from birdclef.io import atomic_path, load_params, write_csv, write_json, write_parquet
+from birdclef.io import atomic_path, load_params, sweep_temps, write_csv, write_json, write_parquet
 from birdclef.track import stage_run
 
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="writes segments.parquet, voice_spans.parquet, quarantine.csv")
     p.add_argument("--metrics", required=True, help="flat JSON metrics file")
     args = p.parse_args(argv)
+    sweep_temps(args.out, args.metrics)  # what a killed run left beside its outputs
 
     truth_csv = Path(args.data) / "synth_truth" / "voice.csv"
     out = Path(args.out)

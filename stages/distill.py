@@ -11,7 +11,7 @@ import torch
 
 from birdclef import dist
 from birdclef.features.cache import WaveCache
-from birdclef.io import atomic_path, load_params, write_json
+from birdclef.io import atomic_path, load_params, sweep_temps, write_json
 from birdclef.track import stage_run
 from birdclef.train.embed_distill import DistillParams, run_distill
 from birdclef.train.params import DISTILL_STAGE, check_params
@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints (persist across a kill)")
     ap.add_argument("--metrics", type=Path, required=True)
     args = ap.parse_args()
+    sweep_temps(args.out, args.resume, args.metrics)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
     args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist

@@ -10,7 +10,7 @@ import pandas as pd
 
 from birdclef.audio import AudioError
 from birdclef.features.waves import FeaturesConfig, build_wave_cache
-from birdclef.io import atomic_path, load_params, write_json
+from birdclef.io import atomic_path, load_params, sweep_temps, write_json
 from birdclef.track import stage_run
 
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="cache folder: waves.npy, rms.npy, index.parquet, meta.json")
     p.add_argument("--metrics", required=True, help="flat JSON metrics file")
     args = p.parse_args(argv)
+    sweep_temps(args.out, args.metrics)  # what a killed run left beside its outputs
 
     try:
         everything = load_params(args.params)

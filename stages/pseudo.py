@@ -11,7 +11,7 @@ import torch
 
 from birdclef import dist
 from birdclef.features.cache import WaveCache
-from birdclef.io import atomic_path, load_params, write_json, write_parquet
+from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_parquet
 from birdclef.track import stage_run
 from birdclef.train.params import PSEUDO_STAGE, check_params
 from birdclef.train.pseudo_round import build_round, label_soundscapes, load_teachers, round_entry, with_foundation
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--shards", type=Path, required=True,
                     help="finished blocks of teacher predictions (kept across a kill: the rerun skips them)")
     args = ap.parse_args()
+    sweep_temps(args.out, args.shards, args.metrics)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
     check_params(params, PSEUDO_STAGE)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdclef.features.cache import WaveCache
-from birdclef.io import load_params, write_json
+from birdclef.io import load_params, sweep_temps, write_json
 from birdclef.teachers import TeacherParams
 from birdclef.teachers.stage import labels_or_none, run_teacher, write_disabled
 from birdclef.track import stage_run
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=Path, required=True, help="finished blocks (kept across a kill: resume)")
     ap.add_argument("--metrics", type=Path, required=True)
     args = ap.parse_args(argv)
+    sweep_temps(args.out, args.shards, args.metrics)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
     section = params.get("teacher")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from birdclef import dist
-from birdclef.io import load_params
+from birdclef.io import load_params, sweep_temps
 from birdclef.train.iteration import IterationPaths, plan_iteration, run_iteration
 from birdclef.train.params import TRAIN_STAGE, check_params
 
@@ -36,6 +36,7 @@ def main() -> int:
     for name, text in HELP.items():
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, required=True, help=text)
     args = ap.parse_args()
+    sweep_temps(args.out, args.resume, args.metrics, args.history)  # a killed run's debris (rank 0)
     paths = IterationPaths(**{name: getattr(args, name) for name in HELP})
 
     params = load_params(args.params)

@@ -1,8 +1,13 @@
-"""birdclef.io.merged: how per-iteration and per-round overrides combine with their params sections."""
+"""birdclef.io: how overrides merge into params sections; what killed atomic writers leave, and its sweeping."""
 
 from __future__ import annotations
 
-from birdclef.io import merged
+import os
+import signal
+import subprocess
+import sys
+
+from birdclef.io import atomic_path, merged, sweep_temps
 
 TRAIN = {"crop_s": 5, "loop": {"epochs": 12, "scheduler": {"name": "cosine", "warmup_epochs": 1, "min_lr": 1e-6},
                                "optimizer": {"name": "adamw", "lr": 0.002}}}  # fmt: skip
@@ -30,3 +35,57 @@ def test_the_same_name_or_a_missing_name_merges():
     unnamed_base = merged({"scheduler": {"warmup_epochs": 2}}, {"scheduler": {"name": "constant"}})
     assert unnamed_base == {"scheduler": {"warmup_epochs": 2, "name": "constant"}}
     assert merged({"a": {"name": "x", "v": 1}}, {"a": 3}) == {"a": 3}  # a non-dict value replaces, as before
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from birdclef.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.mkdir()
+    (tmp / "model.pt").write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)  # between the write and the rename
+"""
+
+
+def test_a_sigkilled_atomic_write_leaves_a_temp_that_the_next_start_sweeps(tmp_path):
+    out = tmp_path / "build" / "train" / "it1"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(out)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    (debris,) = (tmp_path / "build" / "train").iterdir()
+    assert debris.name.startswith(".it1.") and (debris / "it1" / "model.pt").exists()
+    assert sweep_temps(out) == [debris]
+    assert list((tmp_path / "build" / "train").iterdir()) == []
+
+
+def test_sweep_spares_live_writers_other_outputs_and_other_ranks(tmp_path, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    dead, live = _dead_pid(), os.getpid()
+    train, metrics, resume = tmp_path / "train", tmp_path / "metrics", tmp_path / "resume" / "it1"
+    (resume / "m").mkdir(parents=True)
+    metrics.mkdir()
+    made = {
+        "dead": train / f".it1.{dead}.abcd1234.tmp",
+        "legacy": train / ".it1.q_w3e4r5.tmp",  # written before temps carried a pid
+        "live": train / f".it1.{live}.zzzz9999.tmp",  # a writer still at work (another rank, a stage beside)
+        "other": train / f".it2.{dead}.abcd1234.tmp",  # another output's: not this stage's to sweep
+        "metrics": metrics / f".it1.json.{dead}.mmmmmmmm.tmp",  # a file output's temp, beside it
+        "inside": resume / "m" / f".last.pt.{dead}.rrrrrrrr.tmp",  # inside a persistent output folder
+    }
+    for path in made.values():
+        (path / path.name.split(".")[1]).mkdir(parents=True)
+    (resume / "m" / "last.pt").write_bytes(b"kept")
+    monkeypatch.setenv("RANK", "1")
+    assert sweep_temps(train / "it1", metrics / "it1.json", resume) == []  # only rank 0 sweeps
+    monkeypatch.setenv("RANK", "0")
+    removed = sweep_temps(train / "it1", metrics / "it1.json", resume, tmp_path / "absent" / "x")
+    assert sorted(removed) == sorted(made[k] for k in ("dead", "legacy", "metrics", "inside"))
+    assert made["live"].exists() and made["other"].exists() and (resume / "m" / "last.pt").read_bytes() == b"kept"
+    with atomic_path(train / "it1") as tmp:  # the writer's own pid is in its temp's name
+        assert tmp.parent.name.startswith(f".it1.{live}.") and tmp.parent.name.endswith(".tmp")
+        tmp.mkdir()
+    assert sweep_temps(train / "it1") == [] and (train / "it1").is_dir()

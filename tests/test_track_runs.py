@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -265,3 +267,45 @@ def test_temp_experiment_runs_land_in_the_project_store(tmp_path):
     assert sorted(r.data.tags["dvc_stage"] for r in runs) == ["prepare", "train"]
     assert {r.data.tags["dvc_exp_name"] for r in runs} == {"tempexp"}
     assert {r.data.tags["git_commit"] for r in runs} == {head(root)}
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+@pytest.mark.integration  # a fresh sqlite store: ~10 s of mlflow import and migrations
+def test_a_run_left_running_by_a_killed_stage_is_marked_killed_by_the_next_run(tmp_path, monkeypatch):
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    from birdclef.track.runs import OWNER_TAG, owner_token
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("DVC_STAGE", "MLFLOW_PARENT_RUN_ID", "DVC_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("unit")
+    host = socket.gethostname()
+    owners = {
+        "orphan": f"{host}:{_dead_pid()}:123",  # SIGKILLed: its pid is gone
+        "reused": f"{host}:{os.getpid()}:1",  # its pid now names another process (this one, started later)
+        "alive": owner_token(),  # a run of the same stage beside this one
+        "remote": "another-host:1:1",  # cannot be checked from here
+    }
+    ids = {}
+    for name, owner in owners.items():
+        ids[name] = client.create_run(experiment, tags={"dvc_stage": "train@0", OWNER_TAG: owner}).info.run_id
+    other = client.create_run(experiment, tags={"dvc_stage": "infer", OWNER_TAG: owners["orphan"]}).info.run_id
+
+    with stage_run("train@0", {"train": {"lr": 0.1}}, {"enabled": True, "experiment": "unit"}) as run:
+        pass
+    status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert status == {"orphan": "KILLED", "reused": "KILLED", "alive": "RUNNING", "remote": "RUNNING"}
+    assert client.get_run(other).info.status == "RUNNING"  # another stage's run: closed by that stage's next run
+    new = client.get_run(run.run_id)
+    assert new.info.status == "FINISHED" and new.data.tags[OWNER_TAG] == owner_token()
+    assert "its process died" in client.get_run(ids["orphan"]).data.tags["birdclef_closed"]

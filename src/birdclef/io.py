@@ -1,10 +1,12 @@
-"""Small I/O helpers shared by every stage: atomic writes, JSON metrics, params sections."""
+"""Small I/O helpers shared by every stage: atomic writes (and sweeping their debris), JSON metrics, params."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -25,11 +27,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         path: final location of the file or directory.
 
     Yields:
-        The temporary path to write to (same directory, so the rename is atomic on POSIX).
+        The temporary path to write to (same directory, so the rename is atomic on POSIX), inside a folder
+        ``.<name>.<pid>.<random>.tmp``: the writer's process id lets :func:`sweep_temps` tell a killed writer's
+        debris from a live one's.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
     target = tmp / final.name
     try:
         yield target
@@ -40,6 +44,57 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# atomic_path's temporary folder: .<name>.<pid>.<mkdtemp's 8 random characters>.tmp (no pid: older code).
+_TEMP = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+))?\.[a-z0-9_]{8}\.tmp$")
+
+
+def sweep_temps(*outputs: str | os.PathLike[str]) -> list[Path]:
+    """Remove what killed :func:`atomic_path` writers left of a stage's outputs; call it first thing in a stage.
+
+    A SIGKILL between ``mkdtemp`` and the rename leaves ``.<name>.<pid>.<random>.tmp`` beside the output (an
+    empty folder, or one holding a whole file that DVC would hash into a folder output). Swept: such siblings
+    of each output, and such entries anywhere inside an output folder (persistent outputs: resume checkpoints,
+    shard blocks), whose writer is gone (its pid is not a live process; a name without a pid predates them).
+    A live writer's folder (another rank of this job, a stage running beside this one) stays. Only rank 0
+    sweeps (``RANK`` unset or 0), so the other ranks of a job never race it.
+
+    Args:
+        outputs: the stage's declared output files and folders (missing ones are fine).
+
+    Returns:
+        The removed paths.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return []
+    removed: list[Path] = []
+    for out in map(Path, outputs):
+        beside = out.parent.glob(f".{glob.escape(out.name)}.*.tmp") if out.parent.is_dir() else []
+        inside = out.rglob(".*.tmp") if out.is_dir() and not out.is_symlink() else []
+        for path in [*beside, *inside]:
+            match = _TEMP.match(path.name)
+            if match is None or path.parent == out.parent and match["name"] != out.name:
+                continue  # not a temp, or another output's
+            if match["pid"] and pid_alive(int(match["pid"])):
+                continue  # its writer is still at work
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of id ``pid`` exists on this machine (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

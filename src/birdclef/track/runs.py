@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from birdclef.io import pid_alive
 from birdclef.track.provenance import (
     PARENT_ENV,
     params_digest,
@@ -19,8 +21,10 @@ from birdclef.track.provenance import (
 
 __all__ = [
     "PARENT_ENV",
+    "OWNER_TAG",
     "NullRun",
     "StageRun",
+    "close_orphans",
     "flatten",
     "log_on_commit_run",
     "params_digest",
@@ -141,12 +145,70 @@ def _connect(tracking: Mapping[str, Any]) -> Any:
     return mlflow
 
 
+OWNER_TAG = "birdclef_owner"  # host:pid:start-ticks of the process that opened the run
+
+
+def owner_token(pid: int | None = None) -> str:
+    """``host:pid:start`` of a process (this one by default); ``start`` (Linux clock ticks) tells a reused pid."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:  # field 22 of /proc/<pid>/stat, counted after the ")" that closes the command name
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_gone(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's process, or no owner recorded: it may be alive
+    if not pid_alive(int(pid)):
+        return True
+    return bool(start) and _start_ticks(int(pid)) not in ("", start)  # the pid now names another process
+
+
+def close_orphans(mlflow: Any, stage: str, experiment: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` in ``experiment`` whose process is gone.
+
+    A SIGKILLed stage never ends its MLflow run; the next run of the same stage closes it. A run whose owner
+    lives (a run beside this one, another rank) or ran on another machine, or that has no owner tag, is left.
+
+    Args:
+        mlflow: the connected ``mlflow`` module (experiment set).
+        stage: the ``dvc_stage`` tag value (``train@1``, ``pipeline``).
+        experiment: the experiment's name.
+
+    Returns:
+        The ids of the runs closed.
+    """
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    client = mlflow.MlflowClient()
+    quoted = stage.replace("'", "\\'")
+    running = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.dvc_stage = '{quoted}' and attributes.status = 'RUNNING'"
+    )
+    closed = []
+    for run in running:
+        if _owner_gone(run.data.tags.get(OWNER_TAG, "")):
+            client.set_tag(run.info.run_id, "birdclef_closed", f"its process died; closed by {owner_token()}")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Mapping[str, Any], tracking: Mapping[str, Any] | None = None) -> Iterator[NullRun]:
     """Open one MLflow run for a stage execution, or a :class:`NullRun` when tracking is disabled.
 
     The run is a child of ``MLFLOW_PARENT_RUN_ID`` when set (``birdclef repro``). An exception inside the block
-    marks the run FAILED and propagates.
+    marks the run FAILED and propagates. Runs of the same stage left RUNNING by a killed process are marked
+    KILLED first (:func:`close_orphans`).
 
     Args:
         stage: stage name (``DVC_STAGE`` from the environment wins when DVC runs the stage).
@@ -163,7 +225,8 @@ def stage_run(stage: str, params: Mapping[str, Any], tracking: Mapping[str, Any]
         return
     mlflow = _connect(tracking)
     name = os.environ.get("DVC_STAGE", stage)
-    tags = provenance_tags(workspace_root(), stage, params)
+    tags = {**provenance_tags(workspace_root(), stage, params), OWNER_TAG: owner_token()}
+    close_orphans(mlflow, tags["dvc_stage"], tracking.get("experiment", "birdclef"))  # a killed process's runs
     # nested: a stage run opened inside another run of the same process (library use) must not fail
     with mlflow.start_run(run_name=name, tags=tags, nested=mlflow.active_run() is not None) as active:
         run = StageRun(mlflow, active.info.run_id)
@@ -191,6 +254,8 @@ def parent_run(
     base.pop("mlflow.parentRunId", None)
     base.pop("params_digest", None)
     base["dvc_stage"] = "pipeline"
+    base[OWNER_TAG] = owner_token()
+    close_orphans(mlflow, "pipeline", tracking.get("experiment", "birdclef"))
     with mlflow.start_run(run_name=name, tags={**base, **dict(tags or {})}) as active:
         yield StageRun(mlflow, active.info.run_id)
 
