@@ -8,7 +8,7 @@ from pathlib import Path
 from birdclef.infer.export import export_ensemble
 from birdclef.infer.runner import load_spec
 from birdclef.infer.teacher_member import teacher_files
-from birdclef.io import load_params, write_json
+from birdclef.io import load_params, sweep_temps, write_json
 from birdclef.track import stage_run
 
 
@@ -20,6 +20,7 @@ def main() -> None:
     ap.add_argument("--metrics", type=Path, required=True, help="metrics/export.json")
     ap.add_argument("--parity-audio", type=Path, default=None, help="a recording for the parity check")
     args = ap.parse_args()
+    sweep_temps(args.out, args.metrics)  # what a killed run left beside its outputs
 
     params = load_params(args.params)
     cfg = params["export"]

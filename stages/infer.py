@@ -12,7 +12,7 @@ from birdclef.infer import teacher_member
 from birdclef.infer.runner import infer, list_soundscapes, load_spec, make_factory
 from birdclef.infer.sharded import infer_sharded
 from birdclef.infer.submission import build_submission, evaluate, read_sample, write_submission
-from birdclef.io import load_params, write_csv, write_json
+from birdclef.io import load_params, sweep_temps, write_csv, write_json
 from birdclef.metric import per_class_auc
 from birdclef.track import stage_run
 
@@ -41,6 +41,7 @@ def main() -> None:
         help="finished blocks when infer.nproc > 1 (a rerun after a kill skips them)",
     )
     args = ap.parse_args()
+    sweep_temps(args.out, args.metrics, args.per_class, args.shards)  # a killed run's debris (rank 0)
     args.shards.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
 
     params = load_params(args.params)
