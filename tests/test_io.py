@@ -82,7 +82,7 @@ def test_sweep_spares_live_writers_other_outputs_and_other_ranks(tmp_path, monke
     monkeypatch.setenv("RANK", "1")
     assert sweep_temps(train / "it1", metrics / "it1.json", resume) == []  # only rank 0 sweeps
     monkeypatch.setenv("RANK", "0")
-    removed = sweep_temps(train / "it1", metrics / "it1.json", resume, tmp_path / "absent" / "x")
+    removed = sweep_temps(train / "it1", metrics / "it1.json", resume, tmp_path / "absent" / "x", None)
     assert sorted(removed) == sorted(made[k] for k in ("dead", "legacy", "metrics", "inside"))
     assert made["live"].exists() and made["other"].exists() and (resume / "m" / "last.pt").read_bytes() == b"kept"
     with atomic_path(train / "it1") as tmp:  # the writer's own pid is in its temp's name

@@ -50,7 +50,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 _TEMP = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+))?\.[a-z0-9_]{8}\.tmp$")
 
 
-def sweep_temps(*outputs: str | os.PathLike[str]) -> list[Path]:
+def sweep_temps(*outputs: str | os.PathLike[str] | None) -> list[Path]:
     """Remove what killed :func:`atomic_path` writers left of a stage's outputs; call it first thing in a stage.
 
     A SIGKILL between ``mkdtemp`` and the rename leaves ``.<name>.<pid>.<random>.tmp`` beside the output (an
@@ -61,7 +61,8 @@ def sweep_temps(*outputs: str | os.PathLike[str]) -> list[Path]:
     sweeps (``RANK`` unset or 0), so the other ranks of a job never race it.
 
     Args:
-        outputs: the stage's declared output files and folders (missing ones are fine).
+        outputs: the stage's declared output files and folders (missing ones and None, an optional output
+            not asked for, are fine).
 
     Returns:
         The removed paths.
@@ -69,7 +70,7 @@ def sweep_temps(*outputs: str | os.PathLike[str]) -> list[Path]:
     if os.environ.get("RANK", "0") != "0":
         return []
     removed: list[Path] = []
-    for out in map(Path, outputs):
+    for out in (Path(o) for o in outputs if o is not None):
         beside = out.parent.glob(f".{glob.escape(out.name)}.*.tmp") if out.parent.is_dir() else []
         inside = out.rglob(".*.tmp") if out.is_dir() and not out.is_symlink() else []
         for path in [*beside, *inside]:
