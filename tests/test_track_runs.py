@@ -309,3 +309,29 @@ def test_a_run_left_running_by_a_killed_stage_is_marked_killed_by_the_next_run(t
     new = client.get_run(run.run_id)
     assert new.info.status == "FINISHED" and new.data.tags[OWNER_TAG] == owner_token()
     assert "its process died" in client.get_run(ids["orphan"]).data.tags["birdclef_closed"]
+
+
+def test_masked_uri_hides_passwords_and_tokens_only():
+    from birdclef.track.runs import masked_uri
+
+    assert masked_uri("https://alice:s3cret@mlflow.example:5000/x?token=t0k&run=1") == (
+        "https://alice:***@mlflow.example:5000/x?token=***&run=1"
+    )
+    assert masked_uri("postgresql://u:p%40ss@db/mlflow") == "postgresql://u:***@db/mlflow"
+    assert masked_uri("http://ghp_abc123@host:5000") == "http://***@host:5000"  # a bare token as the user
+    for plain in ("sqlite:////work/proj/mlflow.db", "http://127.0.0.1:5000", "databricks"):
+        assert masked_uri(plain) == plain
+
+
+@pytest.mark.integration
+def test_a_password_in_the_tracking_uri_is_never_printed(tmp_path, monkeypatch, capfd, mlflow_server):
+    monkeypatch.chdir(tmp_path)
+    for var in ("DVC_STAGE", "MLFLOW_PARENT_RUN_ID", "DVC_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")  # restored afterwards
+    secret_uri = mlflow_server.replace("http://", "http://alice:s3cret@")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret_uri)
+    with stage_run("export", {"export": {}}, {"enabled": True, "experiment": "secret"}) as run:
+        run.log_metrics({"x": 1.0})
+    out, err = capfd.readouterr()
+    assert run.run_id and "s3cret" not in out + err

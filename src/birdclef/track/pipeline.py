@@ -14,7 +14,7 @@ import yaml
 
 from birdclef.io import load_params
 from birdclef.track.overrides import set_args
-from birdclef.track.runs import PARENT_ENV, parent_run, project_root, tracking_uri
+from birdclef.track.runs import PARENT_ENV, masked_uri, parent_run, project_root, tracking_uri
 
 
 def dvc_executable() -> str:
@@ -118,5 +118,5 @@ def repro_command(exp: bool, params: Path, preset: Path | None, dvc_args: tuple[
         dvc_args = (*preset_args(preset, params), *dvc_args)
     rc, run_id = run_pipeline(dvc_args, exp, params)
     if run_id:
-        click.echo(f"MLflow parent run {run_id} in {tracking_uri(project_root())}", err=True)
+        click.echo(f"MLflow parent run {run_id} in {masked_uri(tracking_uri(project_root()))}", err=True)
     sys.exit(rc)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ __all__ = [
     "close_orphans",
     "flatten",
     "log_on_commit_run",
+    "masked_uri",
     "params_digest",
     "parent_run",
     "project_root",
@@ -46,6 +49,28 @@ def tracking_uri(root: Path | None = None) -> str:
     if env:
         return env
     return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+
+
+_SECRET_QUERY = re.compile(r"pass|token|secret|key|auth|sig|cred", re.IGNORECASE)
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` fit to print or log: a password in ``user:password@`` (or a bare ``token@``) and secret-looking
+    query values (``?token=``, ``password=``, ``sig=``...) become ``***``.
+
+    ``https://alice:s3cret@host:5000/x?token=t&run=1`` -> ``https://alice:***@host:5000/x?token=***&run=1``.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(_SECRET_QUERY.search(k) for k, _ in pairs):
+        query = "&".join(f"{k}=***" if _SECRET_QUERY.search(k) else f"{k}={v}" for k, v in pairs)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -140,7 +165,10 @@ def _enabled(tracking: Mapping[str, Any]) -> bool:
 def _connect(tracking: Mapping[str, Any]) -> Any:
     import mlflow  # imported lazily: slow to import and unneeded when tracking is off
 
-    mlflow.set_tracking_uri(tracking_uri(project_root()))
+    uri = tracking_uri(project_root())
+    if masked_uri(uri) != uri:  # MLflow prints "View run at <uri>/#/..." after each run, password included
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(tracking.get("experiment", "birdclef"))
     return mlflow
 
