@@ -77,7 +77,8 @@ def test_a_typo_set_through_dvc_exp_run_is_refused(tmp_path):
     """`dvc exp run -S +selftrain.distil.mode=blend` writes the typo into params.yaml (DVC adds the new key), and
     the stages check the loaded file, so the typo stops the run instead of leaving distillation off."""
     params = _dvc_set(tmp_path, ["+selftrain.distil.mode=blend"])
-    with pytest.raises(ValueError, match=r"unknown key selftrain\.distil; valid: distill, drop_path_rate"):
+    expected = r"unknown key selftrain\.distil; valid: distill, drop_no_call, drop_path_rate"
+    with pytest.raises(ValueError, match=expected):
         tp.check_params(params, tp.TRAIN_STAGE)
 
 
@@ -111,7 +112,8 @@ TYPOS = [
     ("train__augment__wave__mixupp", {}, "unknown key train.augment.wave.mixupp; valid: background,"),
     ("train__augment__wave__mixup__alfa", 1.0, "unknown key train.augment.wave.mixup.alfa; valid: alpha, enabled"),
     ("train__augment__spec__time_mask__width", 3, "unknown key train.augment.spec.time_mask.width; valid: count"),
-    ("selftrain__distil", {"mode": "blend"}, "unknown key selftrain.distil; valid: distill, drop_path_rate"),
+    ("selftrain__distil", {"mode": "blend"},
+     "unknown key selftrain.distil; valid: distill, drop_no_call, drop_path_rate"),
     ("selftrain__mix_shar", 0.5, "unknown key selftrain.mix_shar; valid: "),
     ("selftrain__distill__treshold", 0.3, "unknown key selftrain.distill.treshold; valid: blend, kl_weight, mode"),
     ("pseudo__chunk", 5, "unknown key pseudo.chunk; valid: block, chunk_s"),
