@@ -47,17 +47,21 @@ def test_check_layout_names_every_missing_path(tmp_path):
 def test_malformed_rows_are_named_and_the_rest_kept(tmp_path):
     path = tmp_path / "train.csv"
     rows = [train_row("a/XC1.ogg"), train_row("a/XC2.ogg", rating="six"), ["a", "[]", "too", "few"],
-            train_row("a/XC3.ogg", secondary="['b'", lat="95"), train_row("a/XC4.ogg", rating="", lat="")]
+            train_row("a/XC3.ogg", secondary="['b'", lat="95"), train_row("a/XC4.ogg", rating="", lat=""),
+            train_row("a/XC5.ogg", rating="nan", lat="nan")]
     write_csv(path, TRAIN_COLUMNS, rows)
     raw, bad_lines = read_csv_strings(path, ("primary_label", "filename"))
     assert [str(p) for p in bad_lines] == ["train.csv:4: malformed: 4 fields, the header has 13"]
     typed, bad_values = parse_metadata(raw, "train.csv")
-    assert [p.row for p in bad_values] == ["train.csv:3", "train.csv:5"]
+    assert [p.row for p in bad_values] == ["train.csv:3", "train.csv:5", "train.csv:7"]
     assert "rating 'six' is not a number in [0, 5]" in bad_values[0].problem
     assert "secondary_labels" in bad_values[1].problem and "latitude '95'" in bad_values[1].problem
-    last = typed.iloc[-1]
-    assert last["rating"] == 0.0 and math.isnan(last["latitude"])  # missing rating = unrated, lat/lon = unknown
-    assert typed["rating"].dtype == "float64" and typed["row"].tolist()[-1] == "train.csv:6"
+    assert bad_values[2].problem == (  # its "nan" latitude is unknown, not a fault
+        "rating 'nan' is not a number in [0, 5] (an unrated recording has rating 0 or an empty cell)"
+    )
+    empty = typed.iloc[-2]
+    assert empty["rating"] == 0.0 and math.isnan(empty["latitude"])  # empty rating = unrated, lat/lon = unknown
+    assert typed["rating"].dtype == "float64" and typed["row"].tolist()[-1] == "train.csv:7"
 
 
 def test_unusable_csvs_raise_naming_file_and_line(tmp_path):

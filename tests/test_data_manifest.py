@@ -151,3 +151,19 @@ def test_manifest_of_the_synthclef_tiny_preset(tmp_path):
     assert m.stats["soundscapes_test"] == summary["test_soundscapes"]
     assert m.taxonomy["class_name"].value_counts().to_dict() == summary["classes"]
     assert set(m.recordings["sample_rate"]) == {32000}
+
+
+def test_a_nan_rating_is_reported_per_on_bad_and_an_empty_one_is_unrated(layout):
+    write_audio(layout / "train_audio/amerob/XC95.ogg", seed=95)
+    write_audio(layout / "train_audio/amerob/XC96.ogg", seed=96)
+    append_train_rows(layout, [train_row("amerob/XC95.ogg", rating="nan"), train_row("amerob/XC96.ogg", rating="")])
+    with pytest.raises(BadInputError) as err:
+        build_manifest(layout, params(), progress=False)
+    [problem] = err.value.problems
+    assert (problem.kind, problem.row) == ("malformed", "train.csv:10")
+    assert "rating 'nan' is not a number in [0, 5] (an unrated recording has rating 0" in str(err.value)
+    m = build_manifest(layout, params(on_bad="skip"), progress=False)
+    assert m.quarantine[["kind", "row"]].values.tolist() == [["malformed", "train.csv:10"]]
+    assert "amerob/XC95.ogg" not in set(m.recordings["recording_id"])
+    kept = m.recordings.set_index("recording_id").loc["amerob/XC96.ogg"]
+    assert kept["rating"] == 0.0  # an empty cell is the competition's "not rated"

@@ -238,8 +238,9 @@ def parse_metadata(df: pd.DataFrame, csv_name: str) -> tuple[pd.DataFrame, list[
     Returns:
         A copy with: ``row`` (``"<csv_name>:<line>"``), primary_label and filename stripped (filename as a
         relative POSIX path), secondary_labels as ``list[str]`` (primary label removed), rating / latitude /
-        longitude as float (missing rating = 0.0 "no rating", missing lat/lon = NaN, malformed = NaN), the other
-        columns unchanged; plus one ``malformed`` Problem per bad row (all of its faults in one message).
+        longitude as float (empty rating = 0.0 "no rating", empty or ``nan`` lat/lon = NaN, malformed = NaN; a
+        ``nan`` rating is malformed: it is not the competition's 0 for unrated), the other columns unchanged;
+        plus one ``malformed`` Problem per bad row (all of its faults in one message).
     """
     out = df.copy()
     out["row"] = [f"{csv_name}:{line}" for line in out["_line"]]
@@ -274,15 +275,17 @@ def parse_metadata(df: pd.DataFrame, csv_name: str) -> tuple[pd.DataFrame, list[
         cells = out[col] if col in out else [""] * len(out)
         for i, cell in enumerate(cells):
             text = str(cell).strip()
-            if text.lower() in ("", "nan"):
-                values.append(0.0 if col == "rating" else math.nan)
+            if text == "" or text.lower() == "nan" and col != "rating":
+                values.append(0.0 if col == "rating" else math.nan)  # an empty rating is "not rated" (0)
                 continue
             try:
                 number = float(text)
             except ValueError:
                 number = math.nan
             if not low <= number <= high:  # also catches NaN and inf
-                fault(i, f"{col} {text!r} is not a number in [{low:g}, {high:g}]")
+                # "nan" is not the competition's 0 for unrated: a broken export, reported rather than guessed at
+                unrated = " (an unrated recording has rating 0 or an empty cell)" if col == "rating" else ""
+                fault(i, f"{col} {text!r} is not a number in [{low:g}, {high:g}]{unrated}")
                 number = math.nan
             values.append(number)
         out[col] = pd.Series(values, index=out.index, dtype="float64")
