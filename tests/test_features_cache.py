@@ -135,8 +135,8 @@ def test_build_wave_cache_matches_direct_decoding(tmp_path: Path, dataset, worke
         assert np.abs(cache.read(row.segment_id) - ref).max() < 1e-4
     assert cache.length("s1") == 320_000 and cache.rms("s1").shape == (100,)
     assert metrics["keys_segment"] == 3 and metrics["keys_test_soundscape"] == 1 and metrics["failed"] == 1
-    assert pd.read_csv(tmp_path / "cache/failed.csv").to_dict("records") == [{"key": "broken",
-                                                                               "reason": "unsupported"}]
+    assert pd.read_csv(tmp_path / "cache/failed.csv").to_dict("records") == [
+        {"key": "broken", "path": "test_soundscapes/broken.ogg", "reason": "unsupported"}]
 
 
 def test_build_fail_mode_and_split_filter(tmp_path: Path, dataset) -> None:

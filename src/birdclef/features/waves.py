@@ -123,7 +123,8 @@ def build_wave_cache(
         segments: the clean stage's table (:data:`schema.SEGMENTS`); key = segment_id.
         soundscapes: the acquire manifest (:data:`schema.SOUNDSCAPES`) or None; key = soundscape_id.
         data_root: folder the ``path`` columns are relative to.
-        out_dir: cache folder to create (waves.npy, rms.npy, index.parquet, meta.json, failed.csv).
+        out_dir: cache folder to create (waves.npy, rms.npy, index.parquet, meta.json, and failed.csv: key,
+            path relative to ``data_root``, reason of each item left out).
         cfg: the features params.
 
     Returns:
@@ -136,18 +137,18 @@ def build_wave_cache(
     root = str(data_root)
     paths = sorted({j.path for j in jobs})
     infos = dict(zip(paths, ordered_map(_info, paths, cfg.workers, _init, (root,), desc="probe"), strict=True))
-    failed: dict[str, str] = {}
+    failed: dict[str, tuple[str, str]] = {}  # key -> (path, reason)
     items, todo = [], []
     for job in jobs:
         info = infos[job.path]
         if isinstance(info, AudioError):
             if cfg.on_bad == "fail":
                 raise info
-            failed[job.key] = info.reason
+            failed[job.key] = (job.path, info.reason)
             continue
         n = _length(job, info)
         if n == 0:
-            failed[job.key] = "empty"
+            failed[job.key] = (job.path, "empty")
             continue
         items.append(CacheItem(job.key, job.kind, n))
         todo.append(job)
@@ -158,11 +159,11 @@ def build_wave_cache(
         if isinstance(enc, AudioError):
             if cfg.on_bad == "fail":
                 raise enc
-            failed[job.key] = enc.reason
+            failed[job.key] = (job.path, enc.reason)
             continue
         writer.write_encoded(job.key, *enc)
     index = writer.close()
-    report = pd.DataFrame(sorted(failed.items()), columns=["key", "reason"])
+    report = pd.DataFrame([(k, *v) for k, v in sorted(failed.items())], columns=["key", "path", "reason"])
     report.to_csv(Path(out_dir) / "failed.csv", index=False)
     m: dict[str, Any] = {}
     for kind in KINDS:
@@ -170,8 +171,9 @@ def build_wave_cache(
         m[f"keys_{kind}"] = len(sub)
         m[f"hours_{kind}"] = round(float(sub.length.sum()) / SAMPLE_RATE / 3600, 4)
     m["failed"] = len(failed)
-    for reason in sorted(set(failed.values())):
-        m[f"failed_{reason}"] = sum(r == reason for r in failed.values())
+    reasons = [reason for _, reason in failed.values()]
+    for reason in sorted(set(reasons)):
+        m[f"failed_{reason}"] = reasons.count(reason)
     m["clipped_samples"] = writer.clipped
     m["cache_mb"] = round((Path(out_dir) / "waves.npy").stat().st_size / 2**20, 2)
     return m
