@@ -139,3 +139,33 @@ def test_small_task_trains_min_samples_per_epoch():
     ds, cfg, model, *_ = _setup(epochs=2, min_samples_per_epoch=40)
     result = fit(model, ds, cfg, BCE(), on_step=steps.append)
     assert steps[-1] == 20 and result.samples_seen == 80
+
+
+def test_dataloader_workers_give_the_same_weights():
+    """Items are addressed by (row, seed): worker processes reading the cache change nothing but speed."""
+    ds, cfg, model, *_ = _setup(epochs=1)
+    serial = fit(model, ds, cfg, BCE())
+    ds, cfg, model, *_ = _setup(epochs=1, num_workers=2)
+    workers = fit(model, ds, cfg, BCE())
+    torch.testing.assert_close(_flat(serial.state_dict), _flat(workers.state_dict), rtol=0, atol=0)
+
+
+def test_workers_read_the_memory_mapped_cache_like_the_main_process(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from birdclef.features.cache import CacheItem, WaveCache, WaveCacheWriter
+    from birdclef.train.fit import _collate_items
+    from birdclef.train.sampling import EpochSampler
+
+    segs, cache = toy_segments()
+    writer = WaveCacheWriter(tmp_path / "cache", [CacheItem(k, "segment", len(w)) for k, w in cache.waves.items()],
+                             rms_hop=3200, full_scale=2.0)
+    for k, w in cache.waves.items():
+        writer.write(k, w)
+    writer.close()
+    ds = FocalDataset(segs, WaveCache(tmp_path / "cache"), CLASSES, crop_s=1.0, policy="rms")
+    sampler = EpochSampler(np.full(len(segs), 1.0 / len(segs)), 8, seed=0, batch_size=4)
+    batches = [list(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=n, collate_fn=_collate_items))
+               for n in (0, 2)]
+    for a, b in zip(*batches, strict=True):
+        torch.testing.assert_close(a["wave"], b["wave"], rtol=0, atol=0)
