@@ -160,12 +160,14 @@ def test_infer_stage_on_the_onnx_export_matches_torch(project: Path):
     from birdclef.infer.export import export_ensemble
 
     spec = json.loads((project / "build" / "ensemble" / "spec.json").read_text())
-    export_ensemble(spec["members"], project / "build" / "export", {"fused": False, "bench_repeats": 1}, spec)
+    # A folder of its own: with build/export there, the other tests' `auto` backend would run ONNX, not torch.
+    export = project / "build" / "export_onnx"
+    export_ensemble(spec["members"], export, {"fused": False, "bench_repeats": 1}, spec)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["infer"]["backend"] = "onnxruntime"
     (project / "onnx_params.yaml").write_text(yaml.safe_dump(params))
     args = infer_args(project, project / "data" / "test_soundscapes", "onnx.csv")
-    args[1] = project / "onnx_params.yaml"
+    args[1], args[args.index("--export") + 1] = project / "onnx_params.yaml", export
     run_stage("infer", *args)
     onnx = pd.read_csv(project / "onnx.csv")
     expected = pd.read_parquet(project / "build" / "ensemble" / "member_scores" / "ensemble.parquet")
