@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from birdclef.infer.ensemble import build_spec
+from birdclef.infer.ensemble_spec import build_spec
 from birdclef.infer.runner import list_soundscapes, torch_factory
 from birdclef.infer.submission import read_sample
 from birdclef.infer.teacher_spec import describe

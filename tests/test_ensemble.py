@@ -97,25 +97,3 @@ def test_module_runs_without_torch_or_birdclef(tmp_path: Path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert out.stdout.strip() == "(12, 3)"
-
-
-def test_load_oof_aligns_shared_segments_and_one_hot_truth(tmp_path: Path):
-    import pandas as pd
-
-    members = []
-    for name, cols, ids in (("m1", CLASSES, ["s1", "s2", "s3"]), ("m2", ["c"], ["s3", "s2", "s9"])):
-        (tmp_path / name).mkdir()
-        frame = pd.DataFrame(np.arange(len(ids) * len(cols)).reshape(len(ids), len(cols)) / 10, columns=cols)
-        frame.insert(0, "segment_id", ids)
-        frame.to_parquet(tmp_path / name / "val_predictions.parquet")
-        members.append({"name": name, "checkpoint": str(tmp_path / name / "model.pt"), "classes": None})
-    members[1]["classes"] = ["c"]
-    segments = pd.DataFrame({"segment_id": ["s1", "s2", "s3", "s9"], "primary_label": ["a", "c", "b", "a"]})
-    preds, solution = E.load_oof(members, segments, CLASSES)
-    assert solution["row_id"].tolist() == ["s2", "s3"]
-    assert solution[CLASSES].to_numpy().tolist() == [[0, 0, 1], [0, 1, 0]]
-    np.testing.assert_allclose(preds[0], [[0.3, 0.4, 0.5], [0.6, 0.7, 0.8]])
-    np.testing.assert_allclose(preds[1], [[0.1], [0.0]])
-    (tmp_path / "m2" / "val_predictions.parquet").unlink()
-    with pytest.raises(FileNotFoundError, match="m2"):
-        E.load_oof(members, segments, CLASSES)

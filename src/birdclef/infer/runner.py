@@ -56,7 +56,7 @@ class InferenceError(ValueError):
 
 
 def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check an ensemble spec (written by the ensemble stage, see ``ensemble.build_spec``)."""
+    """Read and check an ensemble spec (written by the ensemble stage, see ``ensemble_spec.build_spec``)."""
     spec = json.loads(Path(path).read_text())
     if spec.get("format") != SPEC_FORMAT:
         raise ValueError(f"{path}: not an ensemble spec (format {spec.get('format')!r}, expected {SPEC_FORMAT!r})")

@@ -137,7 +137,7 @@ def in_ensemble(
         files, preds, final: the labelled soundscapes, the members' predictions on them, the students' final
             (combined, post-processed) scores.
         members, weights, classes: the ensemble (the reference students combine by ``mean``, as predict does).
-        score_of, table: ``build_spec``'s scorer and window-table maker for (scores, columns).
+        score_of, table: ``ensemble_spec.build_spec``'s scorer and window-table maker for (scores, columns).
         cfg: params ``ensemble`` (``workers``, ``threads``).
 
     Returns:
