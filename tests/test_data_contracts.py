@@ -36,3 +36,16 @@ def test_contracts_name_what_broke(tmp_path):
                              .to_pandas()}, m.taxonomy, n_folds=3)
     assert clean.manifest_ok and clean.checks_failed == 0 and set(clean.checks) == {
         "train_csv", "train_csv_secondary_labels", "recordings", "recordings_secondary_labels"}
+
+
+def test_blanked_filenames_of_malformed_rows_are_no_duplicates(tmp_path):
+    m = build_manifest(make_competition_layout(tmp_path / "data"), AcquireParams(n_folds=3), progress=False)
+    train_csv = m.inputs["train_csv"].copy()
+    train_csv.loc[[1, 2], "filename"] = ""  # two rows whose filename was no relative path (skip mode quarantines)
+    report = check_contracts({"train_csv": train_csv}, m.taxonomy, n_folds=3)
+    assert report.checks["train_csv"][1] == 0, report.failures
+    train_csv.loc[3, "filename"] = train_csv.loc[4, "filename"]  # a real duplicate still fails
+    report = check_contracts({"train_csv": train_csv}, m.taxonomy, n_folds=3)
+    assert report.failures == [
+        f"train_csv: expect_column_values_to_be_unique(filename): 2 unexpected value(s), e.g. "
+        f"{train_csv.loc[3, 'filename']!r}, {train_csv.loc[3, 'filename']!r}"]
