@@ -239,3 +239,47 @@ def test_params_model_configs_are_valid():
         assert parsed.head in list_heads(), name
         assert timm.is_model(parsed.backbone), name
         assert cfg["mel"] in params["mels"], name
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed when the block ends: a connect is refused at once
+
+
+def test_hub_pretrained_offline_fails_fast_with_the_clear_message(tmp_path, monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")  # an unreachable hub
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="could not fetch pretrained 'test_efficientnet' from the timm hub.*"
+                                           "offline, set pretrained to a local weights file"):
+        _model(pretrained=True)
+    assert time.monotonic() - start < 5  # was ~48 s of retries per file
+    assert constants.HF_HUB_OFFLINE is False  # the process's setting is restored
+
+
+def test_hub_pretrained_weights_cached_earlier_load_while_the_hub_is_unreachable(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = timm.create_model("test_efficientnet", num_classes=0)  # "downloaded" weights, 3-channel stem
+    commit = "0" * 39 + "1"
+    repo = tmp_path / "hub" / "models--timm--test_efficientnet.r160_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(source.state_dict(), str(repo / "snapshots" / commit / "model.safetensors"))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    own = _model(pretrained=True).backbone.state_dict()
+    torch.testing.assert_close(own["blocks.0.0.conv.weight"], source.state_dict()["blocks.0.0.conv.weight"])
+    torch.testing.assert_close(own["conv_stem.weight"], source.state_dict()["conv_stem.weight"].sum(1, keepdim=True))

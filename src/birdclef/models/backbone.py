@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ class ModelConfig:
     Attributes:
         head: registered head name (``sed`` or ``cnn``).
         backbone: any timm model name with a 4-D ``forward_features`` output (CNNs).
-        pretrained: ``False``; ``True`` (timm hub, needs the network); or a path to a local weights file loaded
+        pretrained: ``False``; ``True`` (timm hub; offline, what it cached); or a path to a weights file loaded
             into the backbone by ``load_backbone_weights`` (timm or a converted foreign layout; README
             "Pretrained weights offline").
         freq_pool: how the SED head collapses frequency: ``mean`` or ``gem`` (learnable GeM power).
@@ -85,7 +89,8 @@ def create_backbone(cfg: ModelConfig, in_chans: int) -> tuple[nn.Module, int]:
         raise ValueError(f"unknown timm backbone {cfg.backbone!r} (see timm.list_models())")
     hub = cfg.pretrained is True
     try:
-        encoder = timm.create_model(cfg.backbone, pretrained=hub, **kwargs)
+        with _cache_only_unless_hub_reachable() if hub else contextlib.nullcontext():
+            encoder = timm.create_model(cfg.backbone, pretrained=hub, **kwargs)
     except Exception as err:
         if not hub:
             raise
@@ -96,6 +101,27 @@ def create_backbone(cfg: ModelConfig, in_chans: int) -> tuple[nn.Module, int]:
     if isinstance(cfg.pretrained, str):
         load_backbone_weights(encoder, cfg.pretrained)
     return encoder, int(encoder.num_features)
+
+
+@contextlib.contextmanager
+def _cache_only_unless_hub_reachable(timeout_s: float = 1.0) -> Iterator[None]:
+    """Hugging Face hub offline mode (the local cache only) when the hub does not answer a TCP connect in 1 s.
+
+    Offline, the hub client retries each file for ~48 s before it gives up; weights cached earlier still load.
+    """
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE  # HF_HUB_OFFLINE=1: cache only already
+    if not before:
+        url = urllib.parse.urlsplit(constants.ENDPOINT)
+        try:
+            socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout_s).close()
+        except OSError:
+            constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def load_backbone_weights(encoder: nn.Module, path: str | Path) -> LoadReport:
