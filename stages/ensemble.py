@@ -1,4 +1,4 @@
-"""DVC stage `ensemble`: run the chosen members over labelled soundscapes, fit weights, write the ensemble spec."""
+"""DVC stage `ensemble`: run the chosen members over labelled soundscapes, fit weights (on val), write the spec."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from birdclef.infer.ensemble_spec import build_spec
-from birdclef.infer.runner import list_soundscapes, torch_factory
+from birdclef.infer.ensemble_spec import build_spec, read_split
+from birdclef.infer.runner import torch_factory
 from birdclef.infer.submission import read_sample
 from birdclef.infer.teacher_spec import describe
 from birdclef.io import atomic_path, load_params, write_json, write_parquet
@@ -18,8 +18,10 @@ from birdclef.track import stage_run
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--soundscapes", type=Path, required=True, help="labelled soundscapes (data/test_soundscapes)")
+    ap.add_argument("--soundscapes", type=Path, required=True, help="the test split (data/test_soundscapes)")
     ap.add_argument("--labels", type=Path, required=True, help="their 0/1 labels in submission format")
+    ap.add_argument("--val-soundscapes", type=Path, default=None, help="the val split (fit.source: val, score_val)")
+    ap.add_argument("--val-labels", type=Path, default=None, help="their labels (data/val_labels.csv)")
     ap.add_argument("--sample", type=Path, required=True, help="sample_submission.csv (class order)")
     ap.add_argument("--taxonomy", type=Path, required=True, help="taxonomy.csv (class_name, scientific_name)")
     ap.add_argument("--train-csv", type=Path, required=True, help="train.csv (per-class counts for smoothing)")
@@ -28,38 +30,33 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="output folder: spec.json + member_scores/")
     ap.add_argument("--metrics", type=Path, required=True)
     args = ap.parse_args()
+    if (args.val_soundscapes is None) != (args.val_labels is None):
+        ap.error("--val-soundscapes and --val-labels go together")
 
     params = load_params(args.params)
     cfg = params["ensemble"]
     sample = read_sample(args.sample)
     classes = [c for c in sample.columns if c != "row_id"]
-    labels = pd.read_csv(args.labels, dtype={"row_id": str})
     taxonomy = pd.read_csv(args.taxonomy, dtype={"primary_label": str})
     class_of = dict(zip(taxonomy["primary_label"], taxonomy["class_name"], strict=True))
     primary = pd.read_csv(args.train_csv, usecols=["primary_label"], dtype=str)["primary_label"]
     counts = primary.value_counts().reindex(classes, fill_value=0).to_numpy()
-    files = list_soundscapes(args.soundscapes)
-    if not files:
-        raise SystemExit(f"{args.soundscapes}: no audio files")
+    test = read_split("test", args.soundscapes, args.labels)
+    if test.missing:
+        raise SystemExit(f"ensemble failed: the test split is unusable: {test.missing}")
+    val = read_split("val", args.val_soundscapes, args.val_labels) if args.val_soundscapes else None
     try:  # T2: the foundation teacher as a member (ensemble.teacher, with the `teacher` section's adapter)
         teacher = describe(cfg.get("teacher"), params.get("teacher"), classes, taxonomy)
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise SystemExit(f"ensemble failed: {err}") from err
 
     with stage_run("ensemble", {"ensemble": cfg}, params.get("tracking")) as run:
-        spec, metrics, tables = build_spec(
-            cfg["members"],
-            args.train_dir,
-            files,
-            labels,
-            classes,
-            cfg,
-            torch_factory,
-            class_of,
-            counts,
-            pd.read_parquet(args.segments) if args.segments else None,
-            teacher,
-        )
+        segments = pd.read_parquet(args.segments) if args.segments else None
+        try:
+            spec, metrics, tables = build_spec(cfg, args.train_dir, test, classes, torch_factory, class_of, counts,
+                                               segments, teacher, val)  # fmt: skip
+        except ValueError as err:  # a setting that cannot apply (fit.source: val without val soundscapes, ...)
+            raise SystemExit(f"ensemble failed: {err}") from err
         with atomic_path(args.out) as out:
             (out / "member_scores").mkdir(parents=True)
             write_json(out / "spec.json", spec)

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from birdclef.infer import ensemble_spec as S
 
 CLASSES = ["a", "b", "c"]
 INFER = Path(S.__file__).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _infer_imports(path: Path) -> set[str]:
@@ -63,3 +65,164 @@ def test_load_oof_aligns_shared_segments_and_one_hot_truth(tmp_path: Path):
     (tmp_path / "m2" / "val_predictions.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="m2"):
         S.load_oof(members, segments, CLASSES)
+
+
+# ---------------------------------------------------------------- the fit split (S3): val, soundscapes, oof
+
+SR = 32_000
+TWO = ["a", "b"]
+MEL = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000}
+SPLIT_FILES = {"val": 2, "test": 3}  # 24 and 36 windows: the row counts tell the splits apart
+
+
+def level_factory(member, threads):
+    """Stand-in members: ``it0_up`` scores every class by the chunk's level, ``it0_down`` by one minus it."""
+    up = member["name"] == "it0_up"
+
+    def predict(wave):
+        level = np.clip(np.abs(wave).mean(axis=1), 0, 1)
+        clip = np.stack([level if up else 1 - level] * 2, axis=-1)
+        return {"clip": clip, "frame": clip[:, None, :]}
+
+    return predict
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two checkpoints (only their class lists matter) and val / test soundscapes whose labels disagree: a window
+    is positive on val when its level is above 0.3, on test when it is below (so ``up`` wins val, ``down`` test)."""
+    import soundfile as sf
+    import torch
+
+    from birdclef.infer.submission import row_ids
+    from birdclef.models import create_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("splits")
+    for name in ("up", "down"):
+        torch.manual_seed(0)
+        model = create_model({"head": "cnn", "backbone": "test_efficientnet"}, len(TWO), MEL)
+        save_checkpoint(root / "train" / "it0" / name / "model.pt", model, {"classes": TWO})
+    rng = np.random.default_rng(0)
+    out = {"train": root / "train", "root": root}
+    for split, n in SPLIT_FILES.items():
+        folder = root / f"{split}_soundscapes"
+        folder.mkdir()
+        ids, truth = [], []
+        for i in range(n):
+            levels = rng.uniform(0.05, 0.6, 12)
+            sign = np.where(np.arange(12 * 5 * SR) % 2 == 0, 1.0, -1.0)
+            sf.write(folder / f"{split}_{i}.wav", (np.repeat(levels, 5 * SR) * sign).astype(np.float32), SR)
+            ids += row_ids(f"{split}_{i}", 12)
+            truth += list((levels > 0.3) if split == "val" else (levels < 0.3))
+        labels = pd.DataFrame({c: np.asarray(truth, dtype=int) for c in TWO})
+        labels.insert(0, "row_id", ids)
+        labels.to_csv(root / f"{split}_labels.csv", index=False)
+        out[split] = S.read_split(split, folder, root / f"{split}_labels.csv")
+    return out
+
+
+def cfg(**fit):
+    return {
+        "members": [{"iteration": 0, "model": "up"}, {"iteration": 0, "model": "down"}],
+        "postprocess": {"smoothing": {"enabled": False}},
+        "fit": {"method": "coordinate", "grid": [0.0, 0.5, 1.0, 2.0], "rounds": 2, **fit},
+    }
+
+
+def build(splits, config, val="val"):
+    return S.build_spec(config, splits["train"], splits["test"], TWO, level_factory, val=splits.get(val))
+
+
+def test_weights_fitted_on_val_differ_from_those_fitted_on_test(splits):
+    spec, on_val, _ = build(splits, cfg(source="val"))
+    assert on_val["weight_it0_up"] == pytest.approx(2 / 3, abs=1e-4) and on_val["weight_it0_down"] == pytest.approx(
+        1 / 3, abs=1e-4
+    )
+    assert on_val["fit_score_val"] == on_val["val_score"] == 1.0  # the level ranks val perfectly ...
+    assert on_val["score"] == 0.0 and on_val["weights_fitted_in_sample"] == 0  # ... and test backwards
+    assert on_val["n_val_soundscapes"] == 2 and spec["weights"] == {"method": "coordinate", "fitted_on": "val"}
+    spec, in_sample, _ = build(splits, cfg(source="soundscapes"), val=None)  # the val split is not needed
+    assert in_sample["weight_it0_up"] == 0.0 and in_sample["weight_it0_down"] == 1.0
+    assert (
+        in_sample["score"] == in_sample["fit_score_soundscapes"] == 1.0 and in_sample["weights_fitted_in_sample"] == 1
+    )
+    assert not any(k.startswith("val_") for k in in_sample) and spec["weights"]["fitted_on"] == "soundscapes"
+    assert in_sample["score_hand_weights"] == on_val["score_hand_weights"] == 0.5  # equal weights: all ties
+
+
+def test_fitting_on_val_never_hands_the_test_labels_to_fit_weights(splits, monkeypatch):
+    seen = []
+    real = S.ensemble.fit_weights
+
+    def spy(preds, score_fn, *args, **kwargs):
+        seen.append((preds[0].shape[0], score_fn))
+        return real(preds, score_fn, *args, **kwargs)
+
+    monkeypatch.setattr(S.ensemble, "fit_weights", spy)
+    build(splits, cfg(source="val"))
+    [(rows, score_fn)] = seen
+    val_truth = splits["val"].labels[TWO].to_numpy(np.float32)
+    assert rows == 24 == len(val_truth)  # the val windows, not the 36 test ones
+    assert score_fn(val_truth) == 1.0 and score_fn(1 - val_truth) == 0.0  # scored against the val labels
+
+
+def test_score_val_scores_the_hand_weighted_ensemble_on_val(splits):
+    config = cfg()
+    config["fit"]["method"] = "none"
+    config["members"][1]["weight"] = 0.5  # up outweighs down: the level's order on both splits
+    _, metrics, _ = build(splits, config)
+    assert not any(k.startswith("val_") for k in metrics)  # off by default: the members never ran over val
+    _, metrics, _ = build(splits, {**config, "score_val": True})
+    assert metrics["val_score"] == 1.0 and metrics["score"] == 0.0 and "fit_score_val" not in metrics
+    assert metrics["val_n_scored_classes"] == 2 and metrics["weight_it0_up"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_a_val_split_that_is_needed_but_unusable_is_an_error_naming_the_setting(splits, tmp_path):
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (None, "none was given"),
+        (S.read_split("val", tmp_path / "gone", tmp_path / "x.csv"), "gone does not exist"),
+        (S.read_split("val", tmp_path / "empty", tmp_path / "x.csv"), "empty holds no audio files"),
+        (S.read_split("val", splits["val"].files[0].parent, tmp_path / "x.csv"), "x.csv does not exist"),
+    ]
+    for val, why in cases:
+        splits_ = {**splits, "val": val}
+        with pytest.raises(
+            ValueError, match=f"ensemble.fit.source: val needs labelled validation soundscapes, but .*{why}"
+        ):
+            build(splits_, cfg(source="val"))
+        with pytest.raises(ValueError, match=f"ensemble.score_val: true needs labelled .*{why}"):
+            build(splits_, {**cfg(), "fit": {"method": "none"}, "score_val": True})
+    _, metrics, _ = build({**splits, "val": cases[1][0]}, {**cfg(), "fit": {"method": "none"}})  # not needed: fine
+    assert metrics["n_soundscapes"] == 3
+    with pytest.raises(ValueError, match="the val and test splits share 3 soundscape"):
+        build({**splits, "val": splits["test"]}, cfg(source="val"))
+
+
+def test_read_split_lists_the_audio_and_reads_the_labels(splits):
+    val = splits["val"]
+    assert val.split == "val" and val.missing == "" and [f.name for f in val.files] == ["val_0.wav", "val_1.wav"]
+    assert val.labels["row_id"].tolist()[:2] == ["val_0_5", "val_0_10"] and val.labels.shape == (24, 3)
+
+
+def test_the_ensemble_section_is_strict_and_params_yaml_fits_on_val():
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())["ensemble"]
+    checked = S.check_cfg(committed)
+    assert checked["fit"]["source"] == "val" and checked["score_val"] is False and checked["fit"]["method"] == "none"
+    bad = {
+        "members": [],
+        "fitt": {},
+        "fit": {"sorce": "val", "method": "grid"},
+        "combination": "median",
+        "score_val": 1,
+    }
+    with pytest.raises(ValueError) as err:
+        S.check_cfg(bad)
+    for part in ("unknown key(s) ensemble.fitt (ensemble takes: members, combination, fit,",
+                 "unknown key(s) ensemble.fit.sorce (ensemble.fit takes: method, source, grid, rounds)",
+                 "ensemble.fit.method must be one of none, coordinate, got 'grid'",
+                 "ensemble.combination must be one of mean, minmax, rank, got 'median'",
+                 "ensemble.score_val must be true or false, got 1"):  # fmt: skip
+        assert part in str(err.value), part
+    with pytest.raises(ValueError, match="ensemble.fit.source must be one of val, soundscapes, oof, got 'test'"):
+        S.check_cfg({"fit": {"source": "test"}})

@@ -26,6 +26,7 @@ CLASSES = ["sp_a", "sp_b", "frog1", "1020593"]  # numeric names exist (iNat taxo
 TAXA = {"sp_a": "Aves", "sp_b": "Aves", "frog1": "Amphibia", "1020593": "Insecta"}
 MEL = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000}
 STEMS = ["H01_20240101_000000", "H02_20240101_000500", "H03_20240101_001000"]
+VAL_STEMS = ["V01_20240102_000000", "V02_20240102_000500"]  # the val split: other files, other labels
 SCIENTIFIC = {"sp_a": "Omnia sonora", "frog1": "Beta secunda"}  # the stand-in teacher's classes 4 and 1
 COVERED = ["sp_a", "frog1"]  # sp_b and 1020593 are unknown to it
 
@@ -39,20 +40,34 @@ def run_stage(name: str, *args: str | Path) -> None:
         sys.argv = argv
 
 
+def ensemble_args(root: Path, params: Path, name: str, val: str = "val_soundscapes") -> list:
+    data = root / "data"
+    return [
+        "--params", params, "--soundscapes", data / "test_soundscapes", "--labels", data / "test_labels.csv",
+        "--val-soundscapes", data / val, "--val-labels", data / "val_labels.csv",
+        "--sample", data / "sample_submission.csv", "--taxonomy", data / "taxonomy.csv",
+        "--train-csv", data / "train.csv", "--train-dir", root / "build" / "train", "--out", root / "build" / name,
+        "--metrics", root / "metrics" / f"{name}.json",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
     data = root / "data"
-    (data / "test_soundscapes").mkdir(parents=True)
     rng = np.random.default_rng(0)
     t = np.arange(60 * SR) / SR
-    for i, stem in enumerate(STEMS):
-        wave = (0.05 * rng.normal(size=t.size) + 0.2 * np.sin(2 * np.pi * (1000 + 1500 * i) * t)).astype(np.float32)
-        sf.write(data / "test_soundscapes" / f"{stem}.{'ogg' if i == 0 else 'wav'}", wave, SR)
-    ids = [rid for s in STEMS for rid in row_ids(s, 12)]
-    labels = pd.DataFrame((rng.uniform(size=(len(ids), 4)) < 0.3).astype(int), columns=CLASSES)
-    labels.insert(0, "row_id", ids)
-    labels.to_csv(data / "test_labels.csv", index=False)
+    for split, stems in (("test", STEMS), ("val", VAL_STEMS)):
+        (data / f"{split}_soundscapes").mkdir(parents=True)
+        for i, stem in enumerate(stems):
+            tone = 0.2 * np.sin(2 * np.pi * (1000 + 1500 * i) * t)
+            wave = (0.05 * rng.normal(size=t.size) + tone).astype(np.float32)
+            sf.write(data / f"{split}_soundscapes" / f"{stem}.{'ogg' if i == 0 else 'wav'}", wave, SR)
+        ids = [rid for s in stems for rid in row_ids(s, 12)]
+        labels = pd.DataFrame((rng.uniform(size=(len(ids), 4)) < 0.3).astype(int), columns=CLASSES)
+        labels.insert(0, "row_id", ids)
+        labels.to_csv(data / f"{split}_labels.csv", index=False)
+    labels = pd.read_csv(data / "test_labels.csv")
     sample = labels.copy()
     sample[CLASSES] = 0.0
     sample.to_csv(data / "sample_submission.csv", index=False)
@@ -74,7 +89,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 {"iteration": 0, "model": "cnn_group", "weight": 1.0, "predict": {"chunk_s": 10}},
             ],
             "combination": "mean",
-            "fit": {"method": "coordinate", "rounds": 1, "grid": [0.5, 1.0, 2.0]},
+            "fit": {"method": "coordinate", "rounds": 1, "grid": [0.5, 1.0, 2.0]},  # on val (the default source)
             "predict": {"chunk_s": 5, "stride_s": 5, "batch_size": 12},
             "postprocess": {
                 "delta_shift": {"enabled": True, "frames": 1},
@@ -87,14 +102,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "infer": {"backend": "auto", "workers": 1, "threads": 1, "on_error": "fallback", "file_seconds": 60},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    run_stage(
-        "ensemble", "--params", root / "params.yaml", "--soundscapes", data / "test_soundscapes",
-        "--labels", data / "test_labels.csv", "--sample", data / "sample_submission.csv",
-        "--taxonomy", data / "taxonomy.csv", "--train-csv", data / "train.csv",
-        "--train-dir", root / "build" / "train", "--out", root / "build" / "ensemble",
-        "--metrics", root / "metrics" / "ensemble.json",
-    )  # fmt: skip
+    run_stage("ensemble", *ensemble_args(root, root / "params.yaml", "ensemble"))
     return root
+
+
+def test_without_val_soundscapes_hand_weights_work_and_fitting_on_val_is_an_error(project: Path):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ensemble"]["fit"]["method"] = "none"  # the default: the val split is not needed
+    (project / "hand_params.yaml").write_text(yaml.safe_dump(params))
+    run_stage("ensemble", *ensemble_args(project, project / "hand_params.yaml", "ensemble_hand", "no_val"))
+    metrics = json.loads((project / "metrics" / "ensemble_hand.json").read_text())
+    assert metrics["score"] == metrics["score_hand_weights"] and not any(k.startswith("val_") for k in metrics)
+    spec = json.loads((project / "build" / "ensemble_hand" / "spec.json").read_text())
+    assert spec["weights"] == {"method": "hand", "fitted_on": None}
+    assert [m["weight"] for m in spec["members"]] == [0.5, 0.5]
+    message = "ensemble.fit.source: val needs labelled validation soundscapes, but .*no_val does not exist"
+    with pytest.raises(SystemExit, match=message):
+        run_stage("ensemble", *ensemble_args(project, project / "params.yaml", "ensemble_no_val", "no_val"))
+    assert not (project / "build" / "ensemble_no_val").exists()
 
 
 def infer_args(root: Path, soundscapes: Path, out: str = "submission.csv") -> list:
@@ -121,7 +146,11 @@ def test_ensemble_stage_writes_spec_scores_and_metrics(project: Path):
                 "member_it0_cnn_group_score", "score_hand_weights", "weights_fitted_in_sample"):  # fmt: skip
         assert key in metrics, key
     assert "member_it0_cnn_group_score_aves" not in metrics  # the group member has no bird classes
-    assert metrics["score"] >= metrics["score_hand_weights"]  # the search keeps the start unless it improves
+    # fitted on the val split: the fit's best is the ensemble's val score, and the test score is out of sample
+    assert metrics["fit_score_val"] == pytest.approx(metrics["val_score"], abs=1e-12)
+    assert metrics["weights_fitted_in_sample"] == 0 and metrics["n_val_soundscapes"] == 2
+    assert metrics["val_score"] != pytest.approx(metrics["score"], abs=1e-6)  # two splits, two scores
+    assert spec["weights"] == {"method": "coordinate", "fitted_on": "val"}
     tables = sorted(p.name for p in (project / "build" / "ensemble" / "member_scores").iterdir())
     assert tables == ["ensemble.parquet", "it0_cnn_group.parquet", "it0_sed_tiny.parquet"]
 
@@ -174,16 +203,6 @@ def test_infer_stage_on_the_onnx_export_matches_torch(project: Path):
     np.testing.assert_allclose(onnx[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=1e-3)
 
 
-def ensemble_args(root: Path, params: Path, name: str) -> list:
-    data = root / "data"
-    return [
-        "--params", params, "--soundscapes", data / "test_soundscapes", "--labels", data / "test_labels.csv",
-        "--sample", data / "sample_submission.csv", "--taxonomy", data / "taxonomy.csv",
-        "--train-csv", data / "train.csv", "--train-dir", root / "build" / "train", "--out", root / "build" / name,
-        "--metrics", root / "metrics" / f"{name}.json",
-    ]  # fmt: skip
-
-
 def teacher_params(root: Path, **teacher) -> Path:
     """The project's params with ensemble.teacher on and the stand-in ONNX teacher (BirdNET's 48 kHz, 3-s geometry)."""
     section = {**stand_in_section(root / "stand_in"), **teacher}
@@ -225,7 +244,7 @@ def test_the_ensemble_stage_blends_the_teacher_in_on_the_species_it_covers(proje
     alone = json.loads((project / "metrics" / "ensemble.json").read_text())
     assert metrics["students_score"] == pytest.approx(alone["score"], abs=1e-9)  # the same students
     assert metrics["teacher_n_covered"] == 2 and metrics["teacher_seconds_per_soundscape_minute"] > 0
-    for key in ("score", "teacher_score", "students_covered_score"):
+    for key in ("score", "teacher_score", "students_covered_score", "val_score"):  # val: the teacher joined there
         assert 0 <= metrics[key] <= 1, key
 
 

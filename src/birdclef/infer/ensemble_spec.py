@@ -1,6 +1,13 @@
 """The ensemble stage's library side: run the members over labelled soundscapes, fit or take their weights, score
 members and ensemble, and write the spec that export, infer, predict and the Kaggle bundle read.
 
+Labelled soundscapes come in two splits (S3): ``val`` (data/val_soundscapes + val_labels.csv) for every choice, and
+``test`` (the local leaderboard), scored once. ``ensemble.fit.source`` says where ``method: coordinate`` fits the
+weights: ``val`` (the honest choice: ``score`` on test is then out of sample), ``soundscapes`` (the test split
+itself: ``score`` is in-sample and optimistic, flagged by ``weights_fitted_in_sample``) or ``oof`` (the members'
+held-out focal predictions). The members run over the val split only when the fit or ``score_val`` needs it, so the
+default stage (``method: none``) costs what it did and works on a dataset without val soundscapes.
+
 Split from ``ensemble`` (numpy only, copied into the bundle) so that ``runner`` imports ``ensemble`` and this module
 imports both, with no import circle between them.
 """
@@ -9,17 +16,87 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from birdclef.infer import ensemble, postprocess, runner, teacher_spec
+from birdclef.infer import ensemble, postprocess, runner, teacher_member, teacher_spec
 from birdclef.infer.submission import evaluate, row_ids
 from birdclef.models import load_checkpoint
 
 SPEC_VERSION = 1
+FIT_DEFAULTS: dict[str, Any] = {"method": "none", "source": "val", "grid": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0],
+                                "rounds": 3}  # fmt: skip
+"""``ensemble.fit``: ``method`` none | coordinate, ``source`` val | soundscapes | oof, the weight grid, the rounds."""
+FIT_METHODS, FIT_SOURCES = ("none", "coordinate"), ("val", "soundscapes", "oof")
+DEFAULTS: dict[str, Any] = {
+    "members": [], "combination": "mean", "fit": {}, "predict": {}, "postprocess": None, "file_seconds": 60.0,
+    "workers": 1, "threads": None, "teacher": None, "score_val": False,
+}  # fmt: skip
+"""The ``ensemble`` section (params.yaml documents each key; ``teacher`` is checked by ``teacher_spec``)."""
+
+
+def check_cfg(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Params ``ensemble`` with defaults filled in (``fit`` too).
+
+    Raises:
+        ValueError: an unknown key of ``ensemble`` or ``ensemble.fit`` (naming the valid ones), an unknown fit
+            method, source or combination, a ``score_val`` that is not true or false.
+    """
+    cfg = {**DEFAULTS, **dict(section or {})}
+    fit = {**FIT_DEFAULTS, **dict(cfg["fit"] or {})}
+    errors = []
+    if set(cfg) - set(DEFAULTS):
+        keys = ", ".join(f"ensemble.{k}" for k in sorted(set(cfg) - set(DEFAULTS)))
+        errors.append(f"unknown key(s) {keys} (ensemble takes: {', '.join(DEFAULTS)})")
+    if set(fit) - set(FIT_DEFAULTS):
+        keys = ", ".join(f"ensemble.fit.{k}" for k in sorted(set(fit) - set(FIT_DEFAULTS)))
+        errors.append(f"unknown key(s) {keys} (ensemble.fit takes: {', '.join(FIT_DEFAULTS)})")
+    for key, value, valid in (("fit.method", fit["method"], FIT_METHODS), ("fit.source", fit["source"], FIT_SOURCES),
+                              ("combination", cfg["combination"], ensemble.COMBINATIONS)):  # fmt: skip
+        if value not in valid:
+            errors.append(f"ensemble.{key} must be one of {', '.join(valid)}, got {value!r}")
+    if not isinstance(cfg["score_val"], bool):
+        errors.append(f"ensemble.score_val must be true or false, got {cfg['score_val']!r}")
+    if errors:
+        raise ValueError("; ".join(errors))
+    return {**cfg, "fit": fit}
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One split of labelled soundscapes.
+
+    Attributes:
+        split: ``val`` or ``test`` (messages, metric names).
+        files: its audio files in name order (empty when the dataset has none).
+        labels: window labels in submission format (``row_id`` + 0/1 species columns); ``None`` when unusable.
+        missing: why the split is unusable, naming the folder or file; ``""`` when it is usable.
+    """
+
+    split: str
+    files: list[Path]
+    labels: pd.DataFrame | None
+    missing: str = ""
+
+
+def read_split(split: str, folder: str | os.PathLike[str], labels: str | os.PathLike[str]) -> Labelled:
+    """The labelled soundscapes of ``folder`` with their labels CSV. A missing folder, a folder without audio or a
+    missing CSV give an unusable split (``missing`` says which) rather than an error: only some settings need it."""
+    folder, labels = Path(folder), Path(labels)
+    files = runner.list_soundscapes(folder) if folder.is_dir() else []
+    if not folder.is_dir():
+        missing = f"{folder} does not exist"
+    elif not files:
+        missing = f"{folder} holds no audio files"
+    elif not labels.is_file():
+        missing = f"{labels} does not exist"
+    else:
+        return Labelled(split, files, pd.read_csv(labels, dtype={"row_id": str}))
+    return Labelled(split, files, None, missing)
 
 
 def describe_member(entry: Mapping[str, Any], train_dir: str | os.PathLike[str], classes: Sequence[str]) -> dict:
@@ -55,118 +132,93 @@ def describe_member(entry: Mapping[str, Any], train_dir: str | os.PathLike[str],
 
 
 def build_spec(
-    entries: Sequence[Mapping[str, Any]],
-    train_dir: str | os.PathLike[str],
-    files: Sequence[str | os.PathLike[str]],
-    solution: Any,
-    classes: Sequence[str],
     cfg: Mapping[str, Any],
+    train_dir: str | os.PathLike[str],
+    test: Labelled,
+    classes: Sequence[str],
     factory: Callable[[Mapping[str, Any], int], Any],
     class_of: Mapping[str, str] | None = None,
     class_counts: np.ndarray | None = None,
     segments: Any = None,
     teacher: dict[str, Any] | None = None,
+    val: Labelled | None = None,
 ) -> tuple[dict, dict, dict]:
     """Run the members over labelled soundscapes, fit or take their weights, score members and ensemble.
 
     Args:
-        entries: params ``ensemble.members``.
+        cfg: params ``ensemble`` (``check_cfg``: ``members``, ``combination``, ``fit``, ``postprocess``,
+            ``predict``, ``workers``, ``threads``, ``file_seconds``, ``score_val``).
         train_dir: parent of the ``it<k>`` train folders.
-        files: labelled soundscape files.
-        solution: labels in submission format (``row_id`` + 0/1 species columns) covering every window.
+        test: the test split: every score of the metrics but ``fit_score_*`` and ``val_*`` is on it.
         classes: the submission class list (sample_submission.csv order).
-        cfg: params ``ensemble`` (``combination``, ``fit``, ``postprocess``, ``predict``, ``workers``,
-            ``threads``, ``file_seconds``).
         factory: ``runner.PredictorFactory`` (the torch one in the stage).
         class_of: species -> taxon class name, for per-taxon scores.
         class_counts: (C,) train counts per class (class-dependent smoothing).
         segments: the clean stage's segment table; needed when ``fit.source`` is ``oof``.
         teacher: the teacher member's spec entry (``teacher_spec.describe``): blended into the fitted ensemble.
+        val: the val split; needed when the weights are fitted on it (``fit.source: val``) or ``score_val`` is on.
+            The fit then never sees the test labels.
 
     Returns:
         ``(spec, metrics, tables)``: the spec for ``runner.load_spec``; flat metrics (``score``, per taxon,
-        per member, weights); {name: window prediction DataFrame} per member and ``ensemble``.
+        per member, weights; ``val_score``, per taxon, when the members ran over val); {name: window prediction
+        DataFrame on test} per member and ``ensemble``.
+
+    Raises:
+        ValueError: bad params, a val split that is needed but unusable (naming the setting), val and test sharing
+            a soundscape, labels that miss a predicted window.
     """
-    combination = cfg.get("combination", "mean")
-    fit = {"method": "none", "source": "soundscapes", "grid": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0], "rounds": 3}
-    fit.update(cfg.get("fit") or {})
-    if fit["method"] not in ("none", "coordinate") or fit["source"] not in ("soundscapes", "oof"):
-        raise ValueError(f"ensemble.fit: method none|coordinate, source soundscapes|oof; got {fit}")
-    post = postprocess.resolve(cfg.get("postprocess"))
-    predict = runner.member_predict_cfg({"name": "ensemble.predict"}, cfg.get("predict"))
-    members = [describe_member(e, train_dir, classes) for e in entries]
+    cfg = check_cfg(cfg)
+    fit, combination = cfg["fit"], cfg["combination"]
+    post = postprocess.resolve(cfg["postprocess"])
+    predict = runner.member_predict_cfg({"name": "ensemble.predict"}, cfg["predict"])
+    members = [describe_member(e, train_dir, classes) for e in cfg["members"]]
     if not members:
         raise ValueError("params ensemble.members is empty")
-    preds = runner.predict_folder(
-        files, members, factory, predict, post, int(cfg.get("workers", 1)), cfg.get("threads"),
-        "raise", cfg.get("file_seconds", 60.0),
-    )  # fmt: skip
-    ids = [rid for s, n in zip(preds.stems, preds.n_windows, strict=True) for rid in row_ids(s, n)]
-    missing = sorted(set(ids) - set(solution["row_id"]))
-    if missing:
-        raise ValueError(f"labels lack {len(missing)} predicted window(s), e.g. {missing[:5]}")
-    solution = solution.set_index("row_id").loc[ids].reset_index()
+    fitted = fit["method"] == "coordinate" and len(members) > 1
+    needs_val = _check_val(fitted and fit["source"] == "val", cfg["score_val"], val, test)
     counts = None if class_counts is None else np.asarray(class_counts, dtype=np.float64)
     member_classes = [m["classes"] for m in members]
 
-    def table(scores: np.ndarray, cols: Sequence[str]) -> pd.DataFrame:
-        frame = pd.DataFrame(scores, columns=list(cols))
-        frame.insert(0, "row_id", ids)
-        return frame
+    def run(split: Labelled) -> _SplitRun:
+        preds = runner.predict_folder(
+            split.files, members, factory, predict, post, int(cfg["workers"]), cfg["threads"], "raise",
+            cfg["file_seconds"],
+        )  # fmt: skip
+        return _SplitRun(split, preds, classes, post, counts, class_of)
 
-    def post_files(scores: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
-        out, start = np.empty_like(scores), 0
-        sub_counts = None if counts is None else (counts if idx is None else counts[idx])
-        for n in preds.n_windows:
-            out[start : start + n] = postprocess.apply_file(scores[start : start + n], post, sub_counts)
-            start += n
-        return out
-
-    def score_of(scores: np.ndarray, cols: Sequence[str]) -> dict[str, float]:
-        return evaluate(solution[["row_id", *cols]], table(scores, cols), class_of)
-
-    metrics: dict[str, Any] = {"n_members": len(members), "n_soundscapes": len(preds.stems)}
+    on_test = run(test)
+    on_val = run(val) if needs_val else None
+    metrics: dict[str, Any] = {"n_members": len(members), "n_soundscapes": len(on_test.preds.stems)}
     tables: dict[str, Any] = {}
-    for m, pred in zip(members, preds.members, strict=True):
+    for m, pred in zip(members, on_test.preds.members, strict=True):
         cols = m["classes"] or list(classes)
         idx = np.array([list(classes).index(c) for c in cols])
-        scored = post_files(pred.astype(np.float32), idx)
-        tables[m["name"]] = table(scored, cols)
-        metrics.update({f"member_{m['name']}_{k}": v for k, v in score_of(scored, cols).items()})
+        scored = on_test.post_files(pred.astype(np.float32), idx)
+        tables[m["name"]] = on_test.table(scored, cols)
+        metrics.update({f"member_{m['name']}_{k}": v for k, v in on_test.score(scored, cols).items()})
     hand = [m["weight"] for m in members]
     weights = list(np.asarray(hand) / np.sum(hand))
-    metrics["score_hand_weights"] = score_of(
-        runner.finish(preds, classes, hand, member_classes, combination, post, counts), classes
-    )["score"]
-    fitted = fit["method"] == "coordinate" and len(members) > 1
-    if fitted and fit["source"] == "soundscapes":
-        fit_preds, fit_score = preds.members, lambda s: score_of(post_files(s), classes)["score"]
-    elif fitted:
-        if segments is None:
-            raise ValueError("ensemble.fit.source: oof needs the segment table (--segments)")
-        fit_preds, oof_solution = load_oof(members, segments, classes)
-
-        def fit_score(s: np.ndarray) -> float:
-            frame = pd.DataFrame(s, columns=list(classes))
-            frame.insert(0, "row_id", oof_solution["row_id"].to_numpy())
-            return evaluate(oof_solution, frame)["score"]
-
+    metrics["score_hand_weights"] = on_test.score(on_test.finish(hand, member_classes, combination), classes)["score"]
     if fitted:
+        fit_preds, fit_score = _fit_target(fit["source"], members, on_test, on_val, segments, classes)
         weights, best = ensemble.fit_weights(
             fit_preds, fit_score, classes, member_classes, combination, hand, fit["grid"], int(fit["rounds"])
         )
         metrics[f"fit_score_{fit['source']}"] = best
-    final = runner.finish(preds, classes, weights, member_classes, combination, post, counts)
+    final = on_test.finish(weights, member_classes, combination)
     if teacher is not None:  # T2: the foundation teacher, blended in per class over all these rows
         final, found, extra = teacher_spec.in_ensemble(
-            teacher, files, preds, final, members, weights, classes, score_of, table, cfg
+            teacher, test.files, on_test.preds, final, members, weights, classes, on_test.score, on_test.table, cfg
         )
         metrics.update(found)
         tables.update(extra)
-    tables["ensemble"] = table(final, classes)
-    metrics.update(score_of(final, classes))
+    tables["ensemble"] = on_test.table(final, classes)
+    metrics.update(on_test.score(final, classes))
     # Weights fitted on the soundscapes they are scored on: `score` is then an optimistic, in-sample figure.
     metrics["weights_fitted_in_sample"] = int(fitted and fit["source"] == "soundscapes")
+    if on_val is not None:
+        metrics.update(_val_scores(on_val, weights, member_classes, combination, teacher, cfg))
     for m, w in zip(members, weights, strict=True):
         m["weight"] = float(w)
         metrics[f"weight_{m['name']}"] = round(float(w), 4)
@@ -178,12 +230,118 @@ def build_spec(
         "combination": combination,
         "postprocess": post,
         "predict": predict,
-        "file_seconds": cfg.get("file_seconds", 60.0),
+        "file_seconds": cfg["file_seconds"],
         "members": members,
         "weights": {"method": fit["method"] if fitted else "hand", "fitted_on": fit["source"] if fitted else None},
         **({"teacher": teacher} if teacher is not None else {}),
     }  # fmt: skip
     return spec, metrics, tables
+
+
+class _SplitRun:
+    """The members' window predictions on one labelled split, its labels aligned to them, and its scorers."""
+
+    def __init__(
+        self,
+        split: Labelled,
+        preds: runner.FolderPredictions,
+        classes: Sequence[str],
+        post: Mapping[str, Any],
+        counts: np.ndarray | None,
+        class_of: Mapping[str, str] | None,
+    ) -> None:
+        self.split, self.preds, self.classes, self.post, self.counts, self.class_of = (
+            split, preds, list(classes), post, counts, class_of
+        )  # fmt: skip
+        self.ids = [rid for s, n in zip(preds.stems, preds.n_windows, strict=True) for rid in row_ids(s, n)]
+        missing = sorted(set(self.ids) - set(split.labels["row_id"]))
+        if missing:
+            raise ValueError(f"the {split.split} labels lack {len(missing)} predicted window(s), e.g. {missing[:5]}")
+        self.solution = split.labels.set_index("row_id").loc[self.ids].reset_index()
+
+    def table(self, scores: np.ndarray, cols: Sequence[str]) -> pd.DataFrame:
+        """(rows, len(cols)) scores as a window table: ``row_id`` + one column per class."""
+        frame = pd.DataFrame(scores, columns=list(cols))
+        frame.insert(0, "row_id", self.ids)
+        return frame
+
+    def post_files(self, scores: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """File-level post-processing of (rows, C') scores, file by file (``idx``: their columns among the classes)."""
+        out, start = np.empty_like(scores), 0
+        sub_counts = None if self.counts is None else (self.counts if idx is None else self.counts[idx])
+        for n in self.preds.n_windows:
+            out[start : start + n] = postprocess.apply_file(scores[start : start + n], self.post, sub_counts)
+            start += n
+        return out
+
+    def score(self, scores: np.ndarray, cols: Sequence[str]) -> dict[str, float]:
+        """``submission.evaluate`` of the scores on these labels (``score``, per taxon, ``n_scored_classes``)."""
+        return evaluate(self.solution[["row_id", *cols]], self.table(scores, cols), self.class_of)
+
+    def finish(self, weights: Sequence[float], member_classes: Sequence[Any], combination: str) -> np.ndarray:
+        """The members combined with ``weights`` and post-processed (``runner.finish``), (rows, C)."""
+        return runner.finish(self.preds, self.classes, weights, member_classes, combination, self.post, self.counts)
+
+
+def _check_val(fit_on_val: bool, score_val: bool, val: Labelled | None, test: Labelled) -> bool:
+    # Whether the members run over val; a setting that needs an unusable val split is an error naming it.
+    if not (fit_on_val or score_val):
+        return False
+    if val is None or val.missing:
+        why = "none was given (--val-soundscapes, --val-labels)" if val is None else val.missing
+        if fit_on_val:
+            raise ValueError(
+                f"ensemble.fit.source: val needs labelled validation soundscapes, but {why}: fit on another source "
+                "(oof, or soundscapes: the test split, in-sample and optimistic) or set ensemble.fit.method: none"
+            )
+        raise ValueError(f"ensemble.score_val: true needs labelled validation soundscapes, but {why}")
+    shared = sorted({Path(f).stem for f in val.files} & {Path(f).stem for f in test.files})
+    if shared:
+        raise ValueError(f"the val and test splits share {len(shared)} soundscape(s), e.g. {shared[:5]}")
+    return True
+
+
+def _fit_target(
+    source: str,
+    members: Sequence[Mapping[str, Any]],
+    on_test: _SplitRun,
+    on_val: _SplitRun | None,
+    segments: Any,
+    classes: Sequence[str],
+) -> tuple[list[np.ndarray], Callable[[np.ndarray], float]]:
+    # The member predictions and the scorer the weights are fitted on: val, the test split itself, or oof.
+    if source in ("val", "soundscapes"):
+        split = on_val if source == "val" else on_test
+        return split.preds.members, lambda s: split.score(split.post_files(s), classes)["score"]
+    if segments is None:
+        raise ValueError("ensemble.fit.source: oof needs the segment table (--segments)")
+    preds, solution = load_oof(members, segments, classes)
+
+    def score(s: np.ndarray) -> float:
+        frame = pd.DataFrame(s, columns=list(classes))
+        frame.insert(0, "row_id", solution["row_id"].to_numpy())
+        return evaluate(solution, frame)["score"]
+
+    return preds, score
+
+
+def _val_scores(
+    on_val: _SplitRun,
+    weights: Sequence[float],
+    member_classes: Sequence[Any],
+    combination: str,
+    teacher: Mapping[str, Any] | None,
+    cfg: Mapping[str, Any],
+) -> dict[str, Any]:
+    # The fitted ensemble on val: `val_score` (and per taxon). A teacher joins over the val rows as over test's.
+    scores = on_val.finish(weights, member_classes, combination)
+    if teacher is not None:
+        run = teacher_member.predict_files(
+            teacher, on_val.split.files, on_val.preds.n_windows, workers=int(cfg["workers"]), threads=cfg["threads"]
+        )
+        scores = teacher_member.blend_rows(teacher, scores, run.probs)
+    found = on_val.score(scores, on_val.classes)
+    return {"n_val_soundscapes": len(on_val.preds.stems), **{f"val_{k}": v for k, v in found.items()}}
 
 
 def load_oof(members: Sequence[Mapping[str, Any]], segments: Any, classes: Sequence[str]) -> tuple[list, Any]:
