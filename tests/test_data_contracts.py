@@ -49,3 +49,18 @@ def test_blanked_filenames_of_malformed_rows_are_no_duplicates(tmp_path):
     assert report.failures == [
         f"train_csv: expect_column_values_to_be_unique(filename): 2 unexpected value(s), e.g. "
         f"{train_csv.loc[3, 'filename']!r}, {train_csv.loc[3, 'filename']!r}"]
+
+
+def test_data_docs_are_the_same_bytes_for_the_same_data(tmp_path):
+    m = build_manifest(make_competition_layout(tmp_path / "data"), AcquireParams(n_folds=3), progress=False)
+    tables = {"taxonomy_csv": m.inputs["taxonomy_csv"], "train_csv": m.inputs["train_csv"]}
+    sites = []
+    for run in ("first", "second"):
+        check_contracts(tables, m.taxonomy, n_folds=3, report_dir=tmp_path / run)
+        files = [p for p in (tmp_path / run).rglob("*") if p.is_file()]
+        sites.append({p.relative_to(tmp_path / run): p.read_bytes() for p in files})
+    assert sites[0] == sites[1]  # no render time, validation time or random element id left
+    pages = [text.decode() for path, text in sites[0].items() if path.suffix == ".html"]
+    assert any("validations" in str(path) for path in sites[0]) and len(pages) > 3
+    assert not any("?d=" in page for page in pages)
+    assert any("1970-01-01" in page for page in pages)  # the fixed run time

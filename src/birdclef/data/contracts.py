@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ TRAIN_CSV_COLUMNS = ("primary_label", "secondary_labels", "type", "filename", "c
 TAXON_CLASSES = ("Aves", "Amphibia", "Insecta", "Mammalia")
 MANIFEST_SUITES = ("recordings", "recordings_secondary_labels", "soundscapes")
 """Suites on the stage's own output: a failure there is a bug, so the stage stops (input suites only report)."""
+DOCS_TIME = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+"""The run time the data docs show: fixed, so that the site is a function of the data (when runs happened is in
+MLflow); a timestamp there changed the docs' hash in dvc.lock on every rerun."""
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 @dataclass
@@ -194,11 +200,38 @@ def check_contracts(
             checkpoint = context.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[definition],
                                                                result_format="SUMMARY"))
             result = checkpoint.run(batch_parameters={"dataframe": tables[name]},
-                                    run_id=RunIdentifier(run_name="acquire"))
+                                    run_id=RunIdentifier(run_name="acquire", run_time=DOCS_TIME))
             for suite_result in result.run_results.values():
                 failed = [r for r in suite_result.results if not r.success]
                 report.checks[name] = (len(suite_result.results), len(failed))
                 report.failures += [_failure_line(name, r) for r in failed]
         if site is not None:
             context.build_data_docs()  # once: an UpdateDataDocsAction per checkpoint re-renders the whole site
+            _make_deterministic(site)
     return report
+
+
+def _make_deterministic(site: Path) -> None:
+    """Rewrite the site's pages so that the same data gives the same bytes (DVC hashes it into dvc.lock).
+
+    GX stamps pages with the render time (``?d=`` on the logo URL), validation times, and random uuid4 element
+    ids: times become :data:`DOCS_TIME`, uuids become ordinals (the same uuid the same ordinal within a page, so
+    every ``href="#..."`` still finds its ``id``).
+    """
+    fixed = DOCS_TIME.strftime("%Y%m%dT%H%M%S.%fZ")
+    for page in sorted(site.rglob("*")):
+        if page.suffix not in (".html", ".json") or not page.is_file():
+            continue
+        text = re.sub(r"\?d=\d{8}T\d{6}\.\d{6}Z", "", page.read_text())
+        text = re.sub(r"\d{8}T\d{6}\.\d{6}Z", fixed, text)
+        page.write_text(_UUID.sub(_Ordinals(), text))
+
+
+class _Ordinals:
+    """``re.sub`` replacement: the n-th distinct uuid met becomes ``00000000-0000-4000-8000-<n>``."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, match: re.Match[str]) -> str:
+        return self.seen.setdefault(match.group(0), f"00000000-0000-4000-8000-{len(self.seen):012d}")
