@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from birdclef.io import atomic_path, merged, sweep_temps
+from birdclef.io import atomic_path, merged, read_json, split_timings, sweep_temps, write_metrics
 
 TRAIN = {"crop_s": 5, "loop": {"epochs": 12, "scheduler": {"name": "cosine", "warmup_epochs": 1, "min_lr": 1e-6},
                                "optimizer": {"name": "adamw", "lr": 0.002}}}  # fmt: skip
@@ -89,3 +89,36 @@ def test_sweep_spares_live_writers_other_outputs_and_other_ranks(tmp_path, monke
         assert tmp.parent.name.startswith(f".it1.{live}.") and tmp.parent.name.endswith(".tmp")
         tmp.mkdir()
     assert sweep_temps(train / "it1") == [] and (train / "it1").is_dir()
+
+
+STAGE_METRICS = {  # what the train, infer, export and teacher stages report, in one dict
+    "sed_b0": {"soundscape_auc": 0.71, "val_auc": 0.9, "train_seconds": 140.3, "train_samples_per_second": 32.9},
+    "score": 0.74, "n_files": 24, "cores": 2, "peak_rss_mb": 1133.9, "startup_seconds": 2.9,
+    "seconds_per_soundscape_minute": 0.11, "projected_kaggle_minutes": 0.7, "teacher_startup_seconds": 1.0,
+    "seconds_openvino": 0.057, "size_mb_member_it1": 5.2, "parity_openvino_it1": 1e-6, "backend": "openvino",
+    "audio_minutes": 1.0, "seconds_per_audio_minute": 0.4, "hours_kept": 0.97, "teacher_n_covered": 2,
+}
+
+
+def test_timings_leave_the_scores_at_every_depth():
+    scores, timings = split_timings(STAGE_METRICS)
+    assert scores == {"sed_b0": {"soundscape_auc": 0.71, "val_auc": 0.9}, "score": 0.74, "n_files": 24,
+                      "size_mb_member_it1": 5.2, "parity_openvino_it1": 1e-6, "backend": "openvino",
+                      "audio_minutes": 1.0, "hours_kept": 0.97, "teacher_n_covered": 2}  # fmt: skip
+    assert timings == {"sed_b0": {"train_seconds": 140.3, "train_samples_per_second": 32.9}, "cores": 2,
+                       "peak_rss_mb": 1133.9, "startup_seconds": 2.9, "seconds_per_soundscape_minute": 0.11,
+                       "projected_kaggle_minutes": 0.7, "teacher_startup_seconds": 1.0, "seconds_openvino": 0.057,
+                       "seconds_per_audio_minute": 0.4}  # fmt: skip
+    assert split_timings({"enabled": 0, "rank1": {}}) == ({"enabled": 0, "rank1": {}}, {})
+
+
+def test_a_rerun_rewrites_only_the_timing_file(tmp_path):
+    paths = tmp_path / "metrics" / "train" / "it0.json", tmp_path / "metrics" / "timing" / "train_it0.json"
+    written = []
+    for seconds in (140.3, 151.0):  # the same result, another speed
+        metrics = {**STAGE_METRICS, "sed_b0": {**STAGE_METRICS["sed_b0"], "train_seconds": seconds}}
+        assert write_metrics(metrics, *paths) == split_timings(metrics)[0]
+        written.append([p.read_bytes() for p in paths])
+    assert written[0][0] == written[1][0] and written[0][1] != written[1][1]
+    timings = read_json(paths[1])
+    assert timings["sed_b0"]["train_seconds"] == 151.0 and 0 < timings["stage_seconds"] < 3600

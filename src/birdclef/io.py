@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by every stage: atomic writes (and sweeping their debris), JSON metrics, params."""
+"""Small I/O helpers shared by every stage: atomic writes (and sweeping their debris), JSON metrics (scores apart
+from timings), params."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,62 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as stable, pretty JSON (sorted keys, trailing newline) atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+# A metric of the machine, not of the result: durations, rates, memory, cores. These go to a stage's timing file
+# (metrics/timing/<stage>.json), so that a rerun of the same commit rewrites only those.
+TIMING_KEY = re.compile(r"seconds|per_second|kaggle_minutes|rss_mb|(^|_)cores$")
+
+
+def split_timings(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(scores, timings)`` of a stage's metrics: the keys that :data:`TIMING_KEY` matches, at any depth.
+
+    Nested dicts (``{member: {...}}``) split alike; one left empty on a side is left out of that side (an empty
+    one stays with the scores).
+    """
+    scores: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            inner_scores, inner_timings = split_timings(value)
+            if inner_scores or not value:
+                scores[key] = inner_scores
+            if inner_timings:
+                timings[key] = inner_timings
+        else:
+            (timings if TIMING_KEY.search(str(key)) else scores)[key] = value
+    return scores, timings
+
+
+def write_metrics(
+    metrics: Mapping[str, Any], path: str | os.PathLike[str], timings: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Write a stage's scores to ``path`` and its timings to ``timings`` (both JSON, atomic).
+
+    The timings get ``stage_seconds``: wall time since this process started. Scores of an unchanged commit are
+    then the same bytes on every rerun; only the timing files change.
+
+    Returns:
+        The scores written.
+    """
+    scores, times = split_timings(metrics)
+    write_json(path, scores)
+    write_json(timings, {**times, "stage_seconds": round(process_seconds(), 1)})
+    return scores
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started (Linux: from /proc; elsewhere: since birdclef.io was imported)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return max(time.time() - boot - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time() - _IMPORTED
+
+
+_IMPORTED = time.time()
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
