@@ -136,6 +136,8 @@ def _peak_rss_stage(data: Path, segments: Path, soundscapes: Path, out: Path) ->
         str(out),
         "--metrics",
         str(out.parent / "bench_metrics.json"),
+        "--timings",
+        str(out.parent / "bench_timings.json"),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak, stop = [0, 0], threading.Event()

@@ -21,15 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, required=True, help="params.yaml (reads its acquire section)")
     parser.add_argument("--out", type=Path, required=True, help="manifest folder to write")
     parser.add_argument("--metrics", type=Path, required=True, help="data-quality metrics JSON to write")
+    parser.add_argument("--timings", type=Path, required=True, help="timing JSON to write (the stage's wall time)")
     parser.add_argument("--report", type=Path, required=True, help="data-docs folder to write")
     args = parser.parse_args(argv)
-    sweep_temps(args.out, args.report, args.metrics)  # what a killed run left beside its outputs
+    sweep_temps(args.out, args.report, args.metrics, args.timings)  # what a killed run left beside its outputs
     try:
         everything = load_params(args.params)
         section = everything.get("acquire", {})
         with stage_run("acquire", {"acquire": section}, everything.get("tracking")) as run:
             params = AcquireParams.from_dict(section)
-            quality = run_acquire(args.data, params, args.out, args.metrics, args.report)
+            quality = run_acquire(args.data, params, args.out, args.metrics, args.timings, args.report)
             run.log_metrics(quality)
     except (BadInputError, ContractError, LayoutError, TableError, KeyError, ValueError) as err:
         print(f"acquire failed: {err}", file=sys.stderr)

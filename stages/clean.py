@@ -11,7 +11,7 @@ import pandas as pd
 from birdclef.audio import AudioError
 from birdclef.audio.clean import CleanConfig, run_clean
 from birdclef.audio.rules import load_exclusions
-from birdclef.io import atomic_path, load_params, sweep_temps, write_csv, write_json, write_parquet
+from birdclef.io import atomic_path, load_params, sweep_temps, write_csv, write_metrics, write_parquet
 from birdclef.track import stage_run
 
 
@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", required=True, help="writes segments.parquet, voice_spans.parquet, quarantine.csv")
     p.add_argument("--metrics", required=True, help="flat JSON metrics file")
+    p.add_argument("--timings", required=True, help="timing JSON to write (durations and rates, wall time)")
     args = p.parse_args(argv)
-    sweep_temps(args.out, args.metrics)  # what a killed run left beside its outputs
+    sweep_temps(args.out, args.metrics, args.timings)  # what a killed run left beside its outputs
 
     truth_csv = Path(args.data) / "synth_truth" / "voice.csv"
     out = Path(args.out)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_parquet(result.segments, tmp / "segments.parquet")
                 write_parquet(result.voice_spans, tmp / "voice_spans.parquet")
                 write_csv(result.quarantine, tmp / "quarantine.csv")
-            write_json(args.metrics, result.metrics)
+            write_metrics(result.metrics, args.metrics, args.timings)
             run.log_metrics(result.metrics)
             run.log_artifact(out / "quarantine.csv")
     except (AudioError, KeyError, ValueError, FileNotFoundError) as err:

@@ -11,7 +11,7 @@ import torch
 
 from birdclef import dist
 from birdclef.features.cache import WaveCache
-from birdclef.io import atomic_path, load_params, sweep_temps, write_json
+from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_metrics
 from birdclef.track import stage_run
 from birdclef.train.embed_distill import DistillParams, run_distill
 from birdclef.train.params import DISTILL_STAGE, check_params
@@ -25,8 +25,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True, help="one <model>/model.pt per distilled member")
     ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints (persist across a kill)")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--timings", type=Path, required=True, help="timing JSON to write (durations and rates, wall time)")
     args = ap.parse_args()
-    sweep_temps(args.out, args.resume, args.metrics)  # what a killed run left beside (and in) its outputs
+    sweep_temps(args.out, args.resume, args.metrics, args.timings)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
     args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
@@ -43,7 +44,7 @@ def main() -> int:
             with atomic_path(args.out) as tmp:
                 tmp.mkdir()
                 write_json(tmp / "distill.json", {"enabled": False, "members": []})
-            write_json(args.metrics, {"enabled": 0})
+            write_metrics({"enabled": 0}, args.metrics, args.timings)
             print("distill: off (distill.enabled is false)")
             return 0
         torch.set_num_threads(int(params["train"].get("threads", os.cpu_count() or 1)))
@@ -56,7 +57,7 @@ def main() -> int:
             print(f"distill failed: {err}", file=sys.stderr)
             return 1
         flat = {f"{m}_{k}": v for m, values in metrics.items() for k, v in values.items()}
-        write_json(args.metrics, {"enabled": 1, **flat})
+        write_metrics({"enabled": 1, **flat}, args.metrics, args.timings)
         run.log_metrics(flat)
     print("distill: " + ", ".join(f"{k}={v:.4g}" for k, v in flat.items()))
     return 0

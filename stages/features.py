@@ -10,7 +10,7 @@ import pandas as pd
 
 from birdclef.audio import AudioError
 from birdclef.features.waves import FeaturesConfig, build_wave_cache
-from birdclef.io import atomic_path, load_params, sweep_temps, write_json
+from birdclef.io import atomic_path, load_params, sweep_temps, write_metrics
 from birdclef.track import stage_run
 
 
@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", required=True, help="cache folder: waves.npy, rms.npy, index.parquet, meta.json")
     p.add_argument("--metrics", required=True, help="flat JSON metrics file")
+    p.add_argument("--timings", required=True, help="timing JSON to write (durations and rates, wall time)")
     args = p.parse_args(argv)
-    sweep_temps(args.out, args.metrics)  # what a killed run left beside its outputs
+    sweep_temps(args.out, args.metrics, args.timings)  # what a killed run left beside its outputs
 
     try:
         everything = load_params(args.params)
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             soundscapes = pd.read_parquet(args.soundscapes) if args.soundscapes else None
             with atomic_path(args.out) as tmp:
                 metrics = build_wave_cache(segments, soundscapes, args.data, tmp, cfg)
-            write_json(args.metrics, metrics)
+            write_metrics(metrics, args.metrics, args.timings)
             run.log_metrics(metrics)
     except (AudioError, KeyError, ValueError, FileNotFoundError) as err:
         print(f"features failed: {err}", file=sys.stderr)

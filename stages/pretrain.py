@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from birdclef import dist
-from birdclef.io import atomic_path, load_params, sweep_temps, write_json
+from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_metrics
 from birdclef.track import stage_run
 from birdclef.train.params import PRETRAIN_STAGE, check_params
 from birdclef.train.pretrain import PretrainConfig, run_pretrain
@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="one <model>/model.pt per pre-trained member")
     ap.add_argument("--resume", type=Path, required=True, help="resume checkpoints and decoded audio (persist)")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--timings", type=Path, required=True, help="timing JSON to write (durations and rates, wall time)")
     args = ap.parse_args(argv)
-    sweep_temps(args.out, args.resume, args.metrics)  # what a killed run left beside (and in) its outputs
+    sweep_temps(args.out, args.resume, args.metrics, args.timings)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
     args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_path(args.out) as tmp:
                 tmp.mkdir()
                 write_json(tmp / "pretrain.json", {"enabled": False, "members": []})
-            write_json(args.metrics, {"enabled": 0})
+            write_metrics({"enabled": 0}, args.metrics, args.timings)
             run.log_metrics({"enabled": 0})
         print("pretrain: off (pretrain.sources is empty)")
         return 0
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pretrain failed: {err}", file=sys.stderr)
         return 1
     args.resume.mkdir(parents=True, exist_ok=True)
-    write_json(args.metrics, {"enabled": 1, **metrics})
+    write_metrics({"enabled": 1, **metrics}, args.metrics, args.timings)
     print(f"pretrain: {metrics['files']} files, {metrics['species']} species -> {args.out}")
     return 0
 

@@ -11,7 +11,7 @@ import torch
 
 from birdclef import dist
 from birdclef.features.cache import WaveCache
-from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_parquet
+from birdclef.io import atomic_path, load_params, sweep_temps, write_metrics, write_parquet
 from birdclef.track import stage_run
 from birdclef.train.params import PSEUDO_STAGE, check_params
 from birdclef.train.pseudo_round import build_round, label_soundscapes, load_teachers, round_entry, with_foundation
@@ -28,10 +28,11 @@ def main() -> None:
                     help="the teacher stage's folder (T3: a round's teacher_weight blends it in)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--timings", type=Path, required=True, help="timing JSON to write (durations and rates, wall time)")
     ap.add_argument("--shards", type=Path, required=True,
                     help="finished blocks of teacher predictions (kept across a kill: the rerun skips them)")
     args = ap.parse_args()
-    sweep_temps(args.out, args.shards, args.metrics)  # what a killed run left beside (and in) its outputs
+    sweep_temps(args.out, args.shards, args.metrics, args.timings)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
     check_params(params, PSEUDO_STAGE)
@@ -64,7 +65,7 @@ def main() -> None:
             out.mkdir()
             write_parquet(result.table, out / "labels.parquet")
             write_parquet(result.sampler, out / "soundscapes.parquet")
-        write_json(args.metrics, metrics)
+        write_metrics(metrics, args.metrics, args.timings)
         run.log_metrics(metrics)
     dist.clear(args.shards, key)
     dist.finish()

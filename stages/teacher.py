@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdclef.features.cache import WaveCache
-from birdclef.io import load_params, sweep_temps, write_json
+from birdclef.io import load_params, sweep_temps, write_metrics
 from birdclef.teachers import TeacherParams
 from birdclef.teachers.stage import labels_or_none, run_teacher, write_disabled
 from birdclef.track import stage_run
@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--shards", type=Path, required=True, help="finished blocks (kept across a kill: resume)")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--timings", type=Path, required=True, help="timing JSON to write (durations and rates, wall time)")
     args = ap.parse_args(argv)
-    sweep_temps(args.out, args.shards, args.metrics)  # what a killed run left beside (and in) its outputs
+    sweep_temps(args.out, args.shards, args.metrics, args.timings)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
     section = params.get("teacher")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         # Off: a fixed marker, so stages that depend on this folder do not rerun for nothing.
         with stage_run("teacher", {"teacher": section or {}}, params.get("tracking")) as run:
             write_disabled(args.out)
-            write_json(args.metrics, {"enabled": 0})
+            write_metrics({"enabled": 0}, args.metrics, args.timings)
             run.log_metrics({"enabled": 0})
         print("teacher: off (teacher.enabled is false)")
         return 0
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 segments=labels_or_none(args.segments),
             )
             metrics = {"enabled": 1, **metrics}
-            write_json(args.metrics, metrics)
+            write_metrics(metrics, args.metrics, args.timings)
             run.log_metrics(metrics)
     except (ValueError, OSError, KeyError, ImportError) as err:
         print(f"teacher failed: {err}", file=sys.stderr)

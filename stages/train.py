@@ -24,7 +24,8 @@ HELP = {
     "train_root": "parent of the it<k> train folders (teacher init)",
     "out": "this iteration's output folder (one subfolder a member)",
     "resume": "resume checkpoints (persist across a kill)",
-    "metrics": "{member: metrics} JSON",
+    "metrics": "{member: scores} JSON",
+    "timings": "{member: timings} JSON (training seconds, samples/s) and the stage's wall time",
     "history": "per-epoch CSV of every member (DVC plots)",
 }
 
@@ -36,7 +37,7 @@ def main() -> int:
     for name, text in HELP.items():
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, required=True, help=text)
     args = ap.parse_args()
-    sweep_temps(args.out, args.resume, args.metrics, args.history)  # a killed run's debris (rank 0)
+    sweep_temps(args.out, args.resume, args.metrics, args.timings, args.history)  # a killed run's debris (rank 0)
     paths = IterationPaths(**{name: getattr(args, name) for name in HELP})
 
     params = load_params(args.params)

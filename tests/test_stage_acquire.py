@@ -32,7 +32,8 @@ def _run(tmp_path, data, on_bad, tracking_uri: str | None = None):
     # MLflow only where a test looks at the run (opening a fresh sqlite store costs seconds)
     env |= {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {"BIRDCLEF_TRACKING": "0"}
     cmd = [sys.executable, str(REPO / "stages/acquire.py"), "--data", str(data), "--params", str(params),
-           "--out", "build/acquire", "--metrics", "metrics/data_quality.json", "--report", "reports/data_docs"]
+           "--out", "build/acquire", "--metrics", "metrics/data_quality.json",
+           "--timings", "metrics/timing/acquire.json", "--report", "reports/data_docs"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 

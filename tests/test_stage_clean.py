@@ -44,7 +44,8 @@ def _run(root: Path, **overrides) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "BIRDCLEF_TRACKING": "0"}  # fmt: skip  # MLflow runs: tests/test_stage_acquire.py, test_track_repro.py
     cmd = [sys.executable, str(REPO / "stages/clean.py"), "--data", "data", "--manifest", "build/acquire",
-           "--params", "params.yaml", "--out", "build/clean", "--metrics", "metrics/clean.json"]
+           "--params", "params.yaml", "--out", "build/clean", "--metrics", "metrics/clean.json",
+           "--timings", "metrics/timing/clean.json"]
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -22,7 +22,7 @@ def _run(tmp_path: Path, monkeypatch, params: dict) -> int:
     spec.loader.exec_module(stage)
     args = ["--params", str(tmp_path / "params.yaml"), "--teacher", str(tmp_path / "teacher"), "--features",
             str(tmp_path / "features"), "--out", str(tmp_path / "out"), "--resume", str(tmp_path / "resume"),
-            "--metrics", str(tmp_path / "metrics.json")]  # fmt: skip
+            "--metrics", str(tmp_path / "metrics.json"), "--timings", str(tmp_path / "timings.json")]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["distill.py", *args])
     return stage.main()
 

@@ -37,7 +37,8 @@ def _stage(root: Path, name: str, *args: str) -> subprocess.CompletedProcess:
 
 def _features(root: Path) -> subprocess.CompletedProcess:
     return _stage(root, "features", "--data", "data", "--segments", "build/clean/segments.parquet", "--soundscapes",
-                  "build/acquire/soundscapes.parquet", "--out", "build/features", "--metrics", "metrics/features.json")
+                  "build/acquire/soundscapes.parquet", "--out", "build/features", "--metrics", "metrics/features.json",
+                  "--timings", "metrics/timing/features.json")
 
 
 @pytest.fixture
@@ -87,10 +88,11 @@ def test_pipeline_on_synth_tiny(tmp_path: Path) -> None:
     generate("tiny", 0, tmp_path / "data", workers=2)
     _params(tmp_path)
     acq = _stage(tmp_path, "acquire", "--data", "data", "--out", "build/acquire", "--metrics",
-                 "metrics/data_quality.json", "--report", "reports/data_docs")
+                 "metrics/data_quality.json", "--timings", "metrics/timing/acquire.json",
+                 "--report", "reports/data_docs")
     assert acq.returncode == 0, acq.stderr
     clean = _stage(tmp_path, "clean", "--data", "data", "--manifest", "build/acquire", "--out", "build/clean",
-                   "--metrics", "metrics/clean.json")
+                   "--metrics", "metrics/clean.json", "--timings", "metrics/timing/clean.json")
     assert clean.returncode == 0, clean.stderr
     m = read_json(tmp_path / "metrics/clean.json")
     assert m["voice_truth_files"] > 0 and m["voice_recall"] >= 0.9 and m["voice_precision"] >= 0.7

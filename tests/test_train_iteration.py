@@ -61,7 +61,8 @@ def layout(tmp_path: Path) -> IterationPaths:
         features=tmp_path / "build/features", labels=tmp_path / "build/clean/segments.parquet",
         teacher_outputs=tmp_path / "build/teacher", train_root=tmp_path / "build/train",
         out=tmp_path / "build/train/it0", resume=tmp_path / "build/resume/it0",
-        metrics=tmp_path / "metrics/train/it0.json", history=tmp_path / "metrics/train/it0_history.csv",
+        metrics=tmp_path / "metrics/train/it0.json", timings=tmp_path / "metrics/timing/train_it0.json",
+        history=tmp_path / "metrics/train/it0_history.csv",
     )  # fmt: skip
 
 
@@ -87,7 +88,10 @@ def test_an_iteration_trains_its_members_on_the_teacher_segments_and_publishes(l
     assert extra["segment_id"].tolist() == ["ss0@5", "ss0@10"] and extra["primary_label"].tolist() == ["c", "a"]
     assert plan.checkpoints == {"tiny": (None, None)} and plan.inputs.pseudo_labels is None
     metrics = run_iteration(params, plan, layout)
-    assert read_json(layout.metrics) == metrics and metrics["tiny"]["teacher_segments"] == 2
+    assert metrics["tiny"]["teacher_segments"] == 2 and metrics["tiny"]["train_seconds"] > 0
+    scores, timings = read_json(layout.metrics), read_json(layout.timings)
+    assert scores["tiny"] == {k: v for k, v in metrics["tiny"].items() if k not in timings["tiny"]}
+    assert set(timings["tiny"]) == {"train_seconds", "train_samples_per_second"} and timings["stage_seconds"] > 0
     assert (layout.out / "tiny/model.pt").is_file()
     history = pd.read_csv(layout.history)
     assert history["member"].tolist() == ["it0_tiny"]
@@ -99,6 +103,7 @@ def test_a_rank_other_than_zero_publishes_nothing(layout):
     params = _params()
     metrics = run_iteration(params, plan_iteration(params, 0, layout), layout, rank=1)
     assert set(metrics) == {"tiny"} and not layout.out.exists() and not layout.metrics.exists()
+    assert not layout.timings.exists()
 
 
 def test_bad_inputs_stop_the_iteration_before_any_member_trains(layout):

@@ -127,7 +127,7 @@ def _run_stage(root: Path, params: dict) -> subprocess.CompletedProcess:
     pd.DataFrame({"primary_label": COMPETITION, "class_name": ["Aves"] * 3}).to_parquet(acquire / "taxonomy.parquet")
     cmd = [sys.executable, str(REPO / "stages" / "pretrain.py"), "--data", "data", "--acquire", "build/acquire",
            "--params", "params.yaml", "--out", "build/pretrain", "--resume", "build/resume/pretrain",
-           "--metrics", "metrics/pretrain.json"]  # fmt: skip
+           "--metrics", "metrics/pretrain.json", "--timings", "metrics/timing/pretrain.json"]  # fmt: skip
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
 
 

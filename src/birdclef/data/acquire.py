@@ -9,11 +9,17 @@ from birdclef.data.contracts import ContractError, check_contracts
 from birdclef.data.labels import soundscape_labels
 from birdclef.data.manifest import build_manifest, manifest_tables, write_manifest
 from birdclef.data.params import AcquireParams
-from birdclef.io import write_json
+from birdclef.io import write_metrics
 
 
 def run_acquire(
-    data: Path, params: AcquireParams, out: Path, metrics: Path, report: Path, progress: bool | None = None
+    data: Path,
+    params: AcquireParams,
+    out: Path,
+    metrics: Path,
+    timings: Path,
+    report: Path,
+    progress: bool | None = None,
 ) -> dict[str, float | int]:
     """Run the acquire stage.
 
@@ -22,6 +28,7 @@ def run_acquire(
         params: the acquire params.
         out: manifest folder to write (recordings / soundscapes / taxonomy parquet, quarantine.csv).
         metrics: data-quality JSON to write (flat counts).
+        timings: the stage's timing JSON to write (its wall time).
         report: folder for the great-expectations data docs.
         progress: tqdm bar while probing audio (None: only on a terminal).
 
@@ -40,7 +47,7 @@ def run_acquire(
     quality = {**manifest.stats, **contracts.metrics()}
     quality["labelled_soundscape_windows"] = int((manifest.soundscape_labels["split"] == "test").sum())
     quality["labelled_val_windows"] = int((manifest.soundscape_labels["split"] == "val").sum())
-    write_json(metrics, quality)
+    write_metrics(quality, metrics, timings)
     for line in contracts.failures:
         print(f"data contract failed: {line}", file=sys.stderr)
     if not contracts.manifest_ok:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from birdclef.features.cache import WaveCache
-from birdclef.io import atomic_path, scratch_dir, write_csv, write_json
+from birdclef.io import atomic_path, scratch_dir, write_csv, write_metrics
 from birdclef.track import stage_run
 from birdclef.train.member import MemberInputs, Peer, iteration_config, train_member
 from birdclef.train.params import teacher_checkpoint
@@ -36,7 +36,8 @@ class IterationPaths:
         train_root: parent of the ``it<k>`` folders (a student's teacher checkpoint).
         out: this iteration's folder, one subfolder a member.
         resume: resume checkpoints (persist across a kill).
-        metrics: ``{member: metrics}`` JSON.
+        metrics: ``{member: scores}`` JSON.
+        timings: ``{member: {train_seconds, train_samples_per_second}}`` JSON (+ the stage's wall time).
         history: per-epoch CSV of every member.
     """
 
@@ -50,6 +51,7 @@ class IterationPaths:
     out: Path
     resume: Path
     metrics: Path
+    timings: Path
     history: Path
 
 
@@ -169,7 +171,7 @@ def run_iteration(
             for member in [model, *([peer.model_name] if peer else [])]:
                 print(f"it{k}_{member}: " + ", ".join(f"{key}={v}" for key, v in metrics[member].items()))
     if rank == 0:
-        write_json(paths.metrics, metrics)
+        write_metrics(metrics, paths.metrics, paths.timings)
         histories = [pd.read_csv(paths.out / m / "history.csv") for m in plan.checkpoints]
         write_csv(pd.concat(histories, ignore_index=True), paths.history)
     return metrics
