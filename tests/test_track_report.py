@@ -29,16 +29,24 @@ def _history(epochs: int, scale: float) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _results(root: Path, scale: float, per_class: bool, minutes: float) -> None:
+def _results(root: Path, scale: float, per_class: bool, minutes: float, timing_files: bool = False) -> None:
+    """One revision's metrics; ``timing_files``: speed in metrics/timing/ (as the stages write it now)."""
     _write(root, "metrics/train/it0.json", {"sed": {"val_auc": 0.6 * scale, "soundscape_auc": 0.55 * scale,
                                                     "soundscape_auc_Aves": 0.6 * scale}})  # fmt: skip
     _write(root, "metrics/train/it0_history.csv", _history(4, scale))
     _write(root, "metrics/pseudo/it0.json", {"windows": 240, "windows_kept": 200, "mean_max_prob": 0.3 * scale})
     _write(root, "metrics/ensemble.json", {"score": 0.7 * scale, "weight_it0_sed": 0.6, "weight_it1_sed": 0.4,
                                            "member_it0_sed_score": 0.66, "member_it1_sed_score": 0.68})  # fmt: skip
-    _write(root, "metrics/infer.json", {"score": 0.71 * scale, "score_aves": 0.8 * scale, "score_insecta": 0.5,
-                                        "seconds_per_soundscape_minute": 1.5, "projected_kaggle_minutes": minutes,
-                                        "cores": 4})  # fmt: skip
+    scores = {"score": 0.71 * scale, "score_aves": 0.8 * scale, "score_insecta": 0.5}
+    speed = {"seconds_per_soundscape_minute": 1.5, "projected_kaggle_minutes": minutes, "cores": 4}
+    if timing_files:
+        _write(root, "metrics/infer.json", scores)
+        _write(root, "metrics/timing/infer.json", {**speed, "stage_seconds": 30.0})
+        _write(root, "metrics/timing/train_it0.json", {"sed": {"train_seconds": 140.3}, "stage_seconds": 150.0})
+    else:  # an older revision's layout: speed among the scores
+        _write(root, "metrics/infer.json", {**scores, **speed})
+        for name in ("infer", "train_it0"):
+            (root / "metrics" / "timing" / f"{name}.json").unlink(missing_ok=True)
     if per_class:
         lines = ["primary_label,auc"] + [f"{s},{0.5 + 0.1 * i * scale:.3f}" for i, s in enumerate(SPECIES)]
         _write(root, "metrics/infer_per_class.csv", "\n".join(lines) + "\n")
@@ -53,7 +61,7 @@ def repo(tmp_path):
     _write(root, "README", "x")
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", "empty"], root)
-    _results(root, 1.0, per_class=False, minutes=120.0)
+    _results(root, 1.0, per_class=False, minutes=120.0, timing_files=True)
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", "baseline results"], root)
     _results(root, 1.1, per_class=True, minutes=40.0)
@@ -76,8 +84,9 @@ def test_report_compares_revisions_with_tables_and_inline_charts(repo, tmp_path)
     # per-class AUC: taxon classes joined from taxonomy.csv; the first revision has none
     assert "<td class=\"k\">frog1</td><td class=\"k\">Amphibia</td>" in html
     assert "not available for: HEAD~1" in html
-    # per-taxon from infer, the over-budget projection flagged
+    # per-taxon from infer, the over-budget projection (HEAD~1's timing file) flagged
     assert "Insecta" in html and "over the 90-min limit" in html
+    assert "train/it0 · sed · train_seconds" in html  # a member's timing joins its scores
     assert html.count("<svg") >= 4  # taxon bars + three learning-curve charts
     assert html.count("<path") >= 6  # two revisions x three curves
     assert "it0_sed" in html and "0.6000" in html and "windows_kept" in html

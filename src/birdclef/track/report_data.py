@@ -29,7 +29,8 @@ class RevisionData:
         histories: ``{series label: per-epoch DataFrame}`` (epoch, train_loss, val_auc, soundscape_auc, ...).
         pseudo: ``{round: {stat: value}}`` from metrics/pseudo/it<k>.json.
         ensemble: metrics/ensemble.json (score, per-taxon scores, ``weight_<member>``, ``member_<m>_score``).
-        infer: metrics/infer.json (score, ``score_<taxon>``, speed, projected Kaggle minutes).
+        infer: metrics/infer.json (score, ``score_<taxon>``) and metrics/timing/infer.json (speed, projected
+            Kaggle minutes, RSS); ensemble, export and train likewise take their timing files in.
         export: metrics/export.json.
         per_class: DataFrame (label, taxon, auc) or None.
         problems: files that exist but could not be read, with the reason.
@@ -97,6 +98,9 @@ def collect(
         k, doc = _iteration(path), _json(rev, path, data)
         if k is None or not isinstance(doc, Mapping):
             continue
+        timings = _json(rev, f"metrics/timing/train_it{k}.json", data) if k is not None else None
+        if isinstance(timings, Mapping):  # train seconds and samples/s per member
+            doc = {m: {**v, **timings.get(m, {})} if isinstance(v, Mapping) else v for m, v in doc.items()}
         members = {m: _numeric(v) for m, v in doc.items() if isinstance(v, Mapping)}
         flat = _numeric(doc)
         data.train[k] = members or ({"model": flat} if flat else {})
@@ -118,8 +122,9 @@ def collect(
             data.pseudo[_iteration(path)] = _numeric(doc)
     for name in ("ensemble", "infer", "export"):
         doc = _json(rev, f"metrics/{name}.json", data)
-        if isinstance(doc, Mapping):
-            setattr(data, name, dict(doc))
+        if isinstance(doc, Mapping):  # speed, RSS, projected minutes: the stage's timing file (older revisions: here)
+            timings = _json(rev, f"metrics/timing/{name}.json", data)
+            setattr(data, name, {**doc, **(timings if isinstance(timings, Mapping) else {})})
     for pattern in per_class_globs:
         for path in rev.glob(pattern):
             df = _csv(rev, path, data)
