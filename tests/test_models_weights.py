@@ -13,7 +13,7 @@ import timm
 import torch
 from torch import nn
 
-from birdclef.models import create_model, load_backbone_weights
+from birdclef.models import create_model, load_backbone_weights, save_checkpoint
 from birdclef.models.weights import LAYOUTS, read_state_dict
 
 MEL = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000}
@@ -176,6 +176,20 @@ def test_safetensors_file_with_a_wrapper_prefix_loads(tmp_path):
     target = _encoder("test_efficientnet", in_chans=1, num_classes=0, seed=1)
     assert load_backbone_weights(target, path).fraction == 1.0
     torch.testing.assert_close(target.state_dict()["conv_head.weight"], state["conv_head.weight"])
+
+
+def test_a_birdclef_checkpoint_gives_its_backbone_and_leaves_its_head(tmp_path):
+    donor = create_model({"head": "sed", "backbone": "test_efficientnet"}, 3, MEL)
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.add_(torch.rand_like(p))
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, donor, {"classes": ["a", "b", "c"]})
+    model = create_model({"head": "sed", "backbone": "test_efficientnet", "pretrained": str(path)}, 5, MEL)
+    for key, value in donor.backbone.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[key], value, msg=key)
+    assert model.head.cla.out_channels == 5  # the head is the new model's own
+    assert not torch.equal(model.head.fc1.weight, donor.head.fc1.weight)
 
 
 # --- a real ImageNet file (README "Pretrained weights offline"); skipped when none is at hand -------------------------

@@ -95,7 +95,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} does not exist")
+        raise FileNotFoundError(f"pretrained weights file {path} (a model's `pretrained` param) does not exist")
     suffix = path.suffix.lower()
     if suffix in (".onnx", ".h5", ".hdf5", ".keras", ".tflite", ".pb"):
         raise ValueError(
@@ -123,14 +123,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
-    """Drop wrapper prefixes (``module.``, ``backbone.``, ...) when that makes more keys match ``own``.
+    """Keep what sits under a wrapper prefix (``module.``, ``backbone.``, ...) when that makes more keys match ``own``.
 
-    A prefix is only cut when it helps, so a real sub-module name is never cut.
+    A prefix is only cut when it helps, so a real sub-module name is never cut; the keys outside it are its
+    siblings (a birdclef checkpoint's ``head.`` and ``frontend.``), not the backbone's, and are dropped.
     """
     for prefix in PREFIXES:
-        stripped = {k.removeprefix(prefix): v for k, v in state.items()}
-        if len(own & set(stripped)) > len(own & set(state)):
-            state = stripped
+        inner = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        if len(own & set(inner)) > len(own & set(state)):
+            state = inner
     return state
 
 
