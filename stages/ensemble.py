@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdclef.infer.ensemble_spec import build_spec, read_split
-from birdclef.infer.runner import torch_factory
+from birdclef.infer.members import torch_factory
 from birdclef.infer.submission import read_sample
 from birdclef.infer.teacher_spec import describe
 from birdclef.io import atomic_path, load_params, write_json, write_parquet

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from birdclef.infer.export import export_ensemble
-from birdclef.infer.runner import load_spec
+from birdclef.infer.members import load_spec
 from birdclef.infer.teacher_member import teacher_files
 from birdclef.io import load_params, sweep_temps, write_json
 from birdclef.track import stage_run

@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 
 from birdclef import dist
-from birdclef.infer import teacher_member
-from birdclef.infer.runner import infer, list_soundscapes, load_spec, make_factory
-from birdclef.infer.sharded import infer_sharded
-from birdclef.infer.submission import build_submission, evaluate, read_sample, write_submission
+from birdclef.infer.members import load_spec, make_factory
+from birdclef.infer.runner import infer, list_soundscapes
+from birdclef.infer.sharded import infer_ranks
+from birdclef.infer.submission import build_submission, read_sample, score_labelled, write_submission
 from birdclef.io import load_params, sweep_temps, write_csv, write_json
-from birdclef.metric import per_class_auc
 from birdclef.track import stage_run
+
+OPTIONS = ("workers", "threads", "on_error", "file_seconds", "start_method")  # infer params of runner.infer
 
 
 def main() -> None:
@@ -28,65 +29,41 @@ def main() -> None:
     ap.add_argument("--taxonomy", type=Path, default=None, help="taxonomy.csv, for per-taxon scores")
     ap.add_argument("--out", type=Path, required=True, help="submission.csv")
     ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument(
-        "--per-class",
-        type=Path,
-        default=None,
-        help="CSV of AUC per species on the labelled soundscapes (primary_label, class_name, auc)",
-    )
-    ap.add_argument(
-        "--shards",
-        type=Path,
-        default=Path("build/shards/infer"),
-        help="finished blocks when infer.nproc > 1 (a rerun after a kill skips them)",
-    )
+    ap.add_argument("--per-class", type=Path, default=None, help="CSV of AUC per labelled species (primary_label, "
+                    "class_name, auc)")  # fmt: skip
+    ap.add_argument("--shards", type=Path, default=Path("build/shards/infer"),
+                    help="finished blocks when infer.nproc > 1 (a rerun after a kill skips them)")  # fmt: skip
     args = ap.parse_args()
     sweep_temps(args.out, args.metrics, args.per_class, args.shards)  # a killed run's debris (rank 0)
     args.shards.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
 
     params = load_params(args.params)
     cfg = params["infer"]
-    nproc = int(cfg.get("nproc", 1))
-    dist.relaunch(nproc)  # infer.nproc > 1: this command again under torchrun, files split over the ranks
+    dist.relaunch(int(cfg.get("nproc", 1)))  # infer.nproc > 1: this command again under torchrun, files split
     spec = load_spec(args.spec)
     files = list_soundscapes(args.soundscapes)
     if not files:
         raise SystemExit(f"{args.soundscapes}: no audio files")
     factory = make_factory(cfg.get("backend", "auto"), args.export)
-    options = {k: cfg[k] for k in ("workers", "threads", "on_error", "file_seconds", "start_method") if k in cfg}
-
+    done = None
     if dist.rank_world()[1] > 1:
-        opts = {k: options[k] for k in ("threads", "on_error", "file_seconds") if k in options}
-        done = infer_sharded(spec, files, factory, args.shards, int(cfg.get("block", 16)), **opts)
-        dist.finish()
+        done = infer_ranks(spec, files, factory, args.shards, cfg)
         if done is None:  # ranks > 0: their blocks are on disk, rank 0 merges and writes
             return
-        # A teacher member blends over all rows: rank 0 runs it over every file once the students are merged.
-        done = done[0], teacher_member.join(spec, files, *done, **opts)
-    else:
-        done = None
     with stage_run("infer", {"infer": cfg}, params.get("tracking")) as run:
+        options = {k: cfg[k] for k in OPTIONS if k in cfg}
         preds, scores = done if done is not None else infer(spec, files, factory, **options)
-        sub = build_submission(
-            preds.stems, preds.n_windows, scores, spec["classes"], read_sample(args.sample),
-            bool(cfg.get("require_sample_rows", False)),
-        )  # fmt: skip
+        sub = build_submission(preds.stems, preds.n_windows, scores, spec["classes"], read_sample(args.sample),
+                               bool(cfg.get("require_sample_rows", False)))  # fmt: skip
         write_submission(sub, args.out)
         metrics = preds.speed()
         if args.labels is not None:
-            labels = pd.read_csv(args.labels, dtype={"row_id": str})
             taxonomy = pd.read_csv(args.taxonomy, dtype={"primary_label": str}) if args.taxonomy else None
             class_of = None if taxonomy is None else dict(zip(taxonomy.primary_label, taxonomy.class_name, strict=True))
-            scored = sub[sub["row_id"].isin(set(labels["row_id"]))]
-            metrics["n_scored_rows"] = len(scored)
-            if len(scored):
-                truth = labels[labels["row_id"].isin(set(scored["row_id"]))]
-                metrics.update(evaluate(truth, scored, class_of))
-                if args.per_class is not None:
-                    per = per_class_auc(truth, scored)
-                    table = pd.DataFrame({"primary_label": list(per), "auc": [round(v, 6) for v in per.values()]})
-                    table.insert(1, "class_name", [(class_of or {}).get(c, "") for c in table["primary_label"]])
-                    write_csv(table, args.per_class)
+            found, per_class = score_labelled(sub, pd.read_csv(args.labels, dtype={"row_id": str}), class_of)
+            metrics.update(found)
+            if per_class is not None and args.per_class is not None:
+                write_csv(per_class, args.per_class)
         write_json(args.metrics, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         run.log_artifact(args.out)

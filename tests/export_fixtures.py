@@ -49,7 +49,7 @@ def make_members(root: Path) -> list[dict[str, Any]]:
 
 
 def ensemble_spec(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """An ensemble spec as the ensemble stage writes it (``runner.load_spec`` accepts it)."""
+    """An ensemble spec as the ensemble stage writes it (``members.load_spec`` accepts it)."""
     return {
         "format": "birdclef-ensemble",
         "version": 1,

@@ -17,7 +17,7 @@ from birdclef.infer.backends import (
     make_predictor,
     read_spec,
 )
-from birdclef.infer.export import synthetic_audio
+from birdclef.infer.parity import synthetic_audio
 
 from export_fixtures import CLASSES, GROUP, exported
 

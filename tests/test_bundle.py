@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from teacher_fixtures import stand_in_entry
 
 from birdclef.infer.bundle import build_bundle, bundle_command, check_standalone, verify_bundle
-from birdclef.infer.runner import infer, make_factory
+from birdclef.infer.members import make_factory
+from birdclef.infer.runner import infer
 from birdclef.infer.submission import build_submission, read_sample, row_ids, write_submission
 from birdclef.track import params_digest
 
@@ -112,6 +113,17 @@ def test_check_standalone_rejects_module_level_imports_of_the_repository(tmp_pat
     bad.write_text("import numpy as np\nfrom birdclef import SAMPLE_RATE\n")
     with pytest.raises(ValueError, match="bad.py:2.*birdclef"):
         check_standalone(bad)
+    # bundle-internal imports must name a bundled helper: the runner and the spec side stay in the repository
+    inside = tmp_path / "inside.py"
+    lines = ("from .melspec import NumpyFrontEnd", "from . import teacher_runtime",
+             "from birdclef_bundle import ensemble, windows", "from birdclef_bundle.backends import X")  # fmt: skip
+    inside.write_text("\n".join(lines) + "\n")
+    check_standalone(inside)
+    for line in ("from .runner import infer", "from . import windows, members", "from birdclef_bundle import export",
+                 "from birdclef_bundle.ensemble_spec import build_spec"):  # fmt: skip
+        inside.write_text(f"import numpy as np\n{line}\n")
+        with pytest.raises(ValueError, match=r"inside.py:2: imports \['(runner|members|export|ensemble_spec)'\]"):
+            check_standalone(inside)
 
 
 @pytest.fixture(scope="module")

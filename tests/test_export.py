@@ -1,4 +1,4 @@
-"""Tests for birdclef.infer.export and the `export` stage: graphs, export spec, torch parity, backend choice."""
+"""Tests for birdclef.infer.export and the `export` stage: graphs, export spec, torch parity per backend."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
-from birdclef.features.frontend import MelConfig, MelFrontEnd
 from birdclef.infer.backends import TorchPredictor, available_backends, make_predictor
-from birdclef.infer.export import choose_backend, export_fused, exportable_frontend, synthetic_audio
+from birdclef.infer.onnx_graphs import export_fused
+from birdclef.infer.parity import synthetic_audio
 from birdclef.models import load_checkpoint
 
 from export_fixtures import CLASSES, GROUP, exported
@@ -20,38 +19,6 @@ from export_fixtures import CLASSES, GROUP, exported
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     return exported(tmp_path_factory)
-
-
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        {},
-        {"n_fft": 2048, "hop_length": 500, "n_mels": 96, "norm": "minmax", "deltas": True},
-        {"n_fft": 512, "n_mels": 32, "fmin": 0, "fmax": 16000, "norm": "db", "absmax": True},
-    ],
-)
-def test_exportable_frontend_matches_the_torchaudio_stft(cfg):
-    reference = MelFrontEnd(MelConfig.from_dict(cfg)).eval()
-    wave = torch.from_numpy(synthetic_audio(3, seed=2))
-    with torch.no_grad():
-        want, got = reference(wave), exportable_frontend(reference)(wave)
-    assert got.shape == want.shape
-    scale = 80.0 if cfg.get("norm") == "db" else 1.0  # raw dB spans ~80 units, the others [0, 1]
-    assert (got - want).abs().max().item() / scale < 1e-4  # observed ~2e-5: float32 DFT sums vs FFT
-
-
-def test_exportable_frontend_rejects_a_magnitude_spectrogram():
-    frontend = MelFrontEnd(MelConfig())
-    frontend.mel.spectrogram.power = 1.0
-    with pytest.raises(ValueError, match="power"):
-        exportable_frontend(frontend)
-
-
-def test_synthetic_audio_is_deterministic_and_loud_enough_to_matter():
-    a, b = synthetic_audio(2, seed=3), synthetic_audio(2, seed=3)
-    assert a.shape == (2, 160_000) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, b)
-    assert 0.01 < np.abs(a).max() < 1.0 and not np.array_equal(a, synthetic_audio(2, seed=4))
 
 
 def test_export_stage_writes_one_frontend_per_mel_config_and_a_body_per_member(built):
@@ -110,21 +77,3 @@ def test_fused_graph_maps_a_waveform_to_probabilities_on_every_backend(built, tm
         got = make_predictor(backend, onnx_paths=path, threads=1)(wave)
         assert np.abs(got["clip"] - want["clip"]).max() <= 1e-4
         assert np.abs(got["frame"] - want["frame"]).max() <= 1e-4
-
-
-def test_choose_backend_takes_the_preferred_backend_whose_parity_holds():
-    good = {"onnxruntime": {"a": 1e-6}, "openvino": {"a": 2e-6}}
-    assert choose_backend(good, 1e-4) == "openvino"  # a fixed preference: no timing, no flip between runs
-    assert choose_backend({"onnxruntime": {"a": 1e-6}}, 1e-4) == "onnxruntime"  # openvino not installed
-    drifting = {"onnxruntime": {"a": 1e-6}, "openvino": {"a": 3e-3}}
-    assert choose_backend(drifting, 1e-4) == "onnxruntime"
-    with pytest.raises(ValueError, match="openvino"):
-        choose_backend(drifting, 1e-4, requested="openvino")
-    assert choose_backend(good, 1e-4, requested="onnxruntime") == "onnxruntime"
-
-
-def test_choose_backend_fails_when_the_reference_backend_drifts_from_torch():
-    with pytest.raises(ValueError, match="reference"):
-        choose_backend({"onnxruntime": {"a": 5e-3}, "openvino": {"a": 1e-6}}, 1e-4)
-    with pytest.raises(ValueError, match="reference"):
-        choose_backend({"openvino": {"a": 1e-6}}, 1e-4)

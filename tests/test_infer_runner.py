@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -162,30 +161,9 @@ def test_members_sharing_a_chunking_run_in_one_pass_with_unchanged_scores(folder
     np.testing.assert_allclose(grouped.members[2][:, 0], 0.5 * grouped.members[0][:, 0], atol=1e-6)
 
 
-def test_member_predict_overrides_and_typos():
-    cfg = R.member_predict_cfg({"name": "cnn", "predict": {"chunk_s": 10}}, {"stride_s": 2.5})
-    assert cfg["chunk_s"] == 10 and cfg["stride_s"] == 2.5 and cfg["pool"] == "mean"
-    with pytest.raises(ValueError, match="'cnn'.*strid"):
-        R.member_predict_cfg({"name": "cnn", "predict": {"strid": 1}})
-
-
 def test_speed_projection_formula():
     preds = R.FolderPredictions(["x"], [12], [], audio_seconds=600, process_seconds=3.0, startup_seconds=6.0)
     preds.cores = 2
     speed = preds.speed()
     assert speed["seconds_per_soundscape_minute"] == pytest.approx(0.3)
     assert speed["projected_kaggle_minutes"] == pytest.approx((700 * 0.3 * 2 / 4 + 6.0) / 60, abs=0.01)
-
-
-def test_load_spec_checks_format_and_members(tmp_path: Path):
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="not an ensemble spec"):
-        R.load_spec(path)
-    spec = {"format": R.SPEC_FORMAT, "classes": CLASSES, "combination": "mean", "postprocess": {}, "predict": {}}
-    path.write_text(json.dumps({**spec, "members": [{"name": "m"}]}))
-    with pytest.raises(ValueError, match="member 0 lacks"):
-        R.load_spec(path)
-    member = {"name": "m", "checkpoint": "x.pt", "weight": 1.0, "classes": None}
-    path.write_text(json.dumps({**spec, "members": [member]}))
-    assert R.load_spec(path)["members"][0]["name"] == "m"

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birdclef.infer.runner import infer, make_factory
+from birdclef.infer.members import make_factory
+from birdclef.infer.runner import infer
 
 from export_fixtures import ensemble_spec, make_members, write_soundscapes
 
@@ -18,19 +19,20 @@ SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     import torch
-    from birdclef import dist
-    from birdclef.infer.runner import make_factory
-    from birdclef.infer.sharded import infer_sharded
+    from birdclef.infer.members import make_factory
+    from birdclef.infer.sharded import infer_ranks
 
     torch.set_num_threads(1)
     spec = json.load(open(sys.argv[1]))
     files = sorted(p for p in json.load(open(sys.argv[2])))
-    done = infer_sharded(spec, files, make_factory("torch"), sys.argv[3], block=1, threads=1, on_error="fallback")
+    # the infer stage's path: infer_sharded with the infer params, the process group closed, rank 0 merges
+    cfg = {"block": 1, "threads": 1, "on_error": "fallback"}
+    done = infer_ranks(spec, files, make_factory("torch"), sys.argv[3], cfg)
     if done is not None:
         preds, scores = done
         np.savez(sys.argv[4], scores=scores, stems=np.array(preds.stems), failed=np.array(sorted(preds.failed)),
                  cores=preds.cores)
-    dist.finish()
+    assert not torch.distributed.is_initialized()  # infer_ranks closed the process group on every rank
     """
 )
 

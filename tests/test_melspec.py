@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from birdclef.infer import melspec
-from birdclef.infer.export import synthetic_audio
+from birdclef.infer.parity import synthetic_audio
 
 
 @pytest.mark.parametrize(
@@ -25,8 +25,8 @@ def test_numpy_frontend_matches_torch(cfg, fft, tmp_path, monkeypatch):
 
     from birdclef.features.frontend import MelConfig, MelFrontEnd
     from birdclef.infer import melspec
-    from birdclef.infer.export import numpy_frontend
     from birdclef.infer.melspec import NumpyFrontEnd
+    from birdclef.infer.onnx_graphs import numpy_frontend
 
     if fft == "numpy":  # the fallback of an image without scipy
         monkeypatch.setattr(melspec, "_scipy_fft", lambda: None)
@@ -47,8 +47,8 @@ def test_numpy_frontend_matches_torch(cfg, fft, tmp_path, monkeypatch):
 
 def test_numpy_frontend_rows_over_threads_equal_one_thread(tmp_path):
     from birdclef.features.frontend import MelConfig, MelFrontEnd
-    from birdclef.infer.export import numpy_frontend
     from birdclef.infer.melspec import NumpyFrontEnd
+    from birdclef.infer.onnx_graphs import numpy_frontend
 
     fe = numpy_frontend(MelFrontEnd(MelConfig.from_dict({"n_fft": 1024, "hop_length": 320, "n_mels": 64})))
     fe.save(tmp_path / "fe.npz")

@@ -15,7 +15,7 @@ import torch
 import yaml
 from teacher_fixtures import stand_in_section
 
-from birdclef.infer import runner, teacher_member
+from birdclef.infer import members, runner, teacher_member
 from birdclef.infer.submission import row_ids
 from birdclef.models import create_model, save_checkpoint
 from birdclef.teachers import blend, create_teacher, predict_windows
@@ -249,7 +249,7 @@ def test_the_ensemble_stage_blends_the_teacher_in_on_the_species_it_covers(proje
 
 
 def test_infer_with_the_teacher_blends_over_all_rows_and_counts_its_time(project: Path, with_teacher: Path):
-    spec = runner.load_spec(project / "build" / "ensemble_teacher" / "spec.json")
+    spec = members.load_spec(project / "build" / "ensemble_teacher" / "spec.json")
     args = infer_args(project, project / "data" / "test_soundscapes", "submission_teacher.csv")
     args[1], args[3] = with_teacher, project / "build" / "ensemble_teacher" / "spec.json"
     args[-1] = project / "metrics" / "infer_teacher.json"
@@ -258,7 +258,7 @@ def test_infer_with_the_teacher_blends_over_all_rows_and_counts_its_time(project
     # the students alone, then the teacher over the same files, blended by hand
     files = runner.list_soundscapes(project / "data" / "test_soundscapes")
     students_spec = {k: v for k, v in spec.items() if k != "teacher"}
-    preds, students = runner.infer(students_spec, files, runner.torch_factory, workers=1, threads=1,
+    preds, students = runner.infer(students_spec, files, members.torch_factory, workers=1, threads=1,
                                    on_error="fallback")  # fmt: skip
     teacher = teacher_member.predict_files(spec["teacher"], files, preds.n_windows).probs
     cov = [CLASSES.index(c) for c in COVERED]

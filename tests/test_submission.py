@@ -91,3 +91,26 @@ def test_evaluate_scores_overall_and_per_taxon():
     assert out["score_amphibia"] == pytest.approx(0.0)
     assert out["score"] == pytest.approx(2 / 3)
     assert out["n_scored_classes"] == 3
+
+
+def test_score_labelled_scores_only_labelled_rows_with_a_per_species_table():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    cols = ["sp_a", "sp_b", "frog1"]
+    sub = sample_for(["A", "B"])  # B has no labels: not scored
+    sub[cols] = rng.uniform(size=(24, 3))
+    labels = sample_for(["A", "Z"])  # Z's labelled rows were never predicted: ignored
+    labels[cols] = (rng.uniform(size=(24, 3)) < 0.4).astype(int)
+    taxa = {"sp_a": "Aves", "sp_b": "Aves", "frog1": "Amphibia"}
+    metrics, table = S.score_labelled(sub, labels, taxa)
+    want = {c: roc_auc_score(labels[c][:12], sub[c][:12]) for c in cols}  # the 12 rows of A
+    assert metrics["n_scored_rows"] == 12 and metrics["n_scored_classes"] == 3
+    assert metrics["score"] == pytest.approx(np.mean(list(want.values())))
+    assert metrics["score_aves"] == pytest.approx((want["sp_a"] + want["sp_b"]) / 2)
+    assert metrics["score_amphibia"] == pytest.approx(want["frog1"])
+    assert table.columns.tolist() == ["primary_label", "class_name", "auc"]
+    assert table.to_dict("list") == {"primary_label": cols, "class_name": [taxa[c] for c in cols],
+                                     "auc": [round(want[c], 6) for c in cols]}  # fmt: skip
+    metrics, table = S.score_labelled(sub, sample_for(["Z"]))
+    assert metrics == {"n_scored_rows": 0} and table is None

@@ -25,19 +25,27 @@ PACKAGE = "birdclef_bundle"
 MODEL_DIR = "model"
 MANIFEST = "MANIFEST.json"
 HELPERS = (windows, postprocess, ensemble, melspec, backends, teacher_member)
-"""Modules copied next to the script; at import time they may only need what a Kaggle image has."""
+"""Modules copied next to the script; at import time they may only need what a Kaggle image has. Not copied: the
+repository's side of inference (``runner``, ``members``, ``sharded``, ``ensemble_spec``, ``export``, ``onnx_graphs``,
+``parity``, ``predict``), which the script mirrors step by step without torch or birdclef."""
 RENAMED = {teacher_runtime: "teacher_runtime.py"}
 """Helpers from other packages, copied under these names (``teacher_member`` imports ``.teacher_runtime``)."""
+BUNDLED = frozenset({Path(m.__file__).stem for m in HELPERS} | {Path(n).stem for n in RENAMED.values()})
+"""The module names inside ``birdclef_bundle/``: the only ones a helper or the script may import from the bundle."""
 TEACHER_DIR = "teacher"
 """Under ``model/``: a teacher member's model and label files."""
 ALLOWED_IMPORTS = {"numpy", "pandas", "soundfile", "onnxruntime", "__future__", *sys.stdlib_module_names}
 
 
-def check_standalone(path: str | os.PathLike[str]) -> None:
+def check_standalone(path: str | os.PathLike[str], bundled: Iterable[str] = BUNDLED) -> None:
     """Raise if the module at ``path`` imports, at module level, anything beyond numpy, pandas, soundfile,
-    onnxruntime, the standard library and the bundled helpers (imports inside functions run only on use)."""
+    onnxruntime, the standard library and the bundled helpers (imports inside functions run only on use).
+
+    A relative import (``from .melspec import ...``) or one from ``birdclef_bundle`` must name a module of
+    ``bundled``: ``from .runner import infer`` would load in the repository and fail in the bundle.
+    """
     tree = ast.parse(Path(path).read_text(), filename=str(path))
-    allowed = ALLOWED_IMPORTS | {PACKAGE}
+    allowed, bundled = ALLOWED_IMPORTS | {PACKAGE}, set(bundled)
     nodes = list(tree.body)
     while nodes:
         node = nodes.pop(0)
@@ -50,8 +58,20 @@ def check_standalone(path: str | os.PathLike[str]) -> None:
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names = [node.module or ""]
         bad = [n for n in names if n.split(".")[0] not in allowed]
+        if isinstance(node, ast.ImportFrom):
+            bad += [n for n in _bundle_modules(node) if n not in bundled]
         if bad:
             raise ValueError(f"{path}:{node.lineno}: imports {bad} at module level; the bundle has no such package")
+
+
+def _bundle_modules(node: ast.ImportFrom) -> list[str]:
+    # The bundle modules an import names: `from . import x` / `from birdclef_bundle import x` -> x (each name),
+    # `from .x import y` / `from birdclef_bundle.x import y` -> x; [] for any other import.
+    module = node.module or ""
+    if node.level == 0 and module != PACKAGE and not module.startswith(f"{PACKAGE}."):
+        return []
+    inside = module.removeprefix(PACKAGE).lstrip(".") if node.level == 0 else module
+    return [inside.split(".")[0]] if inside else [a.name for a in node.names]
 
 
 def build_bundle(

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from birdclef.infer import ensemble, postprocess, runner, teacher_member, teacher_spec
+from birdclef.infer.members import SPEC_FORMAT, member_predict_cfg
 from birdclef.infer.submission import evaluate, row_ids
 from birdclef.models import load_checkpoint
 
@@ -151,7 +152,7 @@ def build_spec(
         train_dir: parent of the ``it<k>`` train folders.
         test: the test split: every score of the metrics but ``fit_score_*`` and ``val_*`` is on it.
         classes: the submission class list (sample_submission.csv order).
-        factory: ``runner.PredictorFactory`` (the torch one in the stage).
+        factory: ``members.PredictorFactory`` (the torch one in the stage).
         class_of: species -> taxon class name, for per-taxon scores.
         class_counts: (C,) train counts per class (class-dependent smoothing).
         segments: the clean stage's segment table; needed when ``fit.source`` is ``oof``.
@@ -160,7 +161,7 @@ def build_spec(
             The fit then never sees the test labels.
 
     Returns:
-        ``(spec, metrics, tables)``: the spec for ``runner.load_spec``; flat metrics (``score``, per taxon,
+        ``(spec, metrics, tables)``: the spec for ``members.load_spec``; flat metrics (``score``, per taxon,
         per member, weights; ``val_score``, per taxon, when the members ran over val); {name: window prediction
         DataFrame on test} per member and ``ensemble``.
 
@@ -171,7 +172,7 @@ def build_spec(
     cfg = check_cfg(cfg)
     fit, combination = cfg["fit"], cfg["combination"]
     post = postprocess.resolve(cfg["postprocess"])
-    predict = runner.member_predict_cfg({"name": "ensemble.predict"}, cfg["predict"])
+    predict = member_predict_cfg({"name": "ensemble.predict"}, cfg["predict"])
     members = [describe_member(e, train_dir, classes) for e in cfg["members"]]
     if not members:
         raise ValueError("params ensemble.members is empty")
@@ -223,7 +224,7 @@ def build_spec(
         m["weight"] = float(w)
         metrics[f"weight_{m['name']}"] = round(float(w), 4)
     spec = {
-        "format": runner.SPEC_FORMAT,
+        "format": SPEC_FORMAT,
         "version": SPEC_VERSION,
         "classes": list(classes),
         "class_counts": None if counts is None else counts.tolist(),

@@ -69,7 +69,7 @@ class MemberRunner:
         self.ensemble = backends.ExportedEnsemble(model_dir, backend, threads)
         spec = self.spec = self.ensemble.ensemble_spec
         self.post = spec.get("postprocess")
-        # Chunking: the ensemble's, overridden per member (as runner.member_predict_cfg does); members with the
+        # Chunking: the ensemble's, overridden per member (as members.member_predict_cfg does); members with the
         # same chunking share one pass (one batch stack, each mel config once), as in runner._init_worker.
         chunkings = [{**spec["predict"], **(m.get("predict") or {})} for m in spec["members"]]
         self.groups = []

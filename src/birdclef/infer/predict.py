@@ -19,7 +19,8 @@ from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.audio.decode import AudioError, load_audio
 from birdclef.infer import ensemble, postprocess, teacher_member
 from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble, TorchPredictor
-from birdclef.infer.runner import AUDIO_SUFFIXES, member_predict_cfg
+from birdclef.infer.members import member_predict_cfg
+from birdclef.infer.runner import AUDIO_SUFFIXES
 from birdclef.infer.windows import group_by_chunking, predict_members, stack_predictors
 from birdclef.io import write_csv
 

@@ -3,8 +3,10 @@
 Files are spread over worker processes (``multiprocessing.Pool.imap``, so results come back in file order
 whatever the scheduling); each worker builds its predictors once, with ``threads`` intra-op threads, so
 ``workers * threads`` never exceeds the cores given. The parent only collects the small per-file window scores.
+What the members are and how their predictors are built (the spec, a member's chunking, the torch and export
+factories) is ``members``; torchrun ranks are ``sharded``.
 
-Speed figures (``InferenceReport``): ``seconds_per_soundscape_minute`` = processing wall time (first file
+Speed figures (``FolderPredictions.speed``): ``seconds_per_soundscape_minute`` = processing wall time (first file
 started -> last result, excluding worker start-up and model loading) / minutes of audio processed, measured with
 ``cores = workers * threads`` cores;
 ``projected_kaggle_minutes = (700 * seconds_per_soundscape_minute * cores / 4 + startup_seconds) / 60``:
@@ -14,13 +16,12 @@ Kaggle core is as fast as a local one.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
 import resource
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,110 +31,34 @@ import numpy as np
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.audio.decode import AudioError, load_audio
 from birdclef.infer import ensemble, postprocess, teacher_member
-from birdclef.infer.windows import (
-    GroupPredictor,
-    Predictor,
-    group_by_chunking,
-    n_windows_for,
-    predict_members,
-    stack_predictors,
+from birdclef.infer.members import (  # the spec and factory names used to live here: still importable from here
+    PREDICT_DEFAULTS,
+    SPEC_FORMAT,
+    ExportFactory,
+    PredictorFactory,
+    group_predictor,
+    load_spec,
+    make_factory,
+    member_predict_cfg,
+    torch_factory,
 )
+from birdclef.infer.windows import group_by_chunking, n_windows_for, predict_members
+
+__all__ = [
+    "PREDICT_DEFAULTS", "SPEC_FORMAT", "ExportFactory", "FolderPredictions", "InferenceError", "PredictorFactory",
+    "finish", "finish_spec", "infer", "list_soundscapes", "load_spec", "make_factory", "predict_folder",
+    "torch_factory",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-PredictorFactory = Callable[[Mapping[str, Any], int], Predictor]
-"""``(member spec, intra-op threads) -> Predictor``; called once per member inside each worker."""
-
-PREDICT_DEFAULTS = {"chunk_s": 5.0, "stride_s": 5.0, "window_s": 5.0, "pool": "mean", "pad": True, "batch_size": 16}
 KAGGLE_SOUNDSCAPES = 700
 KAGGLE_CORES = 4
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
-SPEC_FORMAT = "birdclef-ensemble"
 
 
 class InferenceError(ValueError):
     """A soundscape that could not be predicted; the message names the file."""
-
-
-def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check an ensemble spec (written by the ensemble stage, see ``ensemble_spec.build_spec``)."""
-    spec = json.loads(Path(path).read_text())
-    if spec.get("format") != SPEC_FORMAT:
-        raise ValueError(f"{path}: not an ensemble spec (format {spec.get('format')!r}, expected {SPEC_FORMAT!r})")
-    for key in ("classes", "members", "combination", "postprocess", "predict"):
-        if key not in spec:
-            raise ValueError(f"{path}: ensemble spec has no {key!r}")
-    if not spec["members"]:
-        raise ValueError(f"{path}: ensemble spec has no members")
-    for i, m in enumerate(spec["members"]):
-        missing = [k for k in ("name", "checkpoint", "weight", "classes") if k not in m]
-        if missing:
-            raise ValueError(f"{path}: member {i} lacks {missing}")
-    return spec
-
-
-def torch_factory(member: Mapping[str, Any], threads: int) -> Predictor:
-    """Eager torch predictor for a member's checkpoint (``PredictorFactory``)."""
-    # Imported here: onnxruntime workers never need torch.
-    from birdclef.infer.backends import TorchPredictor
-
-    return TorchPredictor(member["checkpoint"], threads)
-
-
-_EXPORTED: dict[tuple[str, str | None, int], Any] = {}
-
-
-@dataclass(frozen=True)
-class ExportFactory:
-    """Member predictors from an export folder (``backends.ExportedEnsemble``), a picklable ``PredictorFactory``.
-
-    One ``ExportedEnsemble`` is built per worker process, so members sharing a mel config compute it once.
-    ``backend=None`` takes the backend the export stage chose (the faster one whose parity held).
-    """
-
-    export_dir: str
-    backend: str | None = None
-
-    def __call__(self, member: Mapping[str, Any], threads: int) -> Predictor:
-        predict = self.group([member], threads)
-        return lambda wave: predict(wave)[0]
-
-    def group(self, members: Sequence[Mapping[str, Any]], threads: int) -> GroupPredictor:
-        """The members as one group predictor: each mel config they use runs once per batch."""
-        from birdclef.infer.backends import ExportedEnsemble
-
-        key = (self.export_dir, self.backend, int(threads))
-        if key not in _EXPORTED:
-            _EXPORTED[key] = ExportedEnsemble(self.export_dir, self.backend, int(threads))
-        return _EXPORTED[key].group_predictor([m["name"] for m in members])
-
-
-def group_predictor(factory: PredictorFactory, members: Sequence[Mapping[str, Any]], threads: int) -> GroupPredictor:
-    """Members that share a chunking as one ``windows.GroupPredictor``: the factory's own ``group`` when it has
-    one (``ExportFactory``: one front end per mel config for all of them), else their predictors side by side."""
-    group = getattr(factory, "group", None)
-    if group is not None:
-        return group(members, threads)
-    return stack_predictors([factory(m, threads) for m in members])
-
-
-def make_factory(backend: str, export_dir: str | os.PathLike[str] | None = None) -> PredictorFactory:
-    """Predictor factory by backend name.
-
-    ``torch`` runs the checkpoints; ``onnxruntime`` / ``openvino`` the export folder; ``auto`` the export
-    folder on the backend the export stage chose when ``export_dir`` holds an export, else torch (warning).
-    """
-    exported = export_dir is not None and (Path(export_dir) / "export_spec.json").is_file()
-    if backend == "auto" and not exported:
-        log.warning("no export folder with export_spec.json (%s): falling back to the torch backend", export_dir)
-        return torch_factory
-    if backend == "torch":
-        return torch_factory
-    if backend not in ("auto", "onnxruntime", "openvino"):
-        raise ValueError(f"infer backend must be auto, torch, onnxruntime or openvino, not {backend!r}")
-    if not exported:
-        raise FileNotFoundError(f"backend {backend} needs an export folder with export_spec.json, got {export_dir}")
-    return ExportFactory(str(export_dir), None if backend == "auto" else backend)
 
 
 def infer(
@@ -214,15 +139,6 @@ def list_soundscapes(folder: str | os.PathLike[str]) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"soundscape folder {folder} does not exist")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-
-
-def member_predict_cfg(member: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Chunking config of one member: ``PREDICT_DEFAULTS`` < ensemble ``predict`` < the member's ``predict``."""
-    cfg = {**PREDICT_DEFAULTS, **(defaults or {}), **(member.get("predict") or {})}
-    unknown = set(cfg) - set(PREDICT_DEFAULTS)
-    if unknown:
-        raise ValueError(f"member {member.get('name')!r}: unknown predict key(s) {sorted(unknown)}")
-    return cfg
 
 
 def predict_folder(

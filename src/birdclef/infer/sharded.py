@@ -16,13 +16,40 @@ from typing import Any
 import numpy as np
 
 from birdclef import dist
-from birdclef.infer import runner
+from birdclef.infer import runner, teacher_member
+from birdclef.infer.members import PredictorFactory
+
+OPTIONS = ("threads", "on_error", "file_seconds")
+"""The ``infer`` params a sharded run takes (each rank is one process: no ``workers``, no ``start_method``)."""
+
+
+def infer_ranks(
+    spec: Mapping[str, Any],
+    files: Sequence[str | os.PathLike[str]],
+    factory: PredictorFactory,
+    folder: str | os.PathLike[str],
+    cfg: Mapping[str, Any],
+) -> tuple[runner.FolderPredictions, np.ndarray] | None:
+    """The infer stage's run under torchrun: ``infer_sharded`` with the ``infer`` params (``block`` and
+    ``OPTIONS``), the process group closed, then on rank 0 a teacher member joined over every file.
+
+    Returns:
+        On rank 0 ``(member predictions, final scores)`` as ``runner.infer``; ``None`` on other ranks (their blocks
+        are on disk, rank 0 merged them).
+    """
+    opts = {k: cfg[k] for k in OPTIONS if k in cfg}
+    done = infer_sharded(spec, files, factory, folder, int(cfg.get("block", 16)), **opts)
+    dist.finish()
+    if done is None:
+        return None
+    # A teacher member blends over all rows: rank 0 runs it over every file once the students are merged.
+    return done[0], teacher_member.join(spec, files, *done, **opts)
 
 
 def infer_sharded(
     spec: Mapping[str, Any],
     files: Sequence[str | os.PathLike[str]],
-    factory: runner.PredictorFactory,
+    factory: PredictorFactory,
     folder: str | os.PathLike[str],
     block: int = 16,
     threads: int | None = None,

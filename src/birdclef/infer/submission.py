@@ -11,7 +11,7 @@ import pandas as pd
 
 from birdclef import WINDOW_SECONDS
 from birdclef.io import write_csv
-from birdclef.metric import macro_auc
+from birdclef.metric import macro_auc, per_class_auc
 
 ROW_ID = "row_id"
 log = logging.getLogger(__name__)
@@ -117,6 +117,32 @@ def evaluate(
         raise SubmissionError("labels have no species column with a positive window: nothing to score")
     taxa = {f"score_{k[len('auc_'):].lower()}": v for k, v in scores.items() if k.startswith("auc_")}
     return {"score": scores["auc"], "n_scored_classes": scores["n_scored_classes"], **taxa}
+
+
+def score_labelled(
+    submission: pd.DataFrame, labels: pd.DataFrame, class_of: Mapping[str, str] | None = None
+) -> tuple[dict[str, float], pd.DataFrame | None]:
+    """Score the rows of a submission that have labels (the infer stage on the test split).
+
+    Args:
+        submission: ``row_id`` + one score column per class.
+        labels: 0/1 labels in submission format; rows absent from ``submission`` are ignored.
+        class_of: species -> taxon class name, for per-taxon scores.
+
+    Returns:
+        ``(metrics, per_class)``: ``n_scored_rows`` and, when it is not 0, ``evaluate``'s scores; the AUC per scored
+        species (``primary_label``, ``class_name``, ``auc`` to 6 decimals), ``None`` when no row has a label.
+    """
+    scored = submission[submission[ROW_ID].isin(set(labels[ROW_ID]))]
+    metrics: dict[str, float] = {"n_scored_rows": len(scored)}
+    if not len(scored):
+        return metrics, None
+    truth = labels[labels[ROW_ID].isin(set(scored[ROW_ID]))]
+    metrics.update(evaluate(truth, scored, class_of))
+    per = per_class_auc(truth, scored)
+    table = pd.DataFrame({"primary_label": list(per), "auc": [round(v, 6) for v in per.values()]})
+    table.insert(1, "class_name", [(class_of or {}).get(c, "") for c in table["primary_label"]])
+    return metrics, table
 
 
 def _check_rows(ids: list[str], stems: set[str], sample_ids: list[str], require_sample_rows: bool) -> None:

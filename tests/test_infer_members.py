@@ -1,0 +1,58 @@
+"""Tests for birdclef.infer.members: the ensemble spec, a member's chunking and the predictor factories."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from birdclef.infer import members as M
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_member_predict_overrides_and_typos():
+    cfg = M.member_predict_cfg({"name": "cnn", "predict": {"chunk_s": 10}}, {"stride_s": 2.5})
+    assert cfg["chunk_s"] == 10 and cfg["stride_s"] == 2.5 and cfg["pool"] == "mean"
+    with pytest.raises(ValueError, match="'cnn'.*strid"):
+        M.member_predict_cfg({"name": "cnn", "predict": {"strid": 1}})
+
+
+def test_load_spec_checks_format_and_members(tmp_path: Path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not an ensemble spec"):
+        M.load_spec(path)
+    spec = {"format": M.SPEC_FORMAT, "classes": CLASSES, "combination": "mean", "postprocess": {}, "predict": {}}
+    path.write_text(json.dumps({**spec, "members": [{"name": "m"}]}))
+    with pytest.raises(ValueError, match="member 0 lacks"):
+        M.load_spec(path)
+    member = {"name": "m", "checkpoint": "x.pt", "weight": 1.0, "classes": None}
+    path.write_text(json.dumps({**spec, "members": [member]}))
+    assert M.load_spec(path)["members"][0]["name"] == "m"
+
+
+def test_make_factory_picks_the_backend_and_refuses_what_cannot_apply(tmp_path: Path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert M.make_factory("auto", tmp_path) is M.torch_factory  # no export_spec.json: torch, with a warning
+    assert "falling back to the torch backend" in caplog.text
+    assert M.make_factory("torch", tmp_path) is M.torch_factory and M.make_factory("auto", None) is M.torch_factory
+    with pytest.raises(FileNotFoundError, match="backend onnxruntime needs an export folder"):
+        M.make_factory("onnxruntime", tmp_path)
+    with pytest.raises(ValueError, match="infer backend must be auto, torch, onnxruntime or openvino, not 'tflite'"):
+        M.make_factory("tflite", tmp_path)
+    (tmp_path / "export_spec.json").write_text("{}")
+    assert M.make_factory("auto", tmp_path) == M.ExportFactory(str(tmp_path), None)  # the export stage's choice
+    assert M.make_factory("openvino", tmp_path) == M.ExportFactory(str(tmp_path), "openvino")
+
+
+def test_a_factory_without_group_stacks_its_members_predictors():
+    def factory(member, threads):
+        return lambda wave: {"clip": wave[:, :1] * member["k"], "frame": wave[:, None, :1]}
+
+    group = M.group_predictor(factory, [{"k": 1.0}, {"k": 3.0}], threads=1)
+    out = group(np.full((2, 4), 0.5, np.float32))
+    assert [o["clip"][0, 0] for o in out] == [0.5, 1.5]
