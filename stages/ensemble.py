@@ -11,7 +11,7 @@ from birdclef.infer.ensemble_spec import build_spec, read_split
 from birdclef.infer.members import torch_factory
 from birdclef.infer.submission import read_sample
 from birdclef.infer.teacher_spec import describe
-from birdclef.io import atomic_path, load_params, write_json, write_parquet
+from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_parquet
 from birdclef.track import stage_run
 
 
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="output folder: spec.json + member_scores/")
     ap.add_argument("--metrics", type=Path, required=True)
     args = ap.parse_args()
+    sweep_temps(args.out, args.metrics)  # what a killed run left beside its outputs
     if (args.val_soundscapes is None) != (args.val_labels is None):
         ap.error("--val-soundscapes and --val-labels go together")
 
