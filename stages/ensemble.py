@@ -11,7 +11,7 @@ from birdclef.infer.ensemble_spec import build_spec, read_split
 from birdclef.infer.members import torch_factory
 from birdclef.infer.submission import read_sample
 from birdclef.infer.teacher_spec import describe
-from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_parquet
+from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_metrics, write_parquet
 from birdclef.track import stage_run
 
 
@@ -29,8 +29,9 @@ def main() -> None:
     ap.add_argument("--segments", type=Path, default=None, help="clean segment table (fit.source: oof)")
     ap.add_argument("--out", type=Path, required=True, help="output folder: spec.json + member_scores/")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--timings", type=Path, required=True, help="timing JSON to write (durations and rates, wall time)")
     args = ap.parse_args()
-    sweep_temps(args.out, args.metrics)  # what a killed run left beside its outputs
+    sweep_temps(args.out, args.metrics, args.timings)  # what a killed run left beside its outputs
     if (args.val_soundscapes is None) != (args.val_labels is None):
         ap.error("--val-soundscapes and --val-labels go together")
 
@@ -63,7 +64,7 @@ def main() -> None:
             write_json(out / "spec.json", spec)
             for name, table in tables.items():
                 write_parquet(table, out / "member_scores" / f"{name}.parquet")
-        write_json(args.metrics, metrics)
+        write_metrics(metrics, args.metrics, args.timings)
         run.log_metrics(metrics)
         run.log_artifact(args.out / "spec.json")
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))

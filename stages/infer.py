@@ -12,7 +12,7 @@ from birdclef.infer.members import load_spec, make_factory
 from birdclef.infer.runner import infer, list_soundscapes
 from birdclef.infer.sharded import infer_ranks
 from birdclef.infer.submission import build_submission, read_sample, score_labelled, write_submission
-from birdclef.io import load_params, sweep_temps, write_csv, write_json
+from birdclef.io import load_params, sweep_temps, write_csv, write_metrics
 from birdclef.track import stage_run
 
 OPTIONS = ("workers", "threads", "on_error", "file_seconds", "start_method")  # infer params of runner.infer
@@ -29,12 +29,13 @@ def main() -> None:
     ap.add_argument("--taxonomy", type=Path, default=None, help="taxonomy.csv, for per-taxon scores")
     ap.add_argument("--out", type=Path, required=True, help="submission.csv")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--timings", type=Path, required=True, help="speed, RSS, projected Kaggle minutes (JSON)")
     ap.add_argument("--per-class", type=Path, default=None, help="CSV of AUC per labelled species (primary_label, "
                     "class_name, auc)")  # fmt: skip
     ap.add_argument("--shards", type=Path, default=Path("build/shards/infer"),
                     help="finished blocks when infer.nproc > 1 (a rerun after a kill skips them)")  # fmt: skip
     args = ap.parse_args()
-    sweep_temps(args.out, args.metrics, args.per_class, args.shards)  # a killed run's debris (rank 0)
+    sweep_temps(args.out, args.metrics, args.timings, args.per_class, args.shards)  # a killed run's debris (rank 0)
     args.shards.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
 
     params = load_params(args.params)
@@ -64,7 +65,7 @@ def main() -> None:
             metrics.update(found)
             if per_class is not None and args.per_class is not None:
                 write_csv(per_class, args.per_class)
-        write_json(args.metrics, metrics)
+        write_metrics(metrics, args.metrics, args.timings)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         run.log_artifact(args.out)
         run.set_tags({"backend": str(cfg.get("backend", "auto"))})

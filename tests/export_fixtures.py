@@ -81,7 +81,8 @@ def exported(tmp_path_factory) -> dict[str, Any]:
     """Checkpoints, an ensemble spec and their export by the `export` stage, built once per session.
 
     Returns:
-        {"root", "spec" (the ensemble spec), "export" (folder), "metrics" (metrics/export.json)}.
+        {"root", "spec" (the ensemble spec), "export" (folder), "metrics" (metrics/export.json), "timings"
+        (metrics/timing/export.json)}.
     """
     if not _BUILT:
         root = tmp_path_factory.mktemp("exported")
@@ -91,9 +92,11 @@ def exported(tmp_path_factory) -> dict[str, Any]:
         run_stage(
             "export", "--params", root / "params.yaml", "--spec", root / "ensemble" / "spec.json",
             "--out", root / "export", "--metrics", root / "metrics" / "export.json",
+            "--timings", root / "metrics" / "timing" / "export.json",
         )  # fmt: skip
         metrics = json.loads((root / "metrics" / "export.json").read_text())
-        _BUILT.update(root=root, spec=spec, export=root / "export", metrics=metrics)
+        timings = json.loads((root / "metrics" / "timing" / "export.json").read_text())
+        _BUILT.update(root=root, spec=spec, export=root / "export", metrics=metrics, timings=timings)
     return _BUILT
 
 

@@ -17,6 +17,7 @@ from teacher_fixtures import stand_in_section
 
 from birdclef.infer import members, runner, teacher_member
 from birdclef.infer.submission import row_ids
+from birdclef.io import TIMING_KEY
 from birdclef.models import create_model, save_checkpoint
 from birdclef.teachers import blend, create_teacher, predict_windows
 
@@ -47,7 +48,7 @@ def ensemble_args(root: Path, params: Path, name: str, val: str = "val_soundscap
         "--val-soundscapes", data / val, "--val-labels", data / "val_labels.csv",
         "--sample", data / "sample_submission.csv", "--taxonomy", data / "taxonomy.csv",
         "--train-csv", data / "train.csv", "--train-dir", root / "build" / "train", "--out", root / "build" / name,
-        "--metrics", root / "metrics" / f"{name}.json",
+        "--metrics", root / "metrics" / f"{name}.json", "--timings", root / "metrics" / "timing" / f"{name}.json",
     ]  # fmt: skip
 
 
@@ -122,13 +123,14 @@ def test_without_val_soundscapes_hand_weights_work_and_fitting_on_val_is_an_erro
     assert not (project / "build" / "ensemble_no_val").exists()
 
 
-def infer_args(root: Path, soundscapes: Path, out: str = "submission.csv") -> list:
+def infer_args(root: Path, soundscapes: Path, out: str = "submission.csv", name: str = "infer") -> list:
     data = root / "data"
     return [
         "--params", root / "params.yaml", "--spec", root / "build" / "ensemble" / "spec.json",
         "--export", root / "build" / "export", "--soundscapes", soundscapes,
         "--sample", data / "sample_submission.csv", "--labels", data / "test_labels.csv",
-        "--taxonomy", data / "taxonomy.csv", "--out", root / out, "--metrics", root / "metrics" / "infer.json",
+        "--taxonomy", data / "taxonomy.csv", "--out", root / out, "--metrics", root / "metrics" / f"{name}.json",
+        "--timings", root / "metrics" / "timing" / f"{name}.json",
     ]  # fmt: skip
 
 
@@ -165,10 +167,12 @@ def test_infer_stage_reproduces_the_ensemble_scores(project: Path):
     np.testing.assert_allclose(sub[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=2e-5)
     metrics = json.loads((project / "metrics" / "infer.json").read_text())
     ens = json.loads((project / "metrics" / "ensemble.json").read_text())
-    assert metrics["score"] == pytest.approx(ens["score"], abs=1e-3)
-    for key in ("seconds_per_soundscape_minute", "peak_rss_mb", "projected_kaggle_minutes", "score_insecta"):
-        assert metrics[key] > 0, key
-    assert metrics["n_files"] == 3 and metrics["n_failed"] == 0 and metrics["cores"] == 1
+    assert metrics["score"] == pytest.approx(ens["score"], abs=1e-3) and metrics["score_insecta"] > 0
+    timings = json.loads((project / "metrics" / "timing" / "infer.json").read_text())
+    for key in ("seconds_per_soundscape_minute", "peak_rss_mb", "projected_kaggle_minutes", "stage_seconds"):
+        assert timings[key] > 0, key
+    assert not any(TIMING_KEY.search(key) for key in metrics)  # a rerun reproduces the scores file byte for byte
+    assert metrics["n_files"] == 3 and metrics["n_failed"] == 0 and timings["cores"] == 1
 
 
 def test_infer_stage_gives_rows_for_corrupt_and_short_files(project: Path, tmp_path: Path):
@@ -243,16 +247,16 @@ def test_the_ensemble_stage_blends_the_teacher_in_on_the_species_it_covers(proje
     metrics = json.loads((project / "metrics" / "ensemble_teacher.json").read_text())
     alone = json.loads((project / "metrics" / "ensemble.json").read_text())
     assert metrics["students_score"] == pytest.approx(alone["score"], abs=1e-9)  # the same students
-    assert metrics["teacher_n_covered"] == 2 and metrics["teacher_seconds_per_soundscape_minute"] > 0
+    timings = json.loads((project / "metrics" / "timing" / "ensemble_teacher.json").read_text())
+    assert metrics["teacher_n_covered"] == 2 and timings["teacher_seconds_per_soundscape_minute"] > 0
     for key in ("score", "teacher_score", "students_covered_score", "val_score"):  # val: the teacher joined there
         assert 0 <= metrics[key] <= 1, key
 
 
 def test_infer_with_the_teacher_blends_over_all_rows_and_counts_its_time(project: Path, with_teacher: Path):
     spec = members.load_spec(project / "build" / "ensemble_teacher" / "spec.json")
-    args = infer_args(project, project / "data" / "test_soundscapes", "submission_teacher.csv")
+    args = infer_args(project, project / "data" / "test_soundscapes", "submission_teacher.csv", "infer_teacher")
     args[1], args[3] = with_teacher, project / "build" / "ensemble_teacher" / "spec.json"
-    args[-1] = project / "metrics" / "infer_teacher.json"
     run_stage("infer", *args)
     sub = pd.read_csv(project / "submission_teacher.csv")
     # the students alone, then the teacher over the same files, blended by hand
@@ -266,7 +270,7 @@ def test_infer_with_the_teacher_blends_over_all_rows_and_counts_its_time(project
     np.testing.assert_allclose(sub[["sp_b", "1020593"]].to_numpy(), students[:, [1, 3]], atol=1e-6)
     ranks = blend(students[:, cov], teacher[:, cov], 0.0)  # the students' ranks: the teacher must change them
     assert np.abs(sub[COVERED].to_numpy() - ranks).max() > 0.01
-    metrics = json.loads((project / "metrics" / "infer_teacher.json").read_text())
+    metrics = json.loads((project / "metrics" / "timing" / "infer_teacher.json").read_text())
     assert metrics["teacher_projected_kaggle_minutes"] > 0 and metrics["teacher_seconds_per_soundscape_minute"] > 0
     assert metrics["projected_kaggle_minutes"] == pytest.approx(
         metrics["students_projected_kaggle_minutes"] + metrics["teacher_projected_kaggle_minutes"], abs=0.011
