@@ -799,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task-seed", type=int, default=0, help="seed of the task (the same task for every run)")
     ap.add_argument("--target", default="ensemble", help="dvc repro target (infer: also export and ONNX infer)")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one, removed)")
+    ap.add_argument("--resume", action="store_true", help="keep the finished runs --out holds (same commit)")
     ap.add_argument("--keep", action="store_true", help="keep each run's build/ and data/")
     ap.add_argument("--commit", default="HEAD", help="the committed code every run clones (default: HEAD, fixed)")
     ap.add_argument("--build-only", type=Path, default=None, help="build the task into this folder and stop")
@@ -825,14 +826,23 @@ def main(argv: list[str] | None = None) -> int:
         "variants": variants,
         "target": args.target,
         "budget_epochs": args.budget_epochs,
+        "task_seed": args.task_seed,
         "notes": [],
         "runs": [],
     }
+    done = {}
+    if args.resume and args.out and args.out.exists():  # finished runs of the same code, budget and target
+        before = json.loads(args.out.read_text())
+        same = all(before.get(k) == report[k] for k in ("commit", "target", "budget_epochs", "task_seed"))
+        done = {(r["variant"], r["seed"]): r for r in before.get("runs", []) if same and "score" in r}
     try:
         shutil.rmtree(work / "task", ignore_errors=True)
         report["task"] = build_task(work / "task", args.task_seed)
         for seed in seeds:  # seeds outermost: an interrupted benchmark still has every variant of the first seeds
             for variant in variants:
+                if (variant, seed) in done:
+                    report["runs"].append(done[variant, seed])
+                    continue
                 print(f"real_task: {variant} seed {seed} ...", file=sys.stderr, flush=True)
                 run = run_one(
                     variant,
