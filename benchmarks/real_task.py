@@ -833,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {}
     if args.resume and args.out and args.out.exists():  # finished runs of the same code, budget and target
         before = json.loads(args.out.read_text())
+        before.setdefault("task_seed", 0)  # the first version of this script wrote none (always seed 0)
         same = all(before.get(k) == report[k] for k in ("commit", "target", "budget_epochs", "task_seed"))
         done = {(r["variant"], r["seed"]): r for r in before.get("runs", []) if same and "score" in r}
     try:
