@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from birdclef.teachers._registry import register_teacher
-from birdclef.teachers.base import ADAPTER_OPTIONS, Teacher, read_labels, resolve_file, resolve_labels
+from birdclef.teachers.base import Teacher, read_labels, resolve_file, resolve_labels
 from birdclef.teachers.runtime import OnnxModel
 
 
@@ -30,7 +30,17 @@ class OnnxTeacher(Teacher):
         where: params prefix named in errors.
     """
 
-    OPTIONS: ClassVar[tuple[str, ...]] = ADAPTER_OPTIONS  # a generic ONNX model may need every option
+    OPTIONS: ClassVar[tuple[str, ...]] = (
+        "model_path",
+        "labels_path",
+        "label_column",
+        "threads",
+        "sample_rate",
+        "window_s",
+        "input_name",
+        "logits_output",
+        "embedding_output",
+    )
     RUNTIME: ClassVar[str] = "onnx"
     MODEL_ENV: ClassVar[str] = "TEACHER_ONNX"
     LABELS_ENV: ClassVar[str] = "TEACHER_LABELS"
