@@ -764,28 +764,48 @@ def run_one(
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per reported variant: the score of each seed, mean and population std, mean wall time."""
+    """Per reported variant: the score of each seed, mean and population std, mean wall time, and the mean
+    test-soundscape AUC of each training iteration's member (``it<k>_mean``, the students' own runs)."""
     rows: dict[str, dict[str, Any]] = {}
 
-    def add(name: str, seed: int, value: float, wall: float) -> None:
-        row = rows.setdefault(name, {"per_seed": {}, "wall_s": []})
-        row["per_seed"][str(seed)] = round(float(value), 4)
-        row["wall_s"].append(wall)
+    def add(name: str, run: dict[str, Any], value: float, iterations: bool) -> None:
+        row = rows.setdefault(name, {"per_seed": {}, "wall_s": [], "its": {}})
+        row["per_seed"][str(run["seed"])] = round(float(value), 4)
+        row["wall_s"].append(run["wall_s"])
+        for key, auc in run.items():
+            if iterations and key.startswith("it") and key.endswith("_soundscape_auc"):
+                row["its"].setdefault(key.split("_")[0], []).append(auc)
 
     for r in runs:
         if "score" not in r:
             continue
         if r["variant"] == "teacher":
             for name in ("teacher_recipe", "teacher_students_only", "teacher_alone"):
-                add(name, r["seed"], r[name], r["wall_s"])
+                add(name, r, r[name], name == "teacher_students_only")
         else:
-            add(r["variant"], r["seed"], r["score"], r["wall_s"])
+            add(r["variant"], r, r["score"], True)
     for row in rows.values():
         values = list(row["per_seed"].values())
         row["mean"] = round(float(np.mean(values)), 4)
         row["std"] = round(float(np.std(values)), 4)
         row["wall_s"] = round(float(np.mean(row.pop("wall_s"))), 1)
+        row.update({f"{k}_mean": round(float(np.mean(v)), 4) for k, v in sorted(row.pop("its").items())})
     return rows
+
+
+def checks(results: dict[str, Any]) -> dict[str, Any]:
+    """Issue 14's acceptance on the means, for the variants that ran."""
+    mean = {k: v["mean"] for k, v in results.items()}
+    out: dict[str, Any] = {}
+    if {"teacher_recipe", "teacher_alone"} <= set(mean):
+        out["teacher_recipe_at_least_teacher_alone"] = mean["teacher_recipe"] >= mean["teacher_alone"]
+    if {"teacher_students_only", "default"} <= set(mean):
+        out["students_only_minus_default"] = round(mean["teacher_students_only"] - mean["default"], 4)
+        out["students_only_beat_default_by_0.15"] = out["students_only_minus_default"] >= 0.15
+    if {"pretrained", "random_backbone"} <= set(mean):
+        out["pretrained_minus_random_init"] = round(mean["pretrained"] - mean["random_backbone"], 4)
+        out["pretrained_beats_random_init"] = mean["pretrained"] > mean["random_backbone"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -802,11 +822,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep the finished runs --out holds (same commit)")
     ap.add_argument("--keep", action="store_true", help="keep each run's build/ and data/")
     ap.add_argument("--commit", default="HEAD", help="the committed code every run clones (default: HEAD, fixed)")
+    ap.add_argument("--merge", nargs="+", default=None, help="only summarise the runs of these JSON reports")
     ap.add_argument("--build-only", type=Path, default=None, help="build the task into this folder and stop")
     args = ap.parse_args(argv)
 
     if not AUDIO.is_dir():
         print(json.dumps({"skipped": f"{AUDIO} is absent (the real-audio folder)"}))
+        return 0
+    if args.merge:
+        reports = [json.loads(Path(p).read_text()) for p in args.merge]
+        runs = [r for rep in reports for r in rep["runs"]]
+        results = summarise(runs)
+        merged = {"commits": sorted({rep["commit"] for rep in reports}), "notes": sorted({n for rep in reports
+                  for n in rep["notes"]}), "results": results, "checks": checks(results)}  # fmt: skip
+        print(json.dumps(merged, indent=2))
         return 0
     if args.build_only is not None:
         print(json.dumps(build_task(args.build_only, args.task_seed), indent=2))
@@ -860,6 +889,7 @@ def main(argv: list[str] | None = None) -> int:
                 said = f"{run['score']:.4f}" if "score" in run else "skipped" if run.get("skipped") else "FAILED"
                 print(f"real_task: {variant} seed {seed}: {said}", file=sys.stderr, flush=True)
                 report["results"] = summarise(report["runs"])
+                report["checks"] = checks(report["results"])
                 if args.out:
                     args.out.write_text(json.dumps(report, indent=2) + "\n")
     finally:
