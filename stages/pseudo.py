@@ -55,7 +55,7 @@ def main() -> None:
         return
     windows, file_mean, key = labelled
     weight = float(entry.get("teacher_weight") or 0.0)
-    windows = with_foundation(windows, ids, args.foundation, weight)
+    windows = with_foundation(windows, ids, args.foundation, weight, entry.get("teacher_blend", "linear"))
     truth = pd.read_parquet(args.acquire / "soundscape_labels.parquet")
     truth = truth[truth["split"] == "train"].drop(columns=["split", "soundscape_id"])
     with stage_run(f"pseudo@{args.round}", {"pseudo": cfg, "round": entry}, params.get("tracking")) as run:

@@ -131,3 +131,28 @@ def test_foundation_teacher_joins_the_round_on_the_species_it_covers(tmp_path):
     (folder / "teacher.json").write_text('{"enabled": false}')
     with pytest.raises(SystemExit, match="teacher_weight"):
         with_foundation(students, ["ss0", "ss1"], folder, 0.25)
+
+
+def test_percentile_teacher_blend_keeps_the_students_scale_and_takes_the_teachers_ranking(tmp_path):
+    """T3 ``teacher_blend: percentile``: with w = 1 a covered species' targets are the students' own values (the same
+    multiset over all windows of the round) in the teacher's order; w = 0.5 is the mean of that and the students;
+    an uncovered species keeps the students' values; the linear blend would instead shrink them to the teacher's
+    small scale."""
+    from birdclef.train.pseudo_round import with_foundation
+
+    rng = np.random.default_rng(0)
+    students = rng.uniform(0.3, 0.9, size=(2, 12, 3)).astype(np.float32)
+    teacher = rng.uniform(0.0, 0.05, size=(2, 12, 3)).astype(np.float32)  # a foundation teacher's low sigmoid scale
+    teacher[..., 1] = np.nan
+    ids = ["ss0", "ss1"]
+    folder = _teacher_folder(tmp_path, ids, 12, teacher)
+    full = with_foundation(students, ids, folder, 1.0, "percentile")
+    s, t, f = students[..., 0].ravel(), teacher[..., 0].ravel(), full[..., 0].ravel()
+    np.testing.assert_allclose(np.sort(f), np.sort(s), rtol=1e-6)  # the students' scale
+    np.testing.assert_array_equal(np.argsort(f), np.argsort(t))  # the teacher's ranking across files and windows
+    np.testing.assert_allclose(full[..., 1], students[..., 1])  # uncovered: the students alone
+    half = with_foundation(students, ids, folder, 0.5, "percentile")
+    np.testing.assert_allclose(half[..., 0], 0.5 * students[..., 0] + 0.5 * full[..., 0], rtol=1e-5)
+    linear = with_foundation(students, ids, folder, 1.0, "linear")
+    np.testing.assert_allclose(linear[..., 0], teacher[..., 0], rtol=1e-6)
+    assert full[..., 0].mean() > 10 * linear[..., 0].mean()

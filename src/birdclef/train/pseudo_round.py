@@ -172,25 +172,36 @@ def load_teachers(folder: Path, classes: list[str], device: str = "cpu") -> tupl
     return predictors, {"teachers": {m: dist.file_digest(Path(folder) / m / "model.pt") for m in members}}
 
 
-def with_foundation(windows: np.ndarray, ids: list[str], folder: Path | None, weight: float) -> np.ndarray:
+def with_foundation(
+    windows: np.ndarray, ids: list[str], folder: Path | None, weight: float, method: str = "linear"
+) -> np.ndarray:
     """T3: blend the foundation-model teacher's window probabilities into the students' on the species it covers.
+
+    A foundation teacher's scores are not on the students' scale: BirdNET's sigmoid outputs on a soundscape sit far
+    below a student's (mean window maximum 0.2 against 0.5 on the real-audio benchmark), so a linear mean shrinks
+    the targets where the teacher is most sure and the students' spread decides the ranking. ``percentile`` reads
+    each window's teacher percentile off the students' own distribution of that species over every window of the
+    round (quantile mapping, :func:`birdclef.teachers.blend`): the targets keep the students' scale and take the
+    teacher's ranking with weight ``w``.
 
     Args:
         windows: (files, windows, C) student-ensemble probabilities of ``ids``.
         ids: soundscape keys.
         folder: the teacher stage's output folder (``build/teacher``).
         weight: the round's ``teacher_weight``; 0 returns ``windows`` unchanged (the teacher stage may be off).
+        method: the round's ``teacher_blend``: ``linear`` (probabilities) | ``percentile`` (quantile mapping).
 
     Returns:
-        (files, windows, C): ``(1 - w) students + w teacher`` where the teacher covers a species, the students'
-        probability elsewhere (an uncovered species never gets a diluted label).
+        (files, windows, C): ``(1 - w) s + w t`` (linear) or ``(1 - w) s + w Q_s(F_t(t))`` (percentile) where the
+        teacher covers a species, the students' probability elsewhere (an uncovered species never gets a diluted
+        label).
 
     Raises:
         SystemExit: ``weight > 0`` but the teacher stage ran off or without the train soundscapes.
     """
     if weight <= 0:
         return windows
-    from birdclef.teachers import load_outputs, mean_with_teacher
+    from birdclef.teachers import blend, load_outputs, mean_with_teacher
 
     if folder is None:
         raise SystemExit("pseudo.rounds teacher_weight > 0 needs the teacher stage's folder (--foundation)")
@@ -200,4 +211,10 @@ def with_foundation(windows: np.ndarray, ids: list[str], folder: Path | None, we
         raise SystemExit(f"pseudo.rounds teacher_weight = {weight}: {err}") from None
     if teacher.shape != windows.shape:
         raise SystemExit(f"teacher windows {teacher.shape} do not match the students' {windows.shape}")
-    return mean_with_teacher(windows, teacher, weight)
+    if method == "linear":
+        return mean_with_teacher(windows, teacher, weight)
+    if method != "percentile":
+        raise ValueError(f"pseudo.rounds teacher_blend must be linear or percentile, not {method!r}")
+    flat = np.asarray(windows, dtype=np.float32).reshape(-1, windows.shape[-1])
+    mixed = blend(flat, teacher.reshape(flat.shape), weight, "percentile")
+    return np.clip(mixed, 0.0, 1.0).astype(np.float32).reshape(windows.shape)

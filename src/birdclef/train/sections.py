@@ -153,7 +153,8 @@ TRANSFORMS = Section(
 PSEUDO = Section(
     {
         "rounds": Entries(
-            Section({"k": integer(0), "tau": POSITIVE, "teacher_weight": PROB, "transforms": TRANSFORMS},
+            Section({"k": integer(0), "tau": POSITIVE, "teacher_weight": PROB,
+                     "teacher_blend": Choice(("linear", "percentile")), "transforms": TRANSFORMS},
                     required=("k", "tau"))
         ),
         "nproc": integer(1),
