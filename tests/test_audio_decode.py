@@ -141,3 +141,71 @@ def test_audio_error_survives_pickling() -> None:
     err = pickle.loads(pickle.dumps(AudioError("x/a.ogg", "empty", "no frames")))
     assert (err.path, err.reason, err.detail) == ("x/a.ogg", "empty", "no frames")
     assert str(err) == "x/a.ogg: empty: no frames"
+
+
+# ---------------------------------------------------------------- partly decodable files, lying headers, streams
+
+
+def _syncsafe(n: int) -> bytes:
+    return bytes((n >> s) & 0x7F for s in (21, 14, 7, 0))
+
+
+def test_a_cut_ogg_is_reported_once_per_message_or_raises(tmp_path: Path, caplog) -> None:
+    whole = write_audio(tmp_path / "whole.ogg", bird_calls(20.0, seed=6))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes(data[: len(data) // 2])
+    assert load_audio(whole).shape == (640_000,) and not caplog.records  # a whole file: no word
+    wave = load_audio(cut)
+    assert 0 < wave.shape[0] < 640_000  # what decodes is returned ...
+    [record] = caplog.records  # ... with one warning that names the file once
+    assert "truncated" in record.getMessage() and record.getMessage().count(str(cut)) == 1
+    with pytest.raises(AudioError) as err:
+        load_audio(cut, on_truncated="raise")
+    assert err.value.reason == "truncated" and "last Ogg page" in err.value.detail
+    assert load_audio(cut, 0.0, 1.0, on_truncated="raise").shape == (32_000,)  # a part before the cut is fine
+
+
+def test_a_cut_wav_is_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "cut.wav"
+    sf.write(path, bird_calls(4.0, seed=7), 32_000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:-64_000])  # the RIFF header still declares 4 s
+    with pytest.raises(AudioError, match="RIFF header declares 128000 frames, the file holds 96000"):
+        load_audio(path, on_truncated="raise")
+
+
+def test_an_mp3_whose_id3_header_lies_says_so(tmp_path: Path) -> None:
+    good = tmp_path / "good.mp3"
+    sf.write(good, bird_calls(3.0, seed=8), 32_000, format="MP3")
+    past_end = tmp_path / "past_end.mp3"
+    past_end.write_bytes(b"ID3\x04\x00\x00" + _syncsafe(10**7) + good.read_bytes())
+    with pytest.raises(AudioError) as err:
+        load_audio(past_end)
+    message = str(err.value)
+    assert "ID3v2 header claims" in message and "the tag header lies" in message
+    assert "possibly a pipe" not in message and message.count("past_end.mp3") == 1
+
+
+def test_open_errors_name_the_file_once(tmp_path: Path) -> None:
+    (tmp_path / "junk.mp3").write_bytes(b"\x00\x11junk" * 500)
+    with pytest.raises(AudioError) as err:
+        load_audio(tmp_path / "junk.mp3")
+    assert str(err.value).count("junk.mp3") == 1 and "possibly a pipe" not in str(err.value)
+
+
+@pytest.mark.parametrize("sr_in", [32_000, 44_100])
+def test_stream_audio_joins_to_the_whole_decode(tmp_path: Path, sr_in: int) -> None:
+    from birdclef.audio.decode import StreamStats, stream_audio
+
+    path = write_audio(tmp_path / "s.flac", bird_calls(7.3, seed=9, sr=sr_in), sr=sr_in)
+    stats = StreamStats()
+    blocks = list(stream_audio(path, 2.0, stats=stats))
+    sizes = [b.shape[0] for b in blocks[:3]]
+    assert sizes == [64_000] * 3 if sr_in == 32_000 else all(abs(n - 64_000) < 1_000 for n in sizes)  # soxr latency
+    joined = np.concatenate(blocks)
+    np.testing.assert_allclose(joined, load_audio(path), atol=0 if sr_in == 32_000 else 1e-6)
+    assert stats.samples == joined.shape[0] == round(7.3 * 32_000) and not stats.silent and not stats.truncated
+    silent = write_audio(tmp_path / "z.wav", np.zeros(32_000, np.float32))
+    stats = StreamStats()
+    list(stream_audio(silent, 0.3, stats=stats))
+    assert stats.silent and stats.samples == 32_000

@@ -1,9 +1,17 @@
-"""Decode any soundfile-readable file (ogg, flac, wav, mp3) to float32 mono at 32 kHz, with clear errors."""
+"""Decode any soundfile-readable file (ogg, flac, wav, mp3) to float32 mono at 32 kHz, with clear errors.
+
+``load_audio`` decodes a file or a part of it; ``stream_audio`` walks a file of any length in blocks, so memory
+stays flat in the duration. Both notice a file that decodes only partly (``truncated``: an Ogg stream without its
+end, fewer frames than the header declares) and either warn and return what decodes or raise, as the caller's
+``on_truncated`` says.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,10 +20,12 @@ import soxr
 
 from birdclef import SAMPLE_RATE
 
+log = logging.getLogger(__name__)
+
 MIN_SAMPLE_RATE = 16_000
 """Files stored below this rate (Hz) lack most of the bird band; they are rejected."""
 
-REASONS = ("missing", "unreadable", "unsupported", "empty", "nonfinite", "low_sample_rate")
+REASONS = ("missing", "unreadable", "unsupported", "empty", "nonfinite", "low_sample_rate", "truncated")
 """Machine-readable reasons an :class:`AudioError` carries (used as quarantine reasons)."""
 
 
@@ -69,15 +79,137 @@ def _resampled_len(frames: int, sr_in: int, sr_out: int) -> int:
     return frames if sr_in == sr_out else round(frames * sr_out / sr_in)
 
 
+ON_TRUNCATED = ("warn", "raise")
+"""What ``load_audio`` / ``stream_audio`` do with a file that decodes only partly: log a warning and return what
+decodes (zero-padded to the promised length), or raise ``AudioError(reason="truncated")``."""
+
+
 def _open_error(path: str | os.PathLike[str], err: Exception) -> AudioError:
     if not os.path.exists(path):
         return AudioError(path, "missing", "no such file")
     if os.path.getsize(path) == 0:
         return AudioError(path, "empty", "zero-byte file")
-    msg = str(err)
+    # libsndfile repeats the path ("Error opening 'x.ogg': ..."); AudioError names it already.
+    msg = str(getattr(err, "error_string", "") or err).strip() or str(err)
+    lie = _id3_problem(path)
+    if lie:  # libsndfile would say "possibly a pipe?" about an mp3 whose ID3 tag size is wrong
+        return AudioError(path, "unreadable", lie)
+    if "possibly a pipe" in msg and os.path.isfile(path):
+        return AudioError(path, "unreadable", "libsndfile cannot parse it as audio (corrupt or not audio)")
     if "not recognised" in msg.lower() or "unsupported" in msg.lower():
         return AudioError(path, "unsupported", f"format not supported by libsndfile ({msg})")
     return AudioError(path, "unreadable", msg)
+
+
+_OGG_TAIL_BYTES = 65_307  # the largest Ogg page: 27-byte header + 255 lacing values + 255 * 255 body bytes
+
+
+def _ogg_tail_problem(path: str | os.PathLike[str]) -> str:
+    """Why an Ogg file's end shows a cut (``""`` when it ends with a whole end-of-stream page).
+
+    The pages of the last 64 KiB are walked; a candidate page counts only when the next page (or the end of the
+    file) follows it exactly, so "OggS" bytes inside compressed data are not taken for a header. (The acquire
+    stage's ``data.probe`` does the same; it is repeated here so the audio stages need not depend on ``data``.)
+    """
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - _OGG_TAIL_BYTES))
+        tail = f.read()
+    pos, last_flags, cut = tail.find(b"OggS"), None, False
+    while pos >= 0:
+        end = None
+        if len(tail) - pos >= 27 and tail[pos + 4] == 0:  # stream structure version is always 0
+            lacing = tail[pos + 27 : pos + 27 + tail[pos + 26]]
+            end = len(tail) + 1 if len(lacing) < tail[pos + 26] else pos + 27 + len(lacing) + sum(lacing)
+        nxt = -1 if end is None else tail.find(b"OggS", min(end, len(tail)))
+        if end is not None and end <= len(tail) and (end == len(tail) or nxt in (end, -1)):
+            last_flags, cut, pos = tail[pos + 5], False, nxt
+            continue
+        cut = cut or (end is not None and end > len(tail))
+        pos = tail.find(b"OggS", pos + 1)
+    if last_flags is None or cut:
+        return "the last Ogg page is cut"
+    if not last_flags & 0x04:
+        return "the last Ogg page lacks the end-of-stream flag"
+    return ""
+
+
+def _wav_declared_frames(path: str | os.PathLike[str]) -> int | None:
+    """Frames the RIFF header's data chunk declares, or None when the header cannot be read that way."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while f.tell() + 8 <= size:
+            cid, csize = f.read(4), int.from_bytes(f.read(4), "little")
+            if cid == b"fmt ":
+                fmt = f.read(csize + (csize & 1))
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+            elif cid == b"data":
+                # streaming writers leave the size unset (0xFFFFFFFF)
+                return csize // block_align if block_align and csize != 0xFFFFFFFF else None
+            else:
+                f.seek(csize + (csize & 1), 1)
+    return None
+
+
+def _id3_problem(path: str | os.PathLike[str]) -> str:
+    """What is wrong with an ID3v2 tag at the head of ``path`` (``""``: none, or a tag that is right).
+
+    The tag's header gives its size; the MPEG audio must start right after it. A size past the end of the file,
+    or one that lands where no MPEG frame starts, makes libmpg123 miss the audio ("possibly a pipe?" or a
+    partial decode), so the message says the header lies instead.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(10)
+            if len(head) < 10 or head[:3] != b"ID3":
+                return ""
+            tag = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])) + (10 * bool(head[5] & 0x10))
+            f.seek(min(tag, size))
+            sync = f.read(4)
+    except OSError:
+        return ""
+    if tag > size:
+        return f"its ID3v2 header claims a {tag}-byte tag in a {size}-byte file: the tag header lies"
+    if sync[:3] != b"ID3" and not (len(sync) >= 2 and sync[0] == 0xFF and sync[1] & 0xE0 == 0xE0):
+        return f"its ID3v2 header puts the audio at byte {tag}, where no MPEG frame starts: the tag header lies"
+    return ""
+
+
+def _check_mode(on_truncated: str) -> None:
+    if on_truncated not in ON_TRUNCATED:
+        raise ValueError(f"on_truncated must be one of {', '.join(ON_TRUNCATED)}, not {on_truncated!r}")
+
+
+def _truncation(path: str | os.PathLike[str], fmt: str, frames: int, wanted: int, got: int, at_end: bool) -> str:
+    """Why a read of ``wanted`` native frames that gave ``got`` shows a cut file, or ``""``.
+
+    libsndfile counts a cut Ogg file's frames as what decodes (so only its last page tells), clamps a cut WAV's
+    to the bytes present, and estimates an MP3's from headers (decoders differ by priming, so 1% or two frames
+    of slack, as ``data.probe`` allows).
+    """
+    slack = max(int(frames * 0.01), 2304) if fmt == "MP3" else 0
+    if got < wanted - slack:
+        lie = _id3_problem(path) if fmt == "MP3" else ""
+        return f"only {got} of {wanted} frames the header promises decode" + (f"; {lie}" if lie else "")
+    if at_end and fmt == "OGG":
+        cut = _ogg_tail_problem(path)
+        if cut:
+            return f"{cut}: the file stops after {frames} frames ({got} read)"
+    if at_end and fmt == "WAV":
+        declared = _wav_declared_frames(path)
+        if declared is not None and declared > frames:
+            return f"the RIFF header declares {declared} frames, the file holds {frames}"
+    return ""
+
+
+def _report_cut(path: str | os.PathLike[str], detail: str, on_truncated: str) -> None:
+    if on_truncated == "raise":
+        raise AudioError(path, "truncated", detail)
+    log.warning("%s: truncated: %s; using what decodes", path, detail)
 
 
 def audio_info(path: str | os.PathLike[str], min_sample_rate: int = MIN_SAMPLE_RATE) -> AudioInfo:
@@ -104,6 +236,30 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndar
     return soxr.resample(wave, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
+def _open(path: str | os.PathLike[str], min_sample_rate: int) -> sf.SoundFile:
+    # The file opened for reading, after the checks every decode makes (rate, frames).
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise _open_error(path, err) from err
+    if f.samplerate < min_sample_rate:
+        f.close()
+        raise AudioError(path, "low_sample_rate", f"{f.samplerate} Hz < {min_sample_rate} Hz")
+    if f.frames <= 0:
+        f.close()
+        raise AudioError(path, "empty", "no audio frames")
+    return f
+
+
+def _mono(path: str | os.PathLike[str], data: np.ndarray) -> np.ndarray:
+    # (frames, channels) -> (frames,) float32, channels averaged; NaN/inf samples are an error.
+    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    if not np.isfinite(wave).all():
+        bad = int((~np.isfinite(wave)).sum())
+        raise AudioError(path, "nonfinite", f"{bad} NaN/inf samples")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
 def load_audio(
     path: str | os.PathLike[str],
     start_s: float = 0.0,
@@ -111,6 +267,7 @@ def load_audio(
     *,
     sr: int = SAMPLE_RATE,
     min_sample_rate: int = MIN_SAMPLE_RATE,
+    on_truncated: str = "warn",
 ) -> np.ndarray:
     """Decode ``path`` (or the part between ``start_s`` and ``stop_s``) to float32 mono at ``sr`` Hz.
 
@@ -125,25 +282,21 @@ def load_audio(
         stop_s: second to stop at (exclusive); ``None`` = end of file.
         sr: output rate in Hz.
         min_sample_rate: files stored below this rate raise ``low_sample_rate``.
+        on_truncated: a read that reaches a cut (see ``ON_TRUNCATED``): ``warn`` (the missing samples are
+            zeros) or ``raise``.
 
     Returns:
         (samples,) float32 array at ``sr`` Hz.
 
     Raises:
-        AudioError: missing, unreadable, unsupported format, empty, NaN/inf samples, or rate below minimum.
+        AudioError: missing, unreadable, unsupported format, empty, NaN/inf samples, rate below minimum, or
+            (``on_truncated="raise"``) truncated.
     """
+    _check_mode(on_truncated)
     if start_s < 0 or (stop_s is not None and stop_s < start_s):
         raise ValueError(f"{path}: bad span start_s={start_s}, stop_s={stop_s}")
-    try:
-        f = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise _open_error(path, err) from err
-    with f:
-        sr_in, frames = int(f.samplerate), int(f.frames)
-        if sr_in < min_sample_rate:
-            raise AudioError(path, "low_sample_rate", f"{sr_in} Hz < {min_sample_rate} Hz")
-        if frames <= 0:
-            raise AudioError(path, "empty", "no audio frames")
+    with _open(path, min_sample_rate) as f:
+        sr_in, frames, fmt = int(f.samplerate), int(f.frames), str(f.format)
         total_out = _resampled_len(frames, sr_in, sr)
         out_start = min(round(start_s * sr), total_out)
         out_stop = total_out if stop_s is None else min(round(stop_s * sr), total_out)
@@ -165,14 +318,88 @@ def load_audio(
             raise AudioError(path, "unreadable", f"decode failed: {err}") from err
     if data.shape[0] == 0 and want > 0:
         raise AudioError(path, "empty", f"no samples decoded in [{start_s}, {stop_s}] s")
-    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    if not np.isfinite(wave).all():
-        bad = int((~np.isfinite(wave)).sum())
-        raise AudioError(path, "nonfinite", f"{bad} NaN/inf samples")
-    wave = resample(np.ascontiguousarray(wave, dtype=np.float32), sr_in, sr)
+    cut = _truncation(path, fmt, frames, in_stop - in_start, data.shape[0], in_stop == frames)
+    if cut:
+        _report_cut(path, cut, on_truncated)
+    wave = resample(_mono(path, data), sr_in, sr)
     skip = out_start - in_start * sr // sr_in
     wave = wave[max(skip, 0) : max(skip, 0) + want]
     if wave.shape[0] < want:
         # Headers can overstate frames by a few samples (mp3, resampler rounding): pad to the promised length.
         wave = np.pad(wave, (0, want - wave.shape[0]))
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+@dataclass
+class StreamStats:
+    """What ``stream_audio`` found once the stream is used up.
+
+    Attributes:
+        info: the header facts.
+        samples: samples yielded, at the output rate.
+        silent: every sample yielded was exactly zero (digital silence).
+        truncated: why the file looks cut (``""``: it is whole).
+    """
+
+    info: AudioInfo | None = None
+    samples: int = 0
+    silent: bool = True
+    truncated: str = ""
+
+
+def stream_audio(
+    path: str | os.PathLike[str],
+    block_s: float = 60.0,
+    *,
+    sr: int = SAMPLE_RATE,
+    min_sample_rate: int = MIN_SAMPLE_RATE,
+    on_truncated: str = "warn",
+    stats: StreamStats | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode ``path`` front to back in blocks: float32 mono at ``sr`` Hz, memory flat in the file's length.
+
+    The file is read sequentially (no seeks: an Ogg seek decodes from a page boundary each time) and resampled
+    with a streaming soxr resampler, so the blocks joined equal ``load_audio(path)`` (bit for bit at 32 kHz).
+
+    Args:
+        path: audio file.
+        block_s: seconds of output per block (the last block is shorter; empty blocks are never yielded).
+        sr, min_sample_rate, on_truncated: as ``load_audio``.
+        stats: filled in as the blocks go (pass a ``StreamStats()`` and read it after the last block).
+
+    Yields:
+        (samples,) float32 blocks of about ``block_s * sr`` samples.
+
+    Raises:
+        AudioError: as ``load_audio``, raised when the stream reaches the fault.
+    """
+    _check_mode(on_truncated)
+    with _open(path, min_sample_rate) as f:
+        sr_in, frames, fmt = int(f.samplerate), int(f.frames), str(f.format)
+        stats = stats if stats is not None else StreamStats()
+        stats.info = AudioInfo(sr_in, frames, int(f.channels), fmt)
+        step = max(1, round(block_s * sr_in))
+        stream = None if sr_in == sr else soxr.ResampleStream(sr_in, sr, 1, dtype="float32", quality="HQ")
+        read = 0
+        while True:
+            try:
+                # read() until it returns nothing: the header's frame count can overstate what decodes.
+                data = f.read(step, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioError(path, "unreadable", f"decode failed after {read} frames: {err}") from err
+            read += data.shape[0]
+            last = data.shape[0] < step
+            wave = _mono(path, data)
+            if stream is not None:
+                wave = stream.resample_chunk(wave, last=last)
+            if wave.size:
+                stats.samples += wave.shape[0]
+                stats.silent = stats.silent and not np.any(wave)
+                yield wave
+            if last:
+                break
+    if read == 0:
+        raise AudioError(path, "empty", "no samples decode")
+    stats.truncated = _truncation(path, fmt, frames, frames, read, True)
+    if stats.truncated:
+        _report_cut(path, stats.truncated, on_truncated)
