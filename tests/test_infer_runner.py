@@ -167,3 +167,59 @@ def test_speed_projection_formula():
     speed = preds.speed()
     assert speed["seconds_per_soundscape_minute"] == pytest.approx(0.3)
     assert speed["projected_kaggle_minutes"] == pytest.approx((700 * 0.3 * 2 / 4 + 6.0) / 60, abs=0.01)
+
+
+def test_a_long_file_is_decoded_only_as_far_as_it_is_kept(tmp_path: Path, monkeypatch, caplog):
+    d = tmp_path / "long"
+    d.mkdir()
+    levels = [0.1, 0.2, 0.3, 0.4] * 9  # 180 s, of which file_seconds keeps 60
+    write_audio(d / "long.wav", levels, fmt="WAV")
+    decoded = []
+    real = R.load_audio
+
+    def spy(*args, **kwargs):
+        wave = real(*args, **kwargs)
+        decoded.append(wave.shape[0])
+        return wave
+
+    monkeypatch.setattr(R, "load_audio", spy)
+    with caplog.at_level(logging.WARNING):
+        preds = R.predict_folder(R.list_soundscapes(d), MEMBERS[:1], level_predictor, file_seconds=60)
+    assert decoded == [60 * SR]  # not 180 s
+    assert "180.00 s long, cut to 60 s" in caplog.text  # the whole length still in the warning
+    np.testing.assert_allclose(preds.members[0][:, 0], levels[:12], atol=1e-4)
+    # Speed counts the 60 s that were processed, not the file's 180 s.
+    assert preds.audio_seconds == 60.0
+
+
+def test_speed_counts_only_the_audio_processed(tmp_path: Path):
+    d = tmp_path / "mix"
+    d.mkdir()
+    write_audio(d / "a_long.wav", [0.2] * 36, fmt="WAV")  # 180 s: 60 s processed
+    write_audio(d / "b_ok.wav", [0.2] * 12, fmt="WAV")  # 60 s
+    (d / "c_bad.ogg").write_bytes(b"OggS" + bytes(100))  # nothing processed
+    preds = R.predict_folder(R.list_soundscapes(d), MEMBERS[:1], level_predictor, on_error="fallback")
+    assert preds.audio_seconds == 120.0
+    preds.process_seconds = 1.0
+    assert preds.speed()["seconds_per_soundscape_minute"] == pytest.approx(0.5)
+
+
+def test_skip_mode_lists_a_bad_file_once_named_and_keeps_going(tmp_path: Path, caplog):
+    d = tmp_path / "skip"
+    d.mkdir()
+    write_audio(d / "a.wav", [0.2] * 12, fmt="WAV")
+    (d / "b.ogg").write_bytes(b"OggS" + bytes(100))
+    whole = write_audio(d / "c.ogg", [0.3] * 12)
+    data = whole.read_bytes()
+    whole.write_bytes(data[: len(data) // 2])  # decodes partly
+    with caplog.at_level(logging.WARNING):
+        preds = R.predict_folder(R.list_soundscapes(d), MEMBERS[:1], level_predictor, on_error="skip",
+                                 file_seconds=None, on_truncated="raise")  # fmt: skip
+    assert sorted(preds.failed) == ["b", "c"] and preds.n_windows == [12, 0, 0]
+    assert preds.failed["c"].startswith("truncated: ")
+    for name in ("b.ogg", "c.ogg"):
+        [line] = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+        assert line.count(name) == 1 and "skipped" in line
+    with pytest.raises(R.InferenceError) as err:
+        R.predict_folder(R.list_soundscapes(d), MEMBERS[:1], level_predictor)
+    assert str(err.value).count("b.ogg") == 1

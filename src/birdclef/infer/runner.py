@@ -6,8 +6,11 @@ whatever the scheduling); each worker builds its predictors once, with ``threads
 What the members are and how their predictors are built (the spec, a member's chunking, the torch and export
 factories) is ``members``; torchrun ranks are ``sharded``.
 
+Each file is decoded only as far as it is kept (``file_seconds``): a 3-hour file costs what a 1-minute one does.
+
 Speed figures (``FolderPredictions.speed``): ``seconds_per_soundscape_minute`` = processing wall time (first file
-started -> last result, excluding worker start-up and model loading) / minutes of audio processed, measured with
+started -> last result, excluding worker start-up and model loading) / minutes of audio processed (the scored
+windows of the files that were predicted: not a long file's uncut length, nor a failed file), measured with
 ``cores = workers * threads`` cores;
 ``projected_kaggle_minutes = (700 * seconds_per_soundscape_minute * cores / 4 + startup_seconds) / 60``:
 700 one-minute test soundscapes on Kaggle's 4 CPU cores, assuming throughput scales linearly with cores and a
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
-from birdclef.audio.decode import AudioError, load_audio
+from birdclef.audio.decode import AudioError, audio_info, load_audio
 from birdclef.infer import ensemble, postprocess, teacher_member
 from birdclef.infer.members import (  # the spec and factory names used to live here: still importable from here
     PREDICT_DEFAULTS,
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 KAGGLE_SOUNDSCAPES = 700
 KAGGLE_CORES = 4
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
+ON_ERROR = ("raise", "fallback", "skip")
 
 
 class InferenceError(ValueError):
@@ -99,8 +103,8 @@ class FolderPredictions:
         stems: file stems in output order.
         n_windows: windows per file.
         members: per member, (sum(n_windows), C_m) window probabilities; rows of failed files are NaN.
-        failed: stem -> reason for the files that fell back (``on_error: fallback``).
-        audio_seconds: seconds of audio decoded, all files.
+        failed: stem -> reason for the files that fell back or were skipped (``on_error``: fallback, skip).
+        audio_seconds: seconds of audio processed: the scored windows of the files predicted.
         process_seconds: wall time from the first file started to the last result.
         startup_seconds: wall time to start the workers and build the predictors.
         peak_rss_mb: parent peak RSS + the peak RSS of every worker (upper bound on the concurrent total).
@@ -152,6 +156,7 @@ def predict_folder(
     on_error: str = "raise",
     file_seconds: float | None = 60.0,
     start_method: str = "spawn",
+    on_truncated: str = "warn",
 ) -> FolderPredictions:
     """Run every member over every file; member-level post-processing (peak TTA, delta shift) included.
 
@@ -163,21 +168,25 @@ def predict_folder(
         post: post-processing params (``postprocess`` module); only member-level steps are used here.
         workers: worker processes (1 = in this process).
         threads: intra-op threads per worker; default ``cpu_count // workers``.
-        on_error: ``raise`` (stop with an error naming the file) or ``fallback`` (warn; the file's rows are
-            filled later by ``finish`` with each class's mean score over the other files).
+        on_error: ``raise`` (stop with an error naming the file), ``fallback`` (warn; the file's rows are
+            filled later by ``finish`` with each class's mean score over the other files) or ``skip`` (warn; the
+            file is only listed in ``failed``, its rows are NaN and, without ``file_seconds``, none: the caller
+            leaves it out).
         file_seconds: fit every file to this duration (pad/cut, with a warning when it differs by more than
             0.1 s); ``None`` keeps each file's own length (``windows.n_windows_for``).
+        on_truncated: a file that decodes only partly (``audio.decode.ON_TRUNCATED``): ``warn`` and use what
+            decodes, or ``raise`` (then ``on_error`` applies).
         start_method: multiprocessing start method. ``spawn`` (default) is safe whatever the parent did but
             needs a picklable ``factory`` and re-imports in each worker; ``fork`` starts faster but hangs when
             the parent already ran torch (its OpenMP pool does not survive a fork).
     """
-    if on_error not in ("raise", "fallback"):
-        raise ValueError(f"on_error must be 'raise' or 'fallback', not {on_error!r}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     if on_error == "fallback" and file_seconds is None:
         raise ValueError("on_error='fallback' needs file_seconds to size a failed file's rows")
     workers = max(1, min(int(workers), len(files) or 1))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    job = _Job(members, factory, predict or {}, post or {}, threads, on_error, file_seconds)
+    job = _Job(members, factory, predict or {}, post or {}, threads, on_error, file_seconds, on_truncated)
     t0 = time.perf_counter()
     if workers == 1:
         _init_worker(job)
@@ -237,6 +246,7 @@ class _Job:
     threads: int
     on_error: str
     file_seconds: float | None
+    on_truncated: str = "warn"
 
 
 @dataclass
@@ -275,16 +285,21 @@ def _predict_one(path: str) -> _Outcome:
     n_windows = n_windows_for(round(job.file_seconds * SAMPLE_RATE)) if job.file_seconds else 0
     audio_seconds, windows, error = 0.0, None, None
     try:
-        wave = load_audio(path)
-        audio_seconds = wave.shape[0] / SAMPLE_RATE
-        _warn_odd_input(path, wave, job.file_seconds)
+        length_s = audio_info(path).duration_s
+        # Decode only what is kept: the windows past file_seconds are never scored.
+        wave = load_audio(path, 0.0, job.file_seconds or None, on_truncated=job.on_truncated)
+        _warn_odd_input(path, wave, length_s, job.file_seconds)
         n_windows = n_windows or n_windows_for(wave.shape[0])
         windows = predict_members(_STATE["groups"], wave, n_windows, _STATE["frame_transform"])
+        audio_seconds = n_windows * WINDOW_SECONDS  # what the members processed (padding included, the rest cut)
     except (AudioError, ValueError, RuntimeError) as err:
+        why = err.detail if isinstance(err, AudioError) else str(err)  # an AudioError names the file already
+        reason = f"{err.reason}: {why}" if isinstance(err, AudioError) else why
         if job.on_error == "raise":
-            raise InferenceError(f"{path}: {err}") from err
-        log.warning("%s: prediction failed, its rows get the fallback (class means): %s", path, err)
-        error, windows = str(err), None
+            raise InferenceError(f"{path}: {reason}") from err
+        then = "its rows get the fallback (class means)" if job.on_error == "fallback" else "skipped"
+        log.warning("%s: prediction failed, %s: %s", path, then, reason)
+        error, windows = reason, None
     return _Outcome(
         stem, n_windows, windows, error, audio_seconds, time.perf_counter() - t0, os.getpid(), _peak_rss_mb()
     )
@@ -303,8 +318,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _warn_odd_input(path: str, wave: np.ndarray, file_seconds: float | None) -> None:
-    seconds = wave.shape[0] / SAMPLE_RATE
+def _warn_odd_input(path: str, wave: np.ndarray, seconds: float, file_seconds: float | None) -> None:
+    # seconds: the file's whole length (header), of which ``wave`` is the part kept.
     if file_seconds and abs(seconds - file_seconds) > 0.1:
         action = "zero-padded" if seconds < file_seconds else "cut"
         log.warning("%s: %.2f s long, %s to %.0f s", path, seconds, action, file_seconds)
