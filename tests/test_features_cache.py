@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 from pathlib import Path
 
@@ -151,3 +152,27 @@ def test_build_fail_mode_and_split_filter(tmp_path: Path, dataset) -> None:
         with pytest.raises(ValueError, match=rf"unknown key\(s\) \['{removed}'\]"):
             FeaturesConfig.from_params({removed: 3})
 
+
+
+def _rss_mb() -> float:
+    """This process's current resident set in MB (file-backed pages included), from /proc/self/statm."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_reading_every_key_does_not_grow_resident_memory(tmp_path: Path) -> None:
+    # 48 one-second-rate "soundscapes" of 1 M samples (96 MB int16): read through a memory map, every page read
+    # stayed resident (RSS +96 MB, +37 GB for the competition's soundscapes); positional reads keep it flat.
+    n, length = 48, 1_000_000
+    items = [CacheItem(f"s{i}", "train_soundscape", length) for i in range(n)]
+    writer = WaveCacheWriter(tmp_path / "big", items, rms_hop=3200)
+    wave = np.full(length, 0.01, np.float32)
+    for it in items:
+        writer.write(it.key, wave)
+    writer.close()
+    cache = WaveCache(tmp_path / "big")
+    cache.read("s0", 0, 10)  # opens the files: what follows is the reads alone
+    before = _rss_mb()
+    total = sum(float(cache.read(k)[::1000].sum()) + float(cache.rms(k).sum()) for k in cache.keys("train_soundscape"))
+    assert total > 0
+    assert _rss_mb() - before < 24, "reading the whole cache left its pages in this process's resident set"
