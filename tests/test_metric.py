@@ -159,10 +159,10 @@ def test_bootstrap_equals_the_metric_recomputed_on_resampled_files_by_hand():
     # sp5: one class-present window in the whole set (file sc004): scored only in resamples that draw that file.
     sol["sp5"] = 0
     sol.loc[17, "sp5"] = 1
-    counts = resample_counts(9, 40, seed=7)
-    boot = bootstrap_scores(sol, sub, 40, seed=7)
+    counts = resample_counts(9, 16, seed=7)
+    boot = bootstrap_scores(sol, sub, 16, seed=7)
     assert counts[:, 4].min() == 0 and counts[:, 4].max() > 0  # both cases occur among these resamples
-    for r in range(40):
+    for r in range(16):
         expected = score(_resampled(sol, counts[r]), _resampled(sub, counts[r]))
         assert boot[r] == pytest.approx(expected, abs=1e-12)
         assert ("sp5" in per_class_auc(_resampled(sol, counts[r]), _resampled(sub, counts[r]))) == (counts[r, 4] > 0)

@@ -115,6 +115,8 @@ def test_the_stage_writes_window_probabilities_on_the_competition_species(projec
     assert metrics["auc_train_soundscape_Aves"] == 1.0 and metrics["auc_train_soundscape_Insecta"] == bug1
     assert metrics["auc_train_soundscape"] == pytest.approx((1.0 + bug1) / 2)
     assert metrics["auc_segment"] == 1.0 and "auc_test_soundscape" not in metrics  # no test labels here
+    lo, hi = metrics["auc_train_soundscape_ci_low"], metrics["auc_train_soundscape_ci_high"]  # S1, S2 resampled
+    assert lo <= metrics["auc_train_soundscape"] <= hi and "auc_segment_ci_low" not in metrics
     assert metrics["windows_train_soundscape"] == 8 and metrics["windows_segment"] == 3
     timings = json.loads(Path("metrics/timing/teacher.json").read_text())
     assert metrics["audio_minutes"] == pytest.approx(60 / 60) and timings["seconds_per_audio_minute"] > 0

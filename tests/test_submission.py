@@ -109,6 +109,8 @@ def test_score_labelled_scores_only_labelled_rows_with_a_per_species_table():
     assert metrics["score"] == pytest.approx(np.mean(list(want.values())))
     assert metrics["score_aves"] == pytest.approx((want["sp_a"] + want["sp_b"]) / 2)
     assert metrics["score_amphibia"] == pytest.approx(want["frog1"])
+    # One labelled soundscape (A): every resample draws A again, the interval is the point score.
+    assert metrics["score_ci_low"] == pytest.approx(metrics["score"]) == metrics["score_ci_high"]
     assert table.columns.tolist() == ["primary_label", "class_name", "auc"]
     assert table.to_dict("list") == {"primary_label": cols, "class_name": [taxa[c] for c in cols],
                                      "auc": [round(want[c], 6) for c in cols]}  # fmt: skip

@@ -218,3 +218,20 @@ def test_drop_no_call_removes_segments_the_teacher_does_not_hear(it0, tmp_path):
     params = _student_params(init="scratch", drop_no_call={"enabled": True, "threshold": 0.5})
     with pytest.raises(ValueError, match="drop_no_call needs"):
         train_member("it1_tiny", "tiny", params, {"k": 1, "teacher": 0}, inputs, tmp_path / "none")
+
+
+def test_the_soundscape_score_comes_with_its_bootstrap_interval(tmp_path):
+    from train_fixtures import MemoryCache, tone
+
+    segs, cache = toy_segments()
+    rng = np.random.default_rng(1)
+    waves, rows = dict(cache.waves), []
+    for s, calls in enumerate([("a", "b"), ("c", "a"), ("b", "c")]):  # three 10-s soundscapes, one call per window
+        waves[f"ss{s}"] = np.concatenate([tone(500.0 * (1 + "abc".index(c)), 5.0, rng) for c in calls])
+        rows += [{"row_id": f"ss{s}_{5 * (w + 1)}", **{k: int(k == c) for k in "abc"}} for w, c in enumerate(calls)]
+    taxonomy = pd.DataFrame({"primary_label": ["a", "b", "c"], "class_name": ["Aves", "Amphibia", "Aves"]})
+    inputs = MemberInputs(segments=segs, taxonomy=taxonomy, cache=MemoryCache(waves),
+                          soundscape_labels=pd.DataFrame(rows))  # fmt: skip
+    metrics = train_member("it0_tiny", "tiny", _params(), {"k": 0}, inputs, tmp_path)
+    assert metrics["soundscape_auc_ci_low"] <= metrics["soundscape_auc"] <= metrics["soundscape_auc_ci_high"]
+    assert "val_auc_ci_low" not in metrics  # focal segments: not the competition metric, no soundscapes to resample

@@ -94,6 +94,8 @@ def test_build_round_table_keeps_unknown_cells_and_scores_known_ones():
     assert out.metrics["share_cells_unknown"] == pytest.approx(1 / 3)
     # Species a's truth is its own probability thresholded: a perfect ranking for a, chance-level for c.
     assert out.metrics["auc_raw"] > 0.7
+    for tag in ("raw", "labels"):  # 95% intervals over the two soundscapes, resampled
+        assert out.metrics[f"auc_{tag}_ci_low"] <= out.metrics[f"auc_{tag}"] <= out.metrics[f"auc_{tag}_ci_high"]
     np.testing.assert_allclose(out.sampler["sampler_weight"], np.nanmax(np.where(
         (np.nanmax(windows, axis=2) > 0.3)[..., None], np.nan_to_num(windows), 0.0), axis=1).sum(axis=1), rtol=1e-6)
 

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from birdclef.infer import ensemble, postprocess, runner, teacher_member, teacher_spec
+from birdclef.infer import ensemble, labelled, postprocess, runner, teacher_member, teacher_spec
+from birdclef.infer.labelled import Labelled, read_split  # noqa: F401 (the stage and tests import read_split here)
 from birdclef.infer.members import SPEC_FORMAT, member_predict_cfg
 from birdclef.infer.submission import evaluate, row_ids
+from birdclef.metric import with_interval
 from birdclef.models import load_checkpoint
 
 SPEC_VERSION = 1
@@ -35,7 +36,7 @@ FIT_DEFAULTS: dict[str, Any] = {"method": "none", "source": "val", "grid": [0.0,
 FIT_METHODS, FIT_SOURCES = ("none", "coordinate"), ("val", "soundscapes", "oof")
 DEFAULTS: dict[str, Any] = {
     "members": [], "combination": "mean", "fit": {}, "predict": {}, "postprocess": None, "file_seconds": 60.0,
-    "workers": 1, "threads": None, "teacher": None, "score_val": False,
+    "workers": 1, "threads": None, "teacher": None, "score_val": False, "on_bad": "skip",
 }  # fmt: skip
 """The ``ensemble`` section (params.yaml documents each key; ``teacher`` is checked by ``teacher_spec``)."""
 
@@ -45,7 +46,7 @@ def check_cfg(section: Mapping[str, Any] | None) -> dict[str, Any]:
 
     Raises:
         ValueError: an unknown key of ``ensemble`` or ``ensemble.fit`` (naming the valid ones), an unknown fit
-            method, source or combination, a ``score_val`` that is not true or false.
+            method, source, combination or on_bad, a ``score_val`` that is not true or false.
     """
     cfg = {**DEFAULTS, **dict(section or {})}
     fit = {**FIT_DEFAULTS, **dict(cfg["fit"] or {})}
@@ -60,44 +61,13 @@ def check_cfg(section: Mapping[str, Any] | None) -> dict[str, Any]:
                               ("combination", cfg["combination"], ensemble.COMBINATIONS)):  # fmt: skip
         if value not in valid:
             errors.append(f"ensemble.{key} must be one of {', '.join(valid)}, got {value!r}")
+    if cfg["on_bad"] not in labelled.ON_BAD:
+        errors.append(f"ensemble.on_bad must be one of {', '.join(labelled.ON_BAD)}, got {cfg['on_bad']!r}")
     if not isinstance(cfg["score_val"], bool):
         errors.append(f"ensemble.score_val must be true or false, got {cfg['score_val']!r}")
     if errors:
         raise ValueError("; ".join(errors))
     return {**cfg, "fit": fit}
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """One split of labelled soundscapes.
-
-    Attributes:
-        split: ``val`` or ``test`` (messages, metric names).
-        files: its audio files in name order (empty when the dataset has none).
-        labels: window labels in submission format (``row_id`` + 0/1 species columns); ``None`` when unusable.
-        missing: why the split is unusable, naming the folder or file; ``""`` when it is usable.
-    """
-
-    split: str
-    files: list[Path]
-    labels: pd.DataFrame | None
-    missing: str = ""
-
-
-def read_split(split: str, folder: str | os.PathLike[str], labels: str | os.PathLike[str]) -> Labelled:
-    """The labelled soundscapes of ``folder`` with their labels CSV. A missing folder, a folder without audio or a
-    missing CSV give an unusable split (``missing`` says which) rather than an error: only some settings need it."""
-    folder, labels = Path(folder), Path(labels)
-    files = runner.list_soundscapes(folder) if folder.is_dir() else []
-    if not folder.is_dir():
-        missing = f"{folder} does not exist"
-    elif not files:
-        missing = f"{folder} holds no audio files"
-    elif not labels.is_file():
-        missing = f"{labels} does not exist"
-    else:
-        return Labelled(split, files, pd.read_csv(labels, dtype={"row_id": str}))
-    return Labelled(split, files, None, missing)
 
 
 def describe_member(entry: Mapping[str, Any], train_dir: str | os.PathLike[str], classes: Sequence[str]) -> dict:
@@ -167,7 +137,8 @@ def build_spec(
 
     Raises:
         ValueError: bad params, a val split that is needed but unusable (naming the setting), val and test sharing
-            a soundscape, labels that miss a predicted window.
+            a soundscape, a file that cannot be scored with ``on_bad: fail`` (``labelled.run_split``), no file
+            left to score.
     """
     cfg = check_cfg(cfg)
     fit, combination = cfg["fit"], cfg["combination"]
@@ -177,30 +148,36 @@ def build_spec(
     if not members:
         raise ValueError("params ensemble.members is empty")
     fitted = fit["method"] == "coordinate" and len(members) > 1
-    needs_val = _check_val(fitted and fit["source"] == "val", cfg["score_val"], val, test)
+    teacher_fit = teacher is not None and teacher_spec.check_cfg(cfg["teacher"])["fit"]
+    needs_val = _check_val(fitted and fit["source"] == "val", cfg["score_val"], val, test, teacher_fit)
     counts = None if class_counts is None else np.asarray(class_counts, dtype=np.float64)
     member_classes = [m["classes"] for m in members]
 
-    def run(split: Labelled) -> _SplitRun:
-        preds = runner.predict_folder(
-            split.files, members, factory, predict, post, int(cfg["workers"]), cfg["threads"], "raise",
-            cfg["file_seconds"],
+    def run(split: Labelled) -> _SplitRun:  # the files that can be scored (ensemble.on_bad: the others)
+        kept, preds = labelled.run_split(
+            split, cfg["on_bad"], members=members, factory=factory, predict=predict, post=post,
+            workers=int(cfg["workers"]), threads=cfg["threads"], file_seconds=cfg["file_seconds"],
         )  # fmt: skip
-        return _SplitRun(split, preds, classes, post, counts, class_of)
+        return _SplitRun(kept, preds, classes, post, counts, class_of)
 
     on_test = run(test)
+    test = on_test.split  # a teacher member runs over the scored files only
     on_val = run(val) if needs_val else None
     metrics: dict[str, Any] = {"n_members": len(members), "n_soundscapes": len(on_test.preds.stems)}
+    metrics.update(labelled.left_out_metrics(test, "n_soundscapes"))
     tables: dict[str, Any] = {}
     for m, pred in zip(members, on_test.preds.members, strict=True):
         cols = m["classes"] or list(classes)
         idx = np.array([list(classes).index(c) for c in cols])
         scored = on_test.post_files(pred.astype(np.float32), idx)
         tables[m["name"]] = on_test.table(scored, cols)
-        metrics.update({f"member_{m['name']}_{k}": v for k, v in on_test.score(scored, cols).items()})
+        metrics.update({f"member_{m['name']}_{k}": v for k, v in on_test.score(scored, cols, ci=True).items()})
     hand = [m["weight"] for m in members]
     weights = list(np.asarray(hand) / np.sum(hand))
-    metrics["score_hand_weights"] = on_test.score(on_test.finish(hand, member_classes, combination), classes)["score"]
+    by_hand = on_test.score(on_test.finish(hand, member_classes, combination), classes, ci=True)
+    metrics["score_hand_weights"] = by_hand["score"]
+    metrics.update({f"score_hand_weights_{k}": by_hand[f"score_{k}"] for k in ("ci_low", "ci_high")
+                    if f"score_{k}" in by_hand})  # fmt: skip
     if fitted:
         fit_preds, fit_score = _fit_target(fit["source"], members, on_test, on_val, segments, classes)
         weights, best = ensemble.fit_weights(
@@ -208,18 +185,28 @@ def build_spec(
         )
         metrics[f"fit_score_{fit['source']}"] = best
     final = on_test.finish(weights, member_classes, combination)
+    val_teacher = None
+    if teacher_fit:  # T2's weight chosen on val: the test labels stay out of it
+        val_teacher = teacher_member.predict_files(
+            teacher, on_val.split.files, on_val.preds.n_windows, workers=int(cfg["workers"]), threads=cfg["threads"]
+        ).probs
+        metrics.update(teacher_spec.fit_weight(
+            teacher, on_val.finish(weights, member_classes, combination), val_teacher,
+            lambda s: on_val.score(s, classes)["score"], teacher_spec.check_cfg(cfg["teacher"])["grid"],
+        ))  # fmt: skip
     if teacher is not None:  # T2: the foundation teacher, blended in per class over all these rows
         final, found, extra = teacher_spec.in_ensemble(
-            teacher, test.files, on_test.preds, final, members, weights, classes, on_test.score, on_test.table, cfg
-        )
+            teacher, test.files, on_test.preds, final, members, weights, classes, on_test.scored_with_ci,
+            on_test.table, cfg,
+        )  # fmt: skip
         metrics.update(found)
         tables.update(extra)
     tables["ensemble"] = on_test.table(final, classes)
-    metrics.update(on_test.score(final, classes))
+    metrics.update(on_test.score(final, classes, ci=True))
     # Weights fitted on the soundscapes they are scored on: `score` is then an optimistic, in-sample figure.
     metrics["weights_fitted_in_sample"] = int(fitted and fit["source"] == "soundscapes")
     if on_val is not None:
-        metrics.update(_val_scores(on_val, weights, member_classes, combination, teacher, cfg))
+        metrics.update(_val_scores(on_val, weights, member_classes, combination, teacher, cfg, val_teacher))
     for m, w in zip(members, weights, strict=True):
         m["weight"] = float(w)
         metrics[f"weight_{m['name']}"] = round(float(w), 4)
@@ -275,21 +262,36 @@ class _SplitRun:
             start += n
         return out
 
-    def score(self, scores: np.ndarray, cols: Sequence[str]) -> dict[str, float]:
-        """``submission.evaluate`` of the scores on these labels (``score``, per taxon, ``n_scored_classes``)."""
-        return evaluate(self.solution[["row_id", *cols]], self.table(scores, cols), self.class_of)
+    def score(self, scores: np.ndarray, cols: Sequence[str], ci: bool = False) -> dict[str, float]:
+        """``submission.evaluate`` of the scores on these labels (``score``, per taxon, ``n_scored_classes``).
+
+        ``ci`` adds ``score_ci_low`` / ``score_ci_high``, the 95% bootstrap interval over these soundscapes (off for
+        the weight fit, which scores hundreds of candidates and needs only the point score).
+        """
+        solution, table = self.solution[["row_id", *cols]], self.table(scores, cols)
+        found = evaluate(solution, table, self.class_of)
+        return with_interval(found, "score", solution, table) if ci else found
+
+    def scored_with_ci(self, scores: np.ndarray, cols: Sequence[str]) -> dict[str, float]:
+        """:meth:`score` with its interval (the teacher member's scorer: its students/teacher scores get one too)."""
+        return self.score(scores, cols, ci=True)
 
     def finish(self, weights: Sequence[float], member_classes: Sequence[Any], combination: str) -> np.ndarray:
         """The members combined with ``weights`` and post-processed (``runner.finish``), (rows, C)."""
         return runner.finish(self.preds, self.classes, weights, member_classes, combination, self.post, self.counts)
 
 
-def _check_val(fit_on_val: bool, score_val: bool, val: Labelled | None, test: Labelled) -> bool:
+def _check_val(
+    fit_on_val: bool, score_val: bool, val: Labelled | None, test: Labelled, teacher_fit: bool = False
+) -> bool:
     # Whether the members run over val; a setting that needs an unusable val split is an error naming it.
-    if not (fit_on_val or score_val):
+    if not (fit_on_val or score_val or teacher_fit):
         return False
     if val is None or val.missing:
         why = "none was given (--val-soundscapes, --val-labels)" if val is None else val.missing
+        if teacher_fit:
+            raise ValueError(f"ensemble.teacher.fit: true needs labelled validation soundscapes, but {why}: "
+                             "set ensemble.teacher.fit: false (the hand weight) or give the val split")
         if fit_on_val:
             raise ValueError(
                 f"ensemble.fit.source: val needs labelled validation soundscapes, but {why}: fit on another source "
@@ -333,16 +335,21 @@ def _val_scores(
     combination: str,
     teacher: Mapping[str, Any] | None,
     cfg: Mapping[str, Any],
+    teacher_probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    # The fitted ensemble on val: `val_score` (and per taxon). A teacher joins over the val rows as over test's.
+    # The fitted ensemble on val: `val_score` (and per taxon). A teacher joins over the val rows as over test's
+    # (its probabilities there come along when the weight fit already ran it).
     scores = on_val.finish(weights, member_classes, combination)
     if teacher is not None:
-        run = teacher_member.predict_files(
-            teacher, on_val.split.files, on_val.preds.n_windows, workers=int(cfg["workers"]), threads=cfg["threads"]
-        )
-        scores = teacher_member.blend_rows(teacher, scores, run.probs)
-    found = on_val.score(scores, on_val.classes)
-    return {"n_val_soundscapes": len(on_val.preds.stems), **{f"val_{k}": v for k, v in found.items()}}
+        if teacher_probs is None:
+            teacher_probs = teacher_member.predict_files(
+                teacher, on_val.split.files, on_val.preds.n_windows, workers=int(cfg["workers"]),
+                threads=cfg["threads"],
+            ).probs
+        scores = teacher_member.blend_rows(teacher, scores, teacher_probs)
+    found = on_val.score(scores, on_val.classes, ci=True)
+    left_out = labelled.left_out_metrics(on_val.split, "n_val_soundscapes")
+    return {"n_val_soundscapes": len(on_val.preds.stems), **left_out, **{f"val_{k}": v for k, v in found.items()}}
 
 
 def load_oof(members: Sequence[Mapping[str, Any]], segments: Any, classes: Sequence[str]) -> tuple[list, Any]:

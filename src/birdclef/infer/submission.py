@@ -11,7 +11,7 @@ import pandas as pd
 
 from birdclef import WINDOW_SECONDS
 from birdclef.io import write_csv
-from birdclef.metric import macro_auc, per_class_auc
+from birdclef.metric import macro_auc, per_class_auc, with_interval
 
 ROW_ID = "row_id"
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def score_labelled(
         class_of: species -> taxon class name, for per-taxon scores.
 
     Returns:
-        ``(metrics, per_class)``: ``n_scored_rows`` and, when it is not 0, ``evaluate``'s scores; the AUC per scored
+        ``(metrics, per_class)``: ``n_scored_rows`` and, when it is not 0, ``evaluate``'s scores with
+        ``score_ci_low`` / ``score_ci_high`` (95% bootstrap over the labelled soundscapes); the AUC per scored
         species (``primary_label``, ``class_name``, ``auc`` to 6 decimals), ``None`` when no row has a label.
     """
     scored = submission[submission[ROW_ID].isin(set(labels[ROW_ID]))]
@@ -139,6 +140,7 @@ def score_labelled(
         return metrics, None
     truth = labels[labels[ROW_ID].isin(set(scored[ROW_ID]))]
     metrics.update(evaluate(truth, scored, class_of))
+    with_interval(metrics, "score", truth, scored)
     per = per_class_auc(truth, scored)
     table = pd.DataFrame({"primary_label": list(per), "auc": [round(v, 6) for v in per.values()]})
     table.insert(1, "class_name", [(class_of or {}).get(c, "") for c in table["primary_label"]])

@@ -13,7 +13,7 @@ import pandas as pd
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS, dist
 from birdclef.io import atomic_path, write_csv, write_json, write_parquet
-from birdclef.metric import macro_auc
+from birdclef.metric import macro_auc, with_interval
 from birdclef.teachers._registry import create_teacher
 from birdclef.teachers.base import Teacher
 from birdclef.teachers.labels import LabelMap, map_labels
@@ -147,8 +147,12 @@ def _scores(
         return {}
     if not len(truth):
         return {}
-    scores = macro_auc(truth[["row_id", *cov]].reset_index(drop=True), sub[["row_id", *cov]], taxa)
-    return {f"auc_{split}{k[3:]}": v for k, v in scores.items() if not np.isnan(v)}
+    truth = truth[["row_id", *cov]].reset_index(drop=True)
+    scores = macro_auc(truth, sub[["row_id", *cov]], taxa)
+    out = {f"auc_{split}{k[3:]}": v for k, v in scores.items() if not np.isnan(v)}
+    if split in LABEL_SPLITS:  # soundscape windows: a competition score, with its 95% interval over soundscapes
+        with_interval(out, f"auc_{split}", truth, sub[["row_id", *cov]])
+    return out
 
 
 def _info(params: TeacherParams, teacher: Teacher, lmap: LabelMap, digests: dict[str, str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.dist import fingerprint  # a resume checkpoint must match the run's settings and inputs
 from birdclef.io import merged, write_csv, write_parquet
-from birdclef.metric import macro_auc
+from birdclef.metric import macro_auc, with_interval
 from birdclef.models import create_model, load_checkpoint, save_checkpoint
 from birdclef.track import NullRun
 from birdclef.train.augment import WAVE_DEFAULTS, NoiseBank, SpecAugment, WaveAugment
@@ -294,6 +294,7 @@ def _publish(
         write_parquet(ss_pred, out_dir / "soundscape_predictions.parquet")
         scores = macro_auc(evaluator.solution, ss_pred, taxa)
         metrics.update({f"soundscape_{k}": v for k, v in scores.items()})
+        with_interval(metrics, "soundscape_auc", evaluator.solution, ss_pred)  # 95% over soundscape resamples
     run.log_metrics(metrics if own_history else {f"peer_{k}": v for k, v in metrics.items()})
     run.log_artifact(out_dir / "model.pt", artifact_path="checkpoint")
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in metrics.items()}

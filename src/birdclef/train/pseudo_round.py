@@ -124,7 +124,7 @@ def build_round(
         The kept windows as a table (``soundscape_id``, ``start_s``, ``end_s``, ``weight``, one column per class,
         NaN for unknown cells), the per-soundscape P3 sampler weights and metrics.
     """
-    from birdclef.metric import macro_auc
+    from birdclef.metric import macro_auc, with_interval
 
     labels = transform(windows, entry["transforms"], float(entry["tau"]), file_mean)
     n_files, n_win, n_cls = labels.probs.shape
@@ -144,6 +144,7 @@ def build_round(
             sub.insert(0, "row_id", row_ids)
             sub = sub[sub["row_id"].isin(set(truth["row_id"]))]
             metrics[f"auc_{tag}"] = macro_auc(truth[["row_id", *classes]], sub)["auc"]
+            with_interval(metrics, f"auc_{tag}", truth[["row_id", *classes]], sub)  # 95%, soundscapes resampled
     return RoundOutput(table, sampler, metrics, labels, windows)
 
 
