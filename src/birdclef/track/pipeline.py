@@ -72,14 +72,23 @@ def run_pipeline(dvc_args: Sequence[str], exp: bool = False, params: Path = Path
     return rc, run_id
 
 
+PRESET_DATA_KEY = "synth"
+"""A preset's top-level key that is no params key: the SynthCLEF dataset it is meant for (presets/rehearsal.yaml:
+``{preset: full, seed: 0, scale: 0.25}``), read by benchmarks/rehearsal.py and left out of the -S overrides."""
+
+
 def preset_args(path: Path, params: Path | None = None) -> list[str]:
-    """``-S key=value`` arguments for every ``dotted.key: value`` of a preset YAML (keys new to ``params``: ``+``)."""
+    """``-S key=value`` arguments for every ``dotted.key: value`` of a preset YAML (keys new to ``params``: ``+``).
+
+    The ``synth`` entry (:data:`PRESET_DATA_KEY`) names a dataset, not params, and gives no argument.
+    """
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise click.BadParameter(f"{path}: not valid YAML: {err}") from err
     if not isinstance(doc, dict) or not doc:
         raise click.BadParameter(f"{path}: expected a mapping of dotted params keys to values")
+    doc = {k: v for k, v in doc.items() if k != PRESET_DATA_KEY}
     current = load_params(params) if params is not None and params.exists() else None
     return set_args(doc, current)
 
