@@ -328,3 +328,101 @@ def test_a_split_with_nothing_to_score_is_an_error_naming_why(splits, tmp_path):
     test = S.read_split("test", folder, labels, quarantine)
     with pytest.raises(ValueError, match=r"no test soundscape can be scored: .*test_bad.ogg"):
         S.build_spec({**cfg(), "fit": {"method": "none"}}, splits["train"], test, TWO, level_factory)
+
+
+def test_the_teacher_weight_fitted_on_val_never_sees_test(splits, monkeypatch):
+    """ensemble.teacher.fit: a stand-in teacher scoring by level ranks val perfectly (and test backwards) against a
+    students' ``down`` member that ranks val backwards, so on val a rank blend wins from w = 0.6 (w = 0.5 is flat):
+    the fit takes 0.6 (the winner nearest the hand 0.2) from the val rows alone, and test pays for it."""
+    import soundfile as sf
+
+    from birdclef.infer.teacher_member import TeacherRun
+
+    seen = []
+
+    def teacher_run(entry, files, n_windows, workers=1, threads=None):
+        seen.append(sorted(Path(f).stem.split("_")[0] for f in files))
+        levels = [np.abs(sf.read(f, dtype="float32")[0]).reshape(12, -1).mean(axis=1) for f in files]
+        return TeacherRun(probs=np.repeat(np.concatenate(levels)[:, None], 2, axis=1), audio_seconds=60.0 * len(files))
+
+    monkeypatch.setattr(S.teacher_member, "predict_files", teacher_run)
+    monkeypatch.setattr(S.teacher_spec, "predict_files", teacher_run)
+    config = {"members": [{"iteration": 0, "model": "down"}], "postprocess": {"smoothing": {"enabled": False}},
+              "teacher": {"enabled": True, "fit": True}}  # fmt: skip
+    entry = {"weight": 0.2, "method": "rank", "index": [0, 1]}
+    spec, metrics, _ = S.build_spec(config, splits["train"], splits["test"], TWO, level_factory, teacher=entry,
+                                    val=splits["val"])  # fmt: skip
+    assert metrics["teacher_weight_hand"] == 0.2 and metrics["teacher_weight"] == spec["teacher"]["weight"] == 0.6
+    assert metrics["fit_val_teacher_w0.4"] == 0.0 and metrics["fit_val_teacher_w0.5"] == 0.5
+    assert metrics["fit_score_val_teacher"] == metrics["val_score"] == 1.0
+    assert metrics["score"] == 0.0 and metrics["students_score"] == 1.0
+    assert seen[0] == ["val", "val"] and ["test"] * 3 in seen and len(seen) == 2  # val ran once, for fit and score
+    entry = {"weight": 0.2, "method": "rank", "index": [0, 1]}
+    with pytest.raises(ValueError, match="ensemble.teacher.fit: true needs labelled validation soundscapes"):
+        S.build_spec(config, splits["train"], splits["test"], TWO, level_factory, teacher=entry, val=None)
+
+
+# ---------------------------------------------------------------- files that cannot be scored (ensemble.on_bad)
+
+
+def _scorable_mess(splits, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The test split plus a corrupt file, a cut file, a file without labels, one labelled for half its windows and
+    one acquire quarantined (labelled, so only the quarantine keeps it out)."""
+    import shutil
+
+    import soundfile as sf
+
+    from birdclef.infer.submission import row_ids
+
+    folder = Path(shutil.copytree(splits["test"].files[0].parent, tmp_path / "test_soundscapes"))
+    level = (np.full(60 * SR, 0.2) * np.where(np.arange(60 * SR) % 2 == 0, 1.0, -1.0)).astype(np.float32)
+    (folder / "test_bad.ogg").write_bytes(b"OggS" + bytes(100))
+    sf.write(folder / "test_cut.ogg", level, SR)
+    data = (folder / "test_cut.ogg").read_bytes()
+    (folder / "test_cut.ogg").write_bytes(data[: len(data) // 2])
+    for stem in ("test_nolabel", "test_half", "test_quarantined"):
+        sf.write(folder / f"{stem}.wav", level, SR)
+    extra = row_ids("test_half", 6) + [rid for s in ("quarantined", "cut", "bad") for rid in row_ids(f"test_{s}", 12)]
+    labels = pd.concat([splits["test"].labels, pd.DataFrame({"row_id": extra, "a": 1, "b": 0})], ignore_index=True)
+    labels.to_csv(tmp_path / "test_labels.csv", index=False)
+    pd.DataFrame(
+        {"kind": ["truncated"], "row": [""], "file": ["test_soundscapes/test_quarantined.wav"], "problem": ["cut"]}
+    ).to_csv(tmp_path / "quarantine.csv", index=False)
+    return folder, tmp_path / "test_labels.csv", tmp_path / "quarantine.csv"
+
+
+def test_bad_cut_unlabelled_and_quarantined_test_files_are_left_out_and_counted(splits, tmp_path, caplog):
+    import logging
+
+    folder, labels, quarantine = _scorable_mess(splits, tmp_path)
+    config = {**cfg(), "fit": {"method": "none"}}
+    config["members"][1]["weight"] = 2.0  # down outweighs up: test's labels are ranked right
+    test = S.read_split("test", folder, labels, quarantine)
+    assert [f.name for f in test.files if "quarantined" in f.name] == []
+    with caplog.at_level(logging.WARNING):
+        _, metrics, tables = S.build_spec(config, splits["train"], test, TWO, level_factory)
+    _, clean, clean_tables = build(splits, config, val=None)
+    assert metrics["score"] == clean["score"] == 1.0 and metrics["n_soundscapes"] == 3
+    assert (metrics["n_soundscapes_failed"], metrics["n_soundscapes_unlabelled"]) == (2, 2)  # bad, cut; no, half
+    assert metrics["n_soundscapes_quarantined"] == 1 and clean["n_soundscapes_failed"] == 0
+    pd.testing.assert_frame_equal(tables["ensemble"], clean_tables["ensemble"])
+    for name in ("test_bad.ogg", "test_cut.ogg", "test_nolabel.wav", "test_half.wav", "test_quarantined.wav"):
+        [line] = [r.getMessage() for r in caplog.records if name in r.getMessage()]  # one message per file ...
+        assert line.count(name) == 1 and "left out of the test scores" in line  # ... naming it once
+    fail = {**config, "on_bad": "fail"}
+    with pytest.raises(ValueError, match=r"test_nolabel.wav: no label row names it \(set ensemble.on_bad: skip"):
+        S.build_spec(fail, splits["train"], test, TWO, level_factory)
+    (folder / "test_nolabel.wav").unlink()
+    with pytest.raises(ValueError, match="test_bad.ogg: unreadable: File contains data in an unimplemented format"):
+        S.build_spec(fail, splits["train"], S.read_split("test", folder, labels, quarantine), TWO, level_factory)
+    with pytest.raises(ValueError, match="ensemble.on_bad must be one of skip, fail, got 'ignore'"):
+        S.check_cfg({"on_bad": "ignore"})
+
+
+def test_a_split_with_nothing_to_score_is_an_error_naming_why(splits, tmp_path):
+    folder, labels, quarantine = _scorable_mess(splits, tmp_path)
+    for f in splits["test"].files:
+        (folder / f.name).unlink()
+    test = S.read_split("test", folder, labels, quarantine)
+    with pytest.raises(ValueError, match=r"no test soundscape can be scored: .*test_bad.ogg"):
+        S.build_spec({**cfg(), "fit": {"method": "none"}}, splits["train"], test, TWO, level_factory)

@@ -21,7 +21,7 @@ TAXONOMY = pd.DataFrame({"primary_label": ["frog1", "sp_q1", "sp_all"], "class_n
 
 def test_ensemble_teacher_params_are_strict_and_off_in_params_yaml():
     committed = yaml.safe_load((REPO / "params.yaml").read_text())["ensemble"]["teacher"]
-    assert S.check_cfg(committed) == {"enabled": False, "weight": 0.2, "method": "rank"}
+    assert S.check_cfg(committed) == {"enabled": False, "weight": 0.2, "method": "rank", "fit": False, "grid": S.GRID}
     assert S.describe(committed, None, CLASSES, TAXONOMY) is None  # off: no teacher section needed
     with pytest.raises(ValueError) as err:
         S.check_cfg({"enabled": "yes", "weight": 1.5, "method": "mean", "weights": 0.1})
@@ -68,3 +68,39 @@ def test_reference_quantiles_per_covered_species():
     assert ref["columns"] == [0, 2] and len(ref["students"][0]) == S.REFERENCE_POINTS
     np.testing.assert_allclose(ref["students"][0], np.linspace(0, 1, S.REFERENCE_POINTS), atol=1e-9)
     np.testing.assert_allclose(ref["teacher"][1], np.linspace(1, 2, S.REFERENCE_POINTS), atol=1e-9)
+
+
+def _macro_auc(y: np.ndarray):
+    from sklearn.metrics import roc_auc_score
+
+    return lambda s: float(np.mean([roc_auc_score(y[:, c], s[:, c]) for c in range(y.shape[1])]))
+
+
+def test_the_teacher_weight_is_fitted_on_val_and_the_tie_goes_to_the_hand_weight():
+    """ensemble.teacher.fit: a teacher far better than the students gets a weight above the hand 0.2, one that ranks
+    backwards gets 0, and among equal scores the weight nearest the hand one wins."""
+    rng = np.random.default_rng(0)
+    y = (rng.random((120, 2)) < 0.3).astype(int)
+    students = np.clip(0.5 * y + rng.normal(0, 0.6, y.shape), 0, 1)
+    entry = {"weight": 0.2, "method": "rank", "index": [0, 1]}
+    good = np.clip(0.5 * y + rng.normal(0, 0.1, y.shape), 0, 1)
+    found = S.fit_weight(entry, students, good, _macro_auc(y), S.GRID)
+    assert found["teacher_weight_hand"] == 0.2 and found["teacher_weight"] == entry["weight"] >= 0.5
+    assert found["fit_score_val_teacher"] == max(found[f"fit_val_teacher_w{w:g}"] for w in S.GRID)
+    assert found["fit_score_val_teacher"] > found["fit_val_teacher_w0.2"] > found["fit_val_teacher_w0"]
+    backwards = 1.0 - good
+    entry = {"weight": 0.2, "method": "rank", "index": [0, 1]}
+    assert S.fit_weight(entry, students, backwards, _macro_auc(y), S.GRID)["teacher_weight"] == 0.0
+    flat = {"weight": 0.3, "method": "rank", "index": [0, 1]}  # every weight scores the same: the hand one stays
+    assert S.fit_weight(flat, students, good, lambda s: 0.5, [0.0, 0.2, 0.4, 1.0])["teacher_weight"] == 0.2
+    assert S.fit_weight(flat, students, good, lambda s: 0.5, [0.0, 0.3, 1.0])["teacher_weight"] == 0.3
+
+
+def test_the_teacher_fit_params_are_strict():
+    assert S.check_cfg({"enabled": True, "fit": True, "grid": [0, 0.5, 1]})["grid"] == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="ensemble.teacher.fit must be true or false"):
+        S.check_cfg({"fit": "auto"})
+    with pytest.raises(ValueError, match="ensemble.teacher.grid must be a non-empty list of weights in"):
+        S.check_cfg({"fit": True, "grid": [0.5, 2]})
+    with pytest.raises(ValueError, match="grid is only read with ensemble.teacher.fit: true"):
+        S.check_cfg({"grid": [0.5]})

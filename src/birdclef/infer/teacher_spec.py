@@ -19,8 +19,10 @@ from birdclef.infer import ensemble
 from birdclef.infer.teacher_member import blend_rows, predict_files, sha256
 from birdclef.teachers import TeacherParams, create_teacher, map_labels, runtime
 
-DEFAULTS: dict[str, Any] = {"enabled": False, "weight": 0.2, "method": "rank"}
-"""``ensemble.teacher`` in params.yaml (2026 winner: 0.8 students + 0.2 Perch, rank blend)."""
+GRID = [round(0.1 * i, 1) for i in range(11)]
+DEFAULTS: dict[str, Any] = {"enabled": False, "weight": 0.2, "method": "rank", "fit": False, "grid": GRID}
+"""``ensemble.teacher`` in params.yaml (2026 winner: 0.8 students + 0.2 Perch, rank blend; ``fit``: the weight
+chosen on the labelled validation soundscapes from ``grid`` instead)."""
 REFERENCE_POINTS = 51
 """Quantiles per covered species stored for ``birdclef predict`` (every 2nd percentile)."""
 
@@ -40,9 +42,17 @@ def check_cfg(section: Mapping[str, Any] | None) -> dict[str, Any]:
         errors.append(f"ensemble.teacher.weight must be a number in [0, 1], got {w!r}")
     if cfg["method"] not in runtime.METHODS:
         errors.append(f"ensemble.teacher.method must be one of {', '.join(runtime.METHODS)}, got {cfg['method']!r}")
+    if not isinstance(cfg["fit"], bool):
+        errors.append(f"ensemble.teacher.fit must be true or false, got {cfg['fit']!r}")
+    grid = cfg["grid"]
+    if not (isinstance(grid, list) and grid and all(
+            not isinstance(g, bool) and isinstance(g, int | float) and 0.0 <= g <= 1.0 for g in grid)):
+        errors.append(f"ensemble.teacher.grid must be a non-empty list of weights in [0, 1], got {grid!r}")
+    elif cfg["grid"] != DEFAULTS["grid"] and not cfg["fit"]:
+        errors.append("ensemble.teacher.grid is only read with ensemble.teacher.fit: true")
     if errors:
         raise ValueError("; ".join(errors) + f" (ensemble.teacher takes: {', '.join(DEFAULTS)})")
-    return {**cfg, "weight": float(w)}
+    return {**cfg, "weight": float(w), "grid": [float(g) for g in grid] if isinstance(grid, list) else grid}
 
 
 def describe(
@@ -113,6 +123,40 @@ def reference(entry: Mapping[str, Any], students: np.ndarray, teacher: np.ndarra
 
     return {"columns": columns.tolist(), "students": [q(students[:, c]) for c in columns],
             "teacher": [q(np.asarray(teacher[:, c], np.float64)) for c in columns]}  # fmt: skip
+
+
+def fit_weight(
+    entry: dict[str, Any],
+    students: np.ndarray,
+    teacher: np.ndarray,
+    score_of: Callable[[np.ndarray], float],
+    grid: Sequence[float],
+) -> dict[str, Any]:
+    """The teacher's blend weight chosen on labelled rows the test score never sees (``ensemble.teacher.fit``).
+
+    The 2026 winner's 0.2 was chosen on its leaderboard for Perch v2 over its own students; the right share
+    depends on how good the students are next to the teacher on the task, so with a labelled validation split
+    the weight is the grid value whose blend scores best there (ties: the one nearest the hand ``weight``).
+    ``entry["weight"]`` is set to it.
+
+    Args:
+        entry: the teacher's spec entry (:func:`describe`), with the hand ``weight`` and ``method``.
+        students: (rows, C) the students' final scores on the validation rows.
+        teacher: (rows, C) the teacher's probabilities on the same rows.
+        score_of: the competition score of (rows, C) final scores on those rows.
+        grid: candidate weights in [0, 1].
+
+    Returns:
+        ``{"teacher_weight_hand", "teacher_weight", "fit_score_val_teacher"}`` and the score per grid value
+        (``fit_val_teacher_w<w>``).
+    """
+    hand = float(entry["weight"])
+    found = {float(w): float(score_of(blend_rows({**entry, "weight": float(w)}, students, teacher))) for w in grid}
+    best = max(found.values())
+    weight = min((w for w, v in found.items() if v >= best - 1e-12), key=lambda w: (abs(w - hand), w))
+    entry["weight"] = weight
+    return {"teacher_weight_hand": hand, "teacher_weight": weight, "fit_score_val_teacher": best,
+            **{f"fit_val_teacher_w{w:g}": v for w, v in found.items()}}
 
 
 def in_ensemble(
