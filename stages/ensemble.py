@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--train-csv", type=Path, required=True, help="train.csv (per-class counts for smoothing)")
     ap.add_argument("--train-dir", type=Path, required=True, help="parent of the it<k>/<model>/model.pt folders")
     ap.add_argument("--segments", type=Path, default=None, help="clean segment table (fit.source: oof)")
+    ap.add_argument("--quarantine", type=Path, default=None,
+                    help="acquire's quarantine.csv: its soundscapes are left out of the scores")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True, help="output folder: spec.json + member_scores/")
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--timings", type=Path, required=True, help="timing JSON to write (durations and rates, wall time)")
@@ -43,10 +45,10 @@ def main() -> None:
     class_of = dict(zip(taxonomy["primary_label"], taxonomy["class_name"], strict=True))
     primary = pd.read_csv(args.train_csv, usecols=["primary_label"], dtype=str)["primary_label"]
     counts = primary.value_counts().reindex(classes, fill_value=0).to_numpy()
-    test = read_split("test", args.soundscapes, args.labels)
+    test = read_split("test", args.soundscapes, args.labels, args.quarantine)
     if test.missing:
         raise SystemExit(f"ensemble failed: the test split is unusable: {test.missing}")
-    val = read_split("val", args.val_soundscapes, args.val_labels) if args.val_soundscapes else None
+    val = read_split("val", args.val_soundscapes, args.val_labels, args.quarantine) if args.val_soundscapes else None
     try:  # T2: the foundation teacher as a member (ensemble.teacher, with the `teacher` section's adapter)
         teacher = describe(cfg.get("teacher"), params.get("teacher"), classes, taxonomy)
     except (ValueError, FileNotFoundError, ImportError) as err:
@@ -57,7 +59,7 @@ def main() -> None:
         try:
             spec, metrics, tables = build_spec(cfg, args.train_dir, test, classes, torch_factory, class_of, counts,
                                                segments, teacher, val)  # fmt: skip
-        except ValueError as err:  # a setting that cannot apply (fit.source: val without val soundscapes, ...)
+        except ValueError as err:  # a setting that cannot apply, a file that cannot be scored under on_bad: fail, ...
             raise SystemExit(f"ensemble failed: {err}") from err
         with atomic_path(args.out) as out:
             (out / "member_scores").mkdir(parents=True)

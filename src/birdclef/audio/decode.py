@@ -184,13 +184,14 @@ def _check_mode(on_truncated: str) -> None:
         raise ValueError(f"on_truncated must be one of {', '.join(ON_TRUNCATED)}, not {on_truncated!r}")
 
 
-def _truncation(path: str | os.PathLike[str], fmt: str, frames: int, wanted: int, got: int, at_end: bool) -> str:
+def _truncation(path: str | os.PathLike[str], f: sf.SoundFile, wanted: int, got: int, at_end: bool) -> str:
     """Why a read of ``wanted`` native frames that gave ``got`` shows a cut file, or ``""``.
 
     libsndfile counts a cut Ogg file's frames as what decodes (so only its last page tells), clamps a cut WAV's
     to the bytes present, and estimates an MP3's from headers (decoders differ by priming, so 1% or two frames
     of slack, as ``data.probe`` allows).
     """
+    fmt, frames, sr_in = str(f.format), int(f.frames), int(f.samplerate)
     slack = max(int(frames * 0.01), 2304) if fmt == "MP3" else 0
     if got < wanted - slack:
         lie = _id3_problem(path) if fmt == "MP3" else ""
@@ -198,7 +199,7 @@ def _truncation(path: str | os.PathLike[str], fmt: str, frames: int, wanted: int
     if at_end and fmt == "OGG":
         cut = _ogg_tail_problem(path)
         if cut:
-            return f"{cut}: the file stops after {frames} frames ({got} read)"
+            return f"{cut}: only {frames / sr_in:.2f} s decode"
     if at_end and fmt == "WAV":
         declared = _wav_declared_frames(path)
         if declared is not None and declared > frames:
@@ -296,7 +297,7 @@ def load_audio(
     if start_s < 0 or (stop_s is not None and stop_s < start_s):
         raise ValueError(f"{path}: bad span start_s={start_s}, stop_s={stop_s}")
     with _open(path, min_sample_rate) as f:
-        sr_in, frames, fmt = int(f.samplerate), int(f.frames), str(f.format)
+        sr_in, frames = int(f.samplerate), int(f.frames)
         total_out = _resampled_len(frames, sr_in, sr)
         out_start = min(round(start_s * sr), total_out)
         out_stop = total_out if stop_s is None else min(round(stop_s * sr), total_out)
@@ -316,9 +317,9 @@ def load_audio(
             data = f.read(in_stop - in_start, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
             raise AudioError(path, "unreadable", f"decode failed: {err}") from err
+        cut = _truncation(path, f, in_stop - in_start, data.shape[0], in_stop == frames) if data.shape[0] else ""
     if data.shape[0] == 0 and want > 0:
         raise AudioError(path, "empty", f"no samples decoded in [{start_s}, {stop_s}] s")
-    cut = _truncation(path, fmt, frames, in_stop - in_start, data.shape[0], in_stop == frames)
     if cut:
         _report_cut(path, cut, on_truncated)
     wave = resample(_mono(path, data), sr_in, sr)
@@ -398,8 +399,8 @@ def stream_audio(
                 yield wave
             if last:
                 break
-    if read == 0:
-        raise AudioError(path, "empty", "no samples decode")
-    stats.truncated = _truncation(path, fmt, frames, frames, read, True)
+        if read == 0:
+            raise AudioError(path, "empty", "no samples decode")
+        stats.truncated = _truncation(path, f, frames, read, True)
     if stats.truncated:
         _report_cut(path, stats.truncated, on_truncated)

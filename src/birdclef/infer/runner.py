@@ -169,9 +169,9 @@ def predict_folder(
         workers: worker processes (1 = in this process).
         threads: intra-op threads per worker; default ``cpu_count // workers``.
         on_error: ``raise`` (stop with an error naming the file), ``fallback`` (warn; the file's rows are
-            filled later by ``finish`` with each class's mean score over the other files) or ``skip`` (warn; the
-            file is only listed in ``failed``, its rows are NaN and, without ``file_seconds``, none: the caller
-            leaves it out).
+            filled later by ``finish`` with each class's mean score over the other files) or ``skip`` (no
+            warning: the file is only listed in ``failed``, for the caller to report and leave out; its rows are
+            NaN and, without ``file_seconds``, none).
         file_seconds: fit every file to this duration (pad/cut, with a warning when it differs by more than
             0.1 s); ``None`` keeps each file's own length (``windows.n_windows_for``).
         on_truncated: a file that decodes only partly (``audio.decode.ON_TRUNCATED``): ``warn`` and use what
@@ -297,8 +297,8 @@ def _predict_one(path: str) -> _Outcome:
         reason = f"{err.reason}: {why}" if isinstance(err, AudioError) else why
         if job.on_error == "raise":
             raise InferenceError(f"{path}: {reason}") from err
-        then = "its rows get the fallback (class means)" if job.on_error == "fallback" else "skipped"
-        log.warning("%s: prediction failed, %s: %s", path, then, reason)
+        if job.on_error == "fallback":  # skip: the caller reports the file (once), with what it does about it
+            log.warning("%s: prediction failed, its rows get the fallback (class means): %s", path, reason)
         error, windows = reason, None
     return _Outcome(
         stem, n_windows, windows, error, audio_seconds, time.perf_counter() - t0, os.getpid(), _peak_rss_mb()
