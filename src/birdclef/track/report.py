@@ -12,7 +12,9 @@ import click
 import pandas as pd
 
 from birdclef.io import atomic_path
+from birdclef.metric import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ScoringError
 from birdclef.track.history import WORKSPACE, Revision, RevisionError
+from birdclef.track.paired import Comparison, PredictionsError, as_html, as_text, compare, read_table
 from birdclef.track.report_data import (
     HISTORY_GLOBS,
     PER_CLASS_GLOBS,
@@ -85,6 +87,16 @@ def _headline(d: RevisionData) -> dict[str, float]:
     return out
 
 
+def _headline_ci(d: RevisionData) -> dict[str, tuple[float, float]]:
+    """The 95% bootstrap intervals the stages wrote beside the headline scores (revisions before them: none)."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, doc in (("ensemble", d.ensemble), ("infer", d.infer)):
+        low, high = doc.get("score_ci_low"), doc.get("score_ci_high")
+        if isinstance(low, int | float) and isinstance(high, int | float):
+            out[f"{name} score (test soundscapes)"] = (float(low), float(high))
+    return out
+
+
 def section_summary(data: Sequence[RevisionData]) -> str:
     revs = _table(
         ["revision", "commit", "date", "subject"],
@@ -92,7 +104,16 @@ def section_summary(data: Sequence[RevisionData]) -> str:
     )
     heads = [_headline(d) for d in data]
     keys = list(dict.fromkeys(k for h in heads for k in h))
-    headline = _table(["metric", *[d.rev.label for d in data]], _compare_rows(keys, heads)) if keys else NA
+    rows = _compare_rows(keys, heads)
+    cis = [_headline_ci(d) for d in data]
+    for key, row in zip(keys, rows, strict=True):  # the score's own sampling error beside it
+        for j, ci in enumerate(cis):
+            if key in ci:
+                row[1 + j] += f' <span class="na">[{ci[key][0]:.4f}, {ci[key][1]:.4f}]</span>'
+    headline = _table(["metric", *[d.rev.label for d in data]], rows) if keys else NA
+    if any(cis):
+        headline += ('<p class="na">[ , ]: 95% bootstrap interval over the test soundscapes. Overlapping intervals '
+                     "do not mean no change: the paired test (--predictions A --predictions B) decides.</p>")
     flats = [d.flat() for d in data]
     all_keys = sorted({k for f in flats for k in f})
     every = _table(["metric", *[d.rev.label for d in data]], _compare_rows(all_keys, flats)) if all_keys else NA
@@ -194,12 +215,14 @@ def section_speed(data: Sequence[RevisionData]) -> str:
     return f"<h2>Inference speed</h2>{_table(['revision', *present], rows)}"
 
 
-def render(data: Sequence[RevisionData], title: str = "birdclef report") -> str:
-    """The complete HTML page for the collected revisions."""
+def render(
+    data: Sequence[RevisionData], title: str = "birdclef report", comparisons: Sequence[Comparison] = ()
+) -> str:
+    """The complete HTML page for the collected revisions (+ the paired comparison of prediction tables)."""
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = "".join(
-        f(data) for f in (section_summary, section_taxa, section_per_class, section_curves, section_pseudo,
-                          section_ensemble, section_speed)
+    body = section_summary(data) + as_html(comparisons) + "".join(
+        f(data) for f in (section_taxa, section_per_class, section_curves, section_pseudo, section_ensemble,
+                          section_speed)
     )  # fmt: skip
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
@@ -215,6 +238,7 @@ def build_report(
     taxonomy: Path | None = None,
     history_globs: Sequence[str] = HISTORY_GLOBS,
     per_class_globs: Sequence[str] = PER_CLASS_GLOBS,
+    comparisons: Sequence[Comparison] = (),
 ) -> Path:
     """Collect ``revs`` of the git repository ``repo`` and write the HTML report to ``out`` atomically.
 
@@ -223,7 +247,7 @@ def build_report(
     """
     taxa = read_taxonomy(taxonomy)
     data = [collect(Revision.open(repo, r), history_globs, per_class_globs, taxa) for r in revs]
-    page = render(data, f"birdclef report: {' vs '.join(d.rev.label for d in data)}")
+    page = render(data, f"birdclef report: {' vs '.join(d.rev.label for d in data)}", comparisons)
     with atomic_path(out) as tmp:
         tmp.write_text(page)
     return out
@@ -258,6 +282,25 @@ def build_report(
     show_default=True,
     help="Globs of per-class AUC CSVs (label, [class_name], auc).",
 )
+@click.option(
+    "--predictions",
+    "predictions",
+    multiple=True,
+    metavar="PATH|REV:PATH",
+    help="A prediction table (submission.csv, build/ensemble/member_scores/*.parquet) to compare; repeat it: the "
+    "first is the baseline A, each further one a change B. REV:PATH reads the file as it was at a git revision "
+    "(DVC outputs from the DVC cache).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="data/test_labels.csv",
+    show_default=True,
+    help="0/1 labels in submission format that --predictions are scored against.",
+)
+@click.option("--resamples", type=click.IntRange(min=1), default=BOOTSTRAP_RESAMPLES, show_default=True,
+              help="Bootstrap resamples of the labelled soundscapes.")  # fmt: skip
+@click.option("--seed", type=int, default=BOOTSTRAP_SEED, show_default=True, help="Fixes the resampled files.")
 def report_command(
     revs: tuple[str, ...],
     out: Path,
@@ -265,12 +308,30 @@ def report_command(
     taxonomy: Path,
     history_globs: tuple[str, ...],
     per_class_globs: tuple[str, ...],
+    predictions: tuple[str, ...],
+    labels: Path,
+    resamples: int,
+    seed: int,
 ) -> None:
     """Write one self-contained HTML report comparing REVS (git revisions or `workspace`; default: HEAD and the
-    workspace): metrics, per-taxon and per-class AUC, learning curves, pseudo labels, ensemble, speed."""
+    workspace): metrics, per-taxon and per-class AUC, learning curves, pseudo labels, ensemble, speed.
+
+    \b
+    Is a change real? Give two or more --predictions on the same labelled soundscapes:
+      birdclef report --predictions HEAD~1:submission.csv --predictions submission.csv
+    prints, per change B against the baseline A, B - A with its paired 95% bootstrap interval (soundscapes
+    resampled with replacement, both scored on the same draw), the share of resamples where B beats A and a
+    verdict: "real" when the interval excludes 0, "within noise" when it does not. The report gets the same table.
+    """
+    comparisons: list[Comparison] = []
     try:
+        if predictions:
+            truth = read_table(str(labels), repo)
+            comparisons = compare(truth, [(p, read_table(p, repo)) for p in predictions], resamples, seed)
         path = build_report(repo, list(revs) or ["HEAD", WORKSPACE], out, repo / taxonomy, history_globs,
-                            per_class_globs)  # fmt: skip
-    except RevisionError as err:
+                            per_class_globs, comparisons)  # fmt: skip
+    except (RevisionError, PredictionsError, ScoringError) as err:
         raise click.ClickException(str(err)) from err
+    if comparisons:
+        click.echo(as_text(comparisons))
     click.echo(f"{path}")
