@@ -691,9 +691,11 @@ def run_one(
     budget_epochs: int | None = None,
     target: str = "ensemble",
     keep: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One pipeline run of ``variant`` with ``train.loop.seed`` = ``seed`` in a fresh clone of ``commit`` under
-    ``work`` on the task folder ``task``; ``keep`` leaves the run's build/ and data/ in place."""
+    ``work`` on the task folder ``task``; ``keep`` leaves the run's build/ and data/ in place; ``extra``: dotted
+    overrides on top of the variant's (``--set``)."""
     started = time.perf_counter()
     run_dir = work / f"{variant}_s{seed}"
     if run_dir.exists():
@@ -705,7 +707,7 @@ def run_one(
     if overrides is None:
         shutil.rmtree(run_dir)
         return {"variant": variant, "seed": seed, "skipped": True, "notes": notes}
-    overrides = {"tracking.enabled": False, "train.loop.seed": seed, **overrides}
+    overrides = {"tracking.enabled": False, "train.loop.seed": seed, **overrides, **(extra or {})}
     if budget_epochs:
         overrides["train.loop.epochs"] = budget_epochs
     for key, value in overrides.items():
@@ -824,6 +826,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commit", default="HEAD", help="the committed code every run clones (default: HEAD, fixed)")
     ap.add_argument("--merge", nargs="+", default=None, help="only summarise the runs of these JSON reports")
     ap.add_argument("--build-only", type=Path, default=None, help="build the task into this folder and stop")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                    help="a dotted params override on top of every variant's (repeatable), e.g. "
+                         "'ensemble.teacher.fit=true'; recorded in the report")
     args = ap.parse_args(argv)
 
     if not AUDIO.is_dir():
@@ -845,6 +850,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    extra = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--set {item!r}: expected KEY=YAML")
+        extra[key.strip()] = yaml.safe_load(value)
     work = args.work or Path(tempfile.mkdtemp(prefix="real-task-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True, check=True)
@@ -856,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": args.target,
         "budget_epochs": args.budget_epochs,
         "task_seed": args.task_seed,
+        "set": extra,
         "notes": [],
         "runs": [],
     }
@@ -863,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.out and args.out.exists():  # finished runs of the same code, budget and target
         before = json.loads(args.out.read_text())
         before.setdefault("task_seed", 0)  # the first version of this script wrote none (always seed 0)
-        same = all(before.get(k) == report[k] for k in ("commit", "target", "budget_epochs", "task_seed"))
+        before.setdefault("set", {})
+        same = all(before.get(k) == report[k] for k in ("commit", "target", "budget_epochs", "task_seed", "set"))
         done = {(r["variant"], r["seed"]): r for r in before.get("runs", []) if same and "score" in r}
     try:
         shutil.rmtree(work / "task", ignore_errors=True)
@@ -883,6 +896,7 @@ def main(argv: list[str] | None = None) -> int:
                     budget_epochs=args.budget_epochs,
                     target=args.target,
                     keep=args.keep,
+                    extra=extra,
                 )
                 report["runs"].append(run)
                 report["notes"] += [n for n in run.get("notes", []) if n not in report["notes"]]
