@@ -15,6 +15,7 @@ distinct mel config (``wave (B, samples) -> mel (B, ch, n_mels, frames)``), one 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,12 +25,17 @@ import numpy as np
 
 from .melspec import NumpyFrontEnd, ProcessLocalPool
 
+log = logging.getLogger(__name__)
+
 Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
 PathLike = str | os.PathLike[str]
 
 BACKENDS = ("onnxruntime", "openvino", "torch")
 SPEC_FILE = "export_spec.json"
 SPEC_FORMAT = "birdclef-export"
+OV_REDUCED_HINT = "f16"
+"""OpenVINO's inference precision for an FP16 IR (``export.precision: fp16``): the CPU plugin runs it in f16 where
+the CPU has FP16 arithmetic, bf16 where it has BF16 (it reports which), f32 elsewhere."""
 
 
 def ort_session(path: PathLike, threads: int = 1) -> Any:
@@ -62,20 +68,22 @@ class _OrtGraph:
 
 
 class _OvGraph:
-    """One ONNX graph compiled by OpenVINO for the CPU in fp32 with ``threads`` inference threads."""
+    """One ONNX graph (or OpenVINO IR ``.xml``) compiled by OpenVINO for the CPU with ``threads`` inference threads,
+    in fp32 unless ``hint`` says otherwise (``OV_REDUCED_HINT`` for an FP16 IR)."""
 
-    def __init__(self, path: PathLike, threads: int = 1) -> None:
+    def __init__(self, path: PathLike, threads: int = 1, hint: str = "f32") -> None:
         import openvino as ov
 
         self.path = Path(path)
         config = {
             "INFERENCE_NUM_THREADS": int(threads),
-            # OpenVINO silently picks bf16 on CPUs that have it; parity with torch needs fp32.
-            "INFERENCE_PRECISION_HINT": "f32",
+            # OpenVINO silently picks bf16 on CPUs that have it; parity with torch needs fp32 unless asked otherwise.
+            "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": "LATENCY",
         }
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # what this CPU runs it in
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])
@@ -85,13 +93,20 @@ class _OvGraph:
 _GRAPHS: dict[str, type] = {"onnxruntime": _OrtGraph, "openvino": _OvGraph}
 
 
-def load_graph(backend: str, path: PathLike, threads: int = 1) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """One ONNX graph on ``backend``: a callable ``(input array) -> list of output arrays``."""
+def load_graph(
+    backend: str, path: PathLike, threads: int = 1, hint: str = "f32"
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """One ONNX graph (OpenVINO: or IR ``.xml``) on ``backend``: a callable ``(input array) -> list of outputs``.
+
+    ``hint`` is OpenVINO's inference precision (onnxruntime runs a graph in the types it holds).
+    """
     if backend not in _GRAPHS:
         raise ValueError(f"backend {backend!r} cannot run ONNX graphs; choose one of {sorted(_GRAPHS)}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"ONNX graph {path} does not exist")
-    return _GRAPHS[backend](path, threads)
+    if backend == "onnxruntime" and Path(path).suffix == ".xml":
+        raise ValueError(f"{path} is an OpenVINO IR (export.precision fp16): only the openvino backend runs it")
+    return _OvGraph(path, threads, hint) if backend == "openvino" else _OrtGraph(path, threads)
 
 
 class _ChainPredictor:
@@ -229,6 +244,9 @@ class ExportedEnsemble:
             when that runtime is not installed).
         threads: intra-op threads of every graph.
         frontend: ``auto`` (the numpy FFT front end when the export has one, else the ONNX graph) | ``onnx``.
+        precision: ``None`` (the bodies the export serves: its ``precision``) | ``fp32`` (the fp32 bodies of a
+            reduced-precision export, its reference). A backend that cannot load a reduced body (an FP16 IR on
+            onnxruntime) runs the fp32 one, with a warning.
 
     Attributes:
         spec: the export spec; ``classes`` the ensemble class list; ``members`` the member entries (name, mel,
@@ -241,6 +259,7 @@ class ExportedEnsemble:
         backend: str | None = None,
         threads: int = 1,
         frontend: str = "auto",
+        precision: str | None = None,
     ) -> None:
         self.root = Path(export_dir)
         self.frontend = frontend
@@ -257,14 +276,31 @@ class ExportedEnsemble:
         # on a 12-chunk batch does not keep two threads busy). OpenVINO's requests were slower side by side.
         self._parallel = backend == "onnxruntime" and threads > 1 and len(self.members) > 1
         body_threads = 1 if self._parallel else threads
-        self._bodies = {m["name"]: load_graph(backend, self.root / m["body"], body_threads) for m in self.members}
+        self.precision = precision or self.spec.get("precision", "fp32")
+        self._bodies = {m["name"]: self._load_body(m, body_threads) for m in self.members}
         self._body_pool = ProcessLocalPool(threads, "body")
+
+    def _load_body(self, member: dict[str, Any], threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+        # The served body, or the fp32 one when asked for (or when this backend cannot load the served one).
+        name, fp32 = member["body"], member.get("body_fp32")
+        unloadable = self.backend != "openvino" and name.endswith(".xml")
+        if fp32 and (self.precision == "fp32" or unloadable):
+            if self.precision != "fp32":
+                log.warning("%s cannot run %s (an OpenVINO IR): running the fp32 %s", self.backend, name, fp32)
+            name = fp32
+        hint = OV_REDUCED_HINT if name.endswith(".xml") else "f32"
+        return load_graph(self.backend, self.root / name, threads, hint)
 
     def _frontend(self, mel: dict[str, Any], threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
         # The numpy FFT front end when the export recorded one (its parity held), else the ONNX graph.
         if mel.get("numpy") and self.frontend != "onnx":
             return NumpyFrontEnd.load(self.root / mel["numpy"], threads)
         return load_graph(self.backend, self.root / mel["frontend"], threads)
+
+    @property
+    def frontends(self) -> dict[str, Callable[[np.ndarray], list[np.ndarray]]]:
+        """{mel config name: its front end}, ``wave (B, samples) -> [mel (B, ch, n_mels, frames)]``."""
+        return dict(self._frontends)
 
     @property
     def ensemble_spec(self) -> dict[str, Any]:

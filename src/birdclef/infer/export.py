@@ -28,7 +28,14 @@ from birdclef.infer.onnx_graphs import (  # body_wrapper: benchmarks/inference.p
     export_fused,
     numpy_frontend,
 )
-from birdclef.infer.parity import audio_windows, check_backends, choose_backend, synthetic_audio
+from birdclef.infer.parity import audio_windows, check_backends, choose_backend, member_seconds, synthetic_audio
+from birdclef.infer.precision import (
+    calibration_windows,
+    check_precision_params,
+    choose_reduced_backend,
+    reduce_members,
+    reduced_parity,
+)
 from birdclef.io import atomic_path, write_json
 from birdclef.models import load_checkpoint
 
@@ -42,6 +49,11 @@ DEFAULTS: dict[str, Any] = {
     "bench_windows": 12,  # 5-s windows per timed call (one soundscape)
     "bench_repeats": 3,
     "backend": "auto",  # auto (parity.AUTO_PREFERENCE: the first backend whose parity holds) | onnxruntime | openvino
+    # Kaggle budget (precision.py): fp32 | fp16 (OpenVINO IR, FP16 weights) | int8 (static QDQ, onnxruntime)
+    "precision": "fp32",
+    "calibration_audio": None,  # int8: a recording or folder of them to calibrate on
+    "calibration_windows": 48,  # int8: 5-s calibration windows (precision.WINDOWS_PER_FILE per recording)
+    "precision_tolerance": 0.05,  # fp16 / int8: max |p_reduced - p_fp32| over clip and frame probabilities
 }
 _SPEC_VERSION = 1
 
@@ -102,16 +114,25 @@ def export_ensemble(
     Returns:
         Flat metrics: ``parity_<backend>_<member>`` (max abs probability diff vs torch), ``parity_frontend_<mel>``,
         ``size_mb_<file stem>``, ``seconds_<backend>`` (whole ensemble on ``bench_windows`` 5-s windows),
-        ``backend``.
+        ``backend``; ``member_seconds_per_soundscape_minute_<member>`` (its front end + body, alone, on the
+        served backend with ``threads`` threads: ``bench_cores``) and ``frontend_seconds_per_soundscape_minute_<mel>``
+        for the bundle planner. With ``precision`` fp16 / int8 also ``precision``, ``parity_<precision>_<backend>_
+        <member>`` (max abs probability diff vs the fp32 ONNX graphs), ``seconds_<precision>_<backend>`` and
+        ``int8_nodes_<member>``.
 
     Raises:
-        ValueError: onnxruntime (the reference backend) disagrees with torch beyond the tolerance, or the
-            requested backend fails its parity.
+        ValueError: onnxruntime (the reference backend) disagrees with torch beyond the tolerance, the requested
+            backend fails its parity, a precision setting cannot apply, or the reduced bodies drift past
+            ``precision_tolerance``.
     """
     cfg = {**DEFAULTS, **(params or {})}
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"export params: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    check_precision_params(cfg)
+    calibration = None
+    if cfg["precision"] == "int8":
+        calibration = calibration_windows(cfg["calibration_audio"], int(cfg["calibration_windows"]))
     loaded = load_members(members)
     if not loaded:
         raise ValueError("the ensemble has no members to export")
@@ -141,10 +162,35 @@ def export_ensemble(
         for backend, diffs in parity.items():
             metrics |= {f"parity_{backend}_{name}": diff for name, diff in diffs.items()}
             metrics[f"seconds_{backend}"] = round(speeds[backend], 4)
-        spec["backend"] = metrics["backend"] = choose_backend(parity, cfg["tolerance"], cfg["backend"])
+        fp32_request = cfg["backend"] if cfg["precision"] == "fp32" else "auto"
+        spec["backend"] = metrics["backend"] = choose_backend(parity, cfg["tolerance"], fp32_request)
+        if cfg["precision"] != "fp32":
+            metrics |= _reduce(loaded, tmp, spec, wave, cfg, calibration)
         write_json(tmp / SPEC_FILE, spec)
-        for f in sorted(tmp.glob("*.onnx")):
+        seconds = member_seconds(tmp, spec["backend"], wave, int(cfg["threads"]), int(cfg["bench_repeats"]))
+        metrics |= seconds | {"bench_cores": int(cfg["threads"])}
+        for f in sorted([*tmp.glob("*.onnx"), *tmp.glob("*.bin")]):
             metrics[f"size_mb_{f.stem}"] = round(f.stat().st_size / 2**20, 3)
+    return metrics
+
+
+def _reduce(
+    loaded: list[tuple[dict[str, Any], nn.Module]],
+    root: Path,
+    spec: dict[str, Any],
+    wave: np.ndarray,
+    cfg: Mapping[str, Any],
+    calibration: np.ndarray | None,
+) -> dict[str, Any]:
+    # The fp32 export is checked and written; now the reduced bodies, their parity with it and the backend.
+    metrics = reduce_members(loaded, root, cfg, calibration)
+    spec["precision"] = metrics["precision"] = cfg["precision"]
+    write_json(root / SPEC_FILE, spec)
+    parity, speeds = reduced_parity(root, [entry["name"] for entry, _ in loaded], wave, cfg)
+    for backend, diffs in parity.items():
+        metrics |= {f"parity_{cfg['precision']}_{backend}_{name}": diff for name, diff in diffs.items()}
+        metrics[f"seconds_{cfg['precision']}_{backend}"] = round(speeds[backend], 4)
+    spec["backend"] = metrics["backend"] = choose_reduced_backend(parity, cfg)
     return metrics
 
 

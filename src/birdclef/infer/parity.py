@@ -145,3 +145,31 @@ def choose_backend(parity: Mapping[str, Mapping[str, float]], tolerance: float, 
             raise ValueError(f"export.backend {requested!r} is not installed or fails parity: {dict(parity)}")
         return requested
     return next(b for b in AUTO_PREFERENCE if b in ok)
+
+
+def member_seconds(root: Path, backend: str, wave: np.ndarray, threads: int, repeats: int = 3) -> dict[str, float]:
+    """Each member alone (its front end + body) and each front end alone, per soundscape minute: what the bundle
+    planner adds up.
+
+    Args:
+        root: the export folder.
+        backend: the backend to time on (the one the export serves on).
+        wave: (windows, samples) test audio; times are scaled to 12 windows (one 60-s soundscape).
+        threads: intra-op threads.
+        repeats: timed calls per median.
+
+    Returns:
+        ``member_seconds_per_soundscape_minute_<member>`` and ``frontend_seconds_per_soundscape_minute_<mel>``
+        (median seconds).
+    """
+    ensemble = ExportedEnsemble(root, backend=backend, threads=threads)
+    per_minute = 60.0 / (len(wave) * WINDOW_SECONDS)
+    out = {}
+    for name, frontend in ensemble.frontends.items():
+        seconds = per_minute * time_call(lambda f=frontend: f(wave), repeats)
+        out[f"frontend_seconds_per_soundscape_minute_{name}"] = seconds
+    for member in ensemble.members:
+        predict = ensemble.group_predictor([member["name"]])
+        seconds = per_minute * time_call(lambda p=predict: p(wave), repeats)
+        out[f"member_seconds_per_soundscape_minute_{member['name']}"] = seconds
+    return {k: round(v, 4) for k, v in out.items()}
