@@ -115,13 +115,12 @@ def test_predict_writes_tables_per_file_skips_done_files_and_reports_a_corrupt_o
 
 def test_an_interrupted_run_keeps_finished_files_and_resumes(scorer: Scorer, recordings: Path, tmp_path: Path):
     class Interrupting:
-        classes, freq_range, calls = scorer.classes, scorer.freq_range, 0
+        classes, freq_range = scorer.classes, scorer.freq_range
 
-        def __call__(self, wave: np.ndarray) -> np.ndarray:
-            self.calls += 1
-            if self.calls == 2:
+        def score_file(self, path: Path):
+            if Path(path).stem == "short":  # the file after dawn.wav (broken.mp3 fails in decoding)
                 raise KeyboardInterrupt
-            return scorer(wave)
+            return scorer.score_file(path)
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -177,3 +176,48 @@ def test_predict_runs_over_real_recordings_of_any_rate_and_format(scorer: Scorer
     forest = pd.read_csv(tmp_path / "out" / "opensoundscape_1min_forest.csv")
     assert len(forest) == 12 and forest["end"].iloc[-1] == pytest.approx(60.0)
     assert forest["prob_1"].between(0, 1).all()
+
+
+def test_a_long_recording_streams_in_blocks_with_the_whole_file_scores(scorer: Scorer, tmp_path: Path, monkeypatch):
+    from birdclef.audio.decode import load_audio
+    from birdclef.infer import blockwise
+
+    path = tmp_path / "long.flac"
+    sf.write(path, soundscape(197.0, 3, sr=44_100), 44_100)  # 40 windows, resampled on the way
+    spans: list[int] = []
+    real = blockwise.score_blocks
+
+    def spy(blocks, score_span, *args):
+        def span(wave, n):
+            spans.append(len(wave))
+            return score_span(wave, n)
+
+        return real(blocks, span, *args)
+
+    monkeypatch.setattr(blockwise, "score_blocks", spy)
+    scores, duration, stats = scorer.score_file(path)
+    assert duration == pytest.approx(197.0) and scores.shape == (40, len(CLASSES)) and not stats.silent
+    block, margin = scorer._plan
+    assert len(spans) == 3 and max(spans) <= (block + 2 * margin) * 5 * SR < 197 * SR  # never the whole file
+    monkeypatch.setattr(blockwise, "score_blocks", real)
+    whole = scorer._span(load_audio(path), 40)[0]  # one pass over the whole decoded file
+    np.testing.assert_allclose(scores, whole, atol=2e-5)
+
+
+def test_predict_warns_once_about_digital_silence_and_a_cut_file(scorer: Scorer, tmp_path: Path, caplog):
+    import logging
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    sf.write(folder / "quiet.wav", np.zeros(12 * SR, np.float32), SR)
+    sf.write(folder / "cut.ogg", soundscape(30, 4), SR)
+    data = (folder / "cut.ogg").read_bytes()
+    (folder / "cut.ogg").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        report = predict_paths([folder], scorer, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in report.written) == ["cut.ogg", "quiet.wav"]  # both still scored
+    for name, what in (("quiet.wav", "silent (all samples are zero)"), ("cut.ogg", "truncated: the last Ogg page")):
+        [line] = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+        assert what in line and line.count(name) == 1
+    cut = pd.read_csv(tmp_path / "out" / "cut.csv")
+    assert 2 <= len(cut) < 6  # what decodes of the 30 s, not six windows of padding

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -16,8 +15,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
-from birdclef.audio.decode import AudioError, load_audio
-from birdclef.infer import ensemble, postprocess, teacher_member
+from birdclef.audio.decode import AudioError, StreamStats, stream_audio
+from birdclef.infer import blockwise, ensemble, postprocess, teacher_member
 from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble, TorchPredictor
 from birdclef.infer.members import member_predict_cfg
 from birdclef.infer.runner import AUDIO_SUFFIXES
@@ -31,6 +30,8 @@ RAVEN_COLUMNS = (
     "Species", "Confidence",
 )  # fmt: skip
 _MIN_TAIL_S = 0.1
+BLOCK_S = 60.0
+"""Seconds of audio decoded and scored per step: a recording of any length costs the memory of one block."""
 CSV_SUFFIX = ".csv"
 RAVEN_SUFFIX = ".selections.txt"
 
@@ -43,6 +44,8 @@ class Scorer:
     the file-level steps (smoothing, boosts) only with ``file_postprocess`` (boosts rescale scores per file).
     A teacher member (T2) joins per file against the reference distribution the ensemble stage stored
     (``teacher_member.blend_file``: percentile mapping onto the students' scale), not by a set-wide rank.
+    Recordings are scored in blocks of ``BLOCK_S`` with context on both sides (``blockwise``): the scores equal a
+    whole-file pass and memory does not grow with the duration.
 
     Args:
         model: an export folder, a bundle (its ``model/`` folder is used) or a checkpoint file (``.pt``, torch).
@@ -85,6 +88,7 @@ class Scorer:
                 self.teacher = teacher_member.TeacherMember(spec["teacher"], folder, threads)
         self.file_postprocess = file_postprocess
         self._frame_transform = postprocess.frame_transform(self.post)
+        self._plan = blockwise.plan([chunking for _, chunking, _ in self._groups], BLOCK_S)
 
     def _from_checkpoint(self, path: Path, threads: int) -> None:
         predictor = TorchPredictor(path, threads)
@@ -101,14 +105,38 @@ class Scorer:
         Windows cover the whole recording (the last one zero-padded), unlike Kaggle's rounding to the nearest
         window, which would drop up to 2.5 s of a recording's tail; a tail under 0.1 s is dropped.
         """
-        n_windows = max(1, math.ceil((wave.shape[0] / SAMPLE_RATE - _MIN_TAIL_S) / WINDOW_SECONDS))
+        outs, _ = blockwise.score_blocks([wave], self._span, *self._plan, _MIN_TAIL_S)
+        return self._finish(outs)
+
+    def score_file(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, float, StreamStats]:
+        """Scores of an audio file of any length, decoded block by block (memory flat in the duration).
+
+        Returns:
+            ``((n_windows, C) float32 scores as ``__call__``, duration in seconds, what the decode found)``.
+
+        Raises:
+            AudioError: the file cannot be decoded (a cut file only warns: what decodes is scored).
+        """
+        stats = StreamStats()
+        outs, n_samples = blockwise.score_blocks(
+            stream_audio(path, self._plan[0] * WINDOW_SECONDS, stats=stats), self._span, *self._plan, _MIN_TAIL_S
+        )
+        return self._finish(outs), n_samples / SAMPLE_RATE, stats
+
+    def _span(self, wave: np.ndarray, n_windows: int) -> list[np.ndarray]:
+        # One span's member-combined scores (combination is per window) and, with a teacher, its rows.
         preds = predict_members(self._groups, wave, n_windows, self._frame_transform)
         weights = [m["weight"] for m in self.members]
         scores = ensemble.combine(preds, weights, self.classes, [m["classes"] for m in self.members], "mean")
+        return [scores] if self.teacher is None else [scores, self.teacher(wave, n_windows)]
+
+    def _finish(self, outs: list[np.ndarray]) -> np.ndarray:
+        # The file-level steps, over all the file's windows.
+        scores = outs[0]
         if self.file_postprocess:
             scores = postprocess.apply_file(scores, self.post, self.counts)
         if self.teacher is not None:
-            scores = teacher_member.blend_file(self.teacher.entry, scores, self.teacher(wave, n_windows))
+            scores = teacher_member.blend_file(self.teacher.entry, scores, outs[1])
         return scores
 
 
@@ -202,7 +230,8 @@ def predict_paths(
 
     Each file's outputs are written atomically as soon as it is done, so an interruption keeps the finished
     files; files whose outputs exist are skipped unless ``overwrite``. A file that cannot be decoded or scored
-    is logged and recorded in the report; the others go on.
+    is logged and recorded in the report; the others go on. Digital silence and a cut file (scored as far as it
+    decodes) are warned about. Files are decoded block by block, so their length does not raise memory.
     """
     out = Path(out)
     report = PredictReport()
@@ -213,13 +242,14 @@ def predict_paths(
             report.skipped.append(file)
             continue
         try:
-            wave = load_audio(file)
-            scores = scorer(wave)
+            scores, duration, stats = scorer.score_file(file)
         except (AudioError, ValueError, RuntimeError) as err:
-            log.error("%s: skipped: %s", file, err)
-            report.failed[file] = str(err)
+            why = f"{err.reason}: {err.detail}" if isinstance(err, AudioError) else str(err)  # names the file once
+            log.error("%s: skipped: %s", file, why)
+            report.failed[file] = why
             continue
-        duration = wave.shape[0] / SAMPLE_RATE
+        if stats.silent:
+            log.warning("%s: silent (all samples are zero)", file)
         table = window_table(str(file), scores, scorer.classes, duration, top_k, all_columns)
         write_csv(table, csv_path, float_format="%.5f")
         # Written last: a file counts as done only when both tables exist.
