@@ -203,3 +203,42 @@ def test_bundled_script_without_torch_or_birdclef_reproduces_the_runner_submissi
         alone = infer(built["spec"], files, factory, workers=1, threads=1, on_error="fallback")[1]
         np.testing.assert_allclose(got[["sp_b", "frog1"]].to_numpy(), alone[:, [1, 2]], atol=1e-6)
         assert np.abs(got[["sp_a", "ins1"]].to_numpy() - alone[:, [0, 3]]).max() > 0.05
+
+
+def _timings(folder: Path, built, scale: float) -> Path:
+    # The export's own timings with every member's time scaled: scale 1e4 puts 700 soundscapes past 90 minutes.
+    timings = {k: v * scale if k.startswith("member_seconds") else v for k, v in built["timings"].items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "export.json").write_text(json.dumps(timings))
+    return folder
+
+
+def test_bundle_prints_the_budget_plan_and_refuses_a_bundle_past_the_limit(built, project, tmp_path):
+    args = ["--export", str(built["export"]), "--root", str(project)]
+    ok = _timings(tmp_path / "fast", built, 1.0)
+    result = CliRunner().invoke(bundle_command, ["--out", str(tmp_path / "b1"), "--timings", str(ok), *args])
+    assert result.exit_code == 0, result.output
+    assert "Kaggle budget:" in result.output and "it0_sed_tiny@fp32" in result.output and "fit alone" in result.output
+    slow = _timings(tmp_path / "slow", built, 1e4)
+    result = CliRunner().invoke(bundle_command, ["--out", str(tmp_path / "b2"), "--timings", str(slow), *args])
+    assert result.exit_code != 0 and "past the 90-minute limit" in result.output
+    assert not (tmp_path / "b2").exists()  # refused before anything is written
+    result = CliRunner().invoke(
+        bundle_command, ["--out", str(tmp_path / "b3"), "--timings", str(slow), "--over-budget", "warn", *args]
+    )
+    assert result.exit_code == 0 and "WARNING" in result.output and (tmp_path / "b3" / "MANIFEST.json").is_file()
+
+
+def test_bundle_of_an_fp16_export_carries_the_ir_weights_and_the_fp32_fallback(built, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(built["export"], export)
+    spec = json.loads((export / "export_spec.json").read_text())
+    member = spec["members"][0]
+    for suffix in (".xml", ".bin"):  # stand-ins: the bundle copies files, it does not load them
+        (export / f"member_fp16{suffix}").write_text(suffix)
+    spec["precision"], member["body_fp32"], member["body"] = "fp16", member["body"], "member_fp16.xml"
+    (export / "export_spec.json").write_text(json.dumps(spec))
+    build_bundle(export, tmp_path / "bundle")
+    model = tmp_path / "bundle" / "model"
+    assert (model / "member_fp16.xml").is_file() and (model / "member_fp16.bin").read_text() == ".bin"
+    assert (model / member["body_fp32"]).is_file()

@@ -16,6 +16,7 @@ import click
 import yaml
 
 from birdclef.infer import backends, ensemble, kaggle_script, melspec, postprocess, teacher_member, windows
+from birdclef.infer.budget import KAGGLE_LIMIT_MINUTES, format_plan, plan_bundle
 from birdclef.io import atomic_path, load_params, write_json
 from birdclef.teachers import runtime as teacher_runtime
 from birdclef.track.runs import params_digest, provenance_tags
@@ -113,7 +114,8 @@ def build_bundle(
             if mel.get("numpy"):
                 shutil.copy2(Path(export_dir) / mel["numpy"], model / mel["numpy"])
         for member in spec["members"]:
-            shutil.copy2(Path(export_dir) / member["body"], model / member["body"])
+            for name in _body_files(member):
+                shutil.copy2(Path(export_dir) / name, model / name)
             member.pop("fused", None)
         for key, path in teachers.items():  # Kaggle has no internet: the teacher travels with the bundle
             (model / TEACHER_DIR).mkdir(exist_ok=True)
@@ -123,6 +125,29 @@ def build_bundle(
         manifest = {**provenance(root), "backend": spec.get("backend"), "files": file_hashes(tmp)}
         write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def _body_files(member: dict[str, Any]) -> list[str]:
+    # The served body (an OpenVINO IR: its .xml and .bin) and the fp32 one a runtime without OpenVINO falls back on.
+    names = [member["body"], *([member["body_fp32"]] if member.get("body_fp32") else [])]
+    return [*names, *(str(Path(n).with_suffix(".bin")) for n in names if n.endswith(".xml"))]
+
+
+def budget_plan(
+    export_dir: str | os.PathLike[str], timings: str | os.PathLike[str], limit_minutes: float = KAGGLE_LIMIT_MINUTES
+) -> dict[str, Any] | None:
+    """``budget.plan_bundle`` of an export from the stage timings in ``timings`` (``export.json``, ``infer.json``);
+    ``None`` when there is no ``export.json`` there."""
+    folder = Path(timings)
+    if not (folder / "export.json").is_file():
+        return None
+    infer = folder / "infer.json"
+    return plan_bundle(
+        backends.read_spec(export_dir),
+        json.loads((folder / "export.json").read_text()),
+        json.loads(infer.read_text()) if infer.is_file() else None,
+        limit_minutes,
+    )
 
 
 def provenance(root: str | os.PathLike[str]) -> dict[str, Any]:
@@ -182,12 +207,39 @@ def verify_bundle(folder: str | os.PathLike[str]) -> list[str]:
     "--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."), show_default=True,
     help="project root (git commit, dvc.lock, data.dvc, params.yaml for the manifest)",
 )  # fmt: skip
-def bundle_command(out: Path, export_dir: Path, root: Path) -> None:
+@click.option(
+    "--timings", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="the stages' timing files (export.json: per-member seconds; infer.json: decode share, start-up) "
+    "[default: ROOT/metrics/timing]",
+)  # fmt: skip
+@click.option("--limit-minutes", type=float, default=KAGGLE_LIMIT_MINUTES, show_default=True)
+@click.option("--over-budget", type=click.Choice(["refuse", "warn"]), default="refuse", show_default=True,
+              help="what to do with a bundle projected past --limit-minutes")  # fmt: skip
+def bundle_command(
+    out: Path, export_dir: Path, root: Path, timings: Path | None, limit_minutes: float, over_budget: str
+) -> None:
     """Pack the exported ensemble into a Kaggle-ready folder: ONNX graphs, predict_kaggle.py, MANIFEST.json.
 
+    First prints the budget plan (projected minutes for 700 soundscapes on 4 cores, how many members of each kind
+    fit) and refuses a bundle projected past the limit unless --over-budget warn.
     Upload the folder as a Kaggle dataset; in the notebook run
     `python <bundle>/predict_kaggle.py --soundscapes <test_soundscapes> --sample <sample_submission.csv>`.
     """
+    timings = timings or root / "metrics" / "timing"
+    try:
+        plan = budget_plan(export_dir, timings, limit_minutes)
+    except ValueError as err:  # timings of an export made before the planner: build, but say why there is no plan
+        click.echo(f"no budget plan: {err}", err=True)
+        plan = {}
+    if plan is None:
+        click.echo(f"no {timings / 'export.json'}: no budget plan (run the export stage)", err=True)
+    elif plan:
+        click.echo(format_plan(plan))
+        if plan["over_limit"]:
+            why = f"projected {plan['projected_minutes']:.1f} minutes, past the {limit_minutes:g}-minute limit"
+            if over_budget == "refuse":
+                raise click.ClickException(f"{why}: drop members or export them in fp16/int8 (--over-budget warn)")
+            click.echo(f"WARNING: {why}", err=True)
     manifest = build_bundle(export_dir, out, root)
     size = sum(f["bytes"] for f in manifest["files"].values()) / 2**20
     dirty = " (dirty working tree)" if manifest["git_dirty"] else ""
