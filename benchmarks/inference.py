@@ -11,6 +11,13 @@ Prints one JSON object (times are medians of ``--repeats`` runs, after one warm-
 - ``ensemble_ms_per_min_n<N>``: N members sharing one mel config end to end, as the infer stage runs them (one
   chunking pass, one front end, N bodies); ``ensemble_bound_ms_per_min_n<N>`` = decode + mel + N x body, the
   parts timed alone on the same file just before (the goal the ensemble should stay under);
+- ``bare_backbone_ms_per_min_onnxruntime``: the bare timm backbone's ONNX graph (``forward_features``, no head, no
+  front end) on the same 12 mel windows; ``member_bound_ms_per_min`` = decode + numpy front end + 1.2 x that, the
+  bound the member's end-to-end onnxruntime time should stay under (``member_within_bound``);
+- per ``--precisions`` entry P (``fp16``: OpenVINO IR with FP16 weights; ``int8``: static QDQ calibrated on
+  ``--calibration-audio``): ``e2e_ms_per_min_<P>_<backend>`` and ``body_ms_per_min_<P>_<backend>`` on each backend
+  that serves it, ``parity_<P>_<backend>`` (max abs probability diff vs fp32 on the export's test audio) and
+  ``speedup_e2e_<P>`` = the fastest fp32 end to end / the fastest P end to end;
 - ``rss_mb_<n>_files``, ``seconds_per_soundscape_minute_<n>_files``, ``projected_kaggle_minutes_<n>_files``:
   ``runner.infer`` over n generated 60-s noise soundscapes in a fresh process with ``--workers`` workers (files
   are hard links to ``--distinct`` distinct ones: more than a worker's mel cache holds, so none is served from it).
@@ -49,6 +56,8 @@ from birdclef.infer.backends import (
 )
 from birdclef.infer.export import body_wrapper, export_ensemble
 from birdclef.infer.melspec import NumpyFrontEnd
+from birdclef.infer.onnx_graphs import export_graph
+from birdclef.infer.precision import SERVES
 from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT
 from birdclef.infer.windows import predict_file, predict_file_group, stack_predictors
 from birdclef.models import create_model, save_checkpoint
@@ -121,6 +130,25 @@ def rss_run(files_dir: Path, spec_path: Path, export_dir: Path, workers: int) ->
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class _BareBackbone(torch.nn.Module):
+    # The timm backbone alone: (B, in_chans, n_mels, frames) -> feature map, no head and no front end.
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)
+
+
+def bare_backbone_ms(model, mels: list[np.ndarray], path: Path, threads: int, repeats: int) -> float:
+    """Median ms of the bare backbone's ONNX graph (onnxruntime) on the mel windows, as the member feeds it."""
+    with torch.no_grad():
+        inputs = [model.head.prepare(torch.from_numpy(m).expand(-1, model.in_chans, -1, -1)).numpy() for m in mels]
+    export_graph(_BareBackbone(model).eval(), torch.from_numpy(inputs[0][:2]), path, "x", ["features"], (0, 3))
+    graph = load_graph("onnxruntime", path, threads)
+    return median_ms(lambda i: graph(inputs[i]), len(inputs) - 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
@@ -132,6 +160,13 @@ def main() -> None:
     ap.add_argument("--rss-files", default="50,700", help="comma-separated soundscape counts; empty to skip")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distinct", type=int, default=40, help="distinct soundscapes (more than a worker's mel cache)")
+    ap.add_argument("--precisions", default="fp16,int8", help="reduced-precision exports to time (empty: none)")
+    ap.add_argument(
+        "--calibration-audio",
+        type=Path,
+        default=ROOT / "data" / "train_soundscapes",
+        help="int8 calibration recordings (default: the demo's train soundscapes; else the noise files)",
+    )
     args = ap.parse_args()
 
     params = yaml.safe_load(args.params.read_text())
@@ -191,6 +226,41 @@ def main() -> None:
         ort_body = load_graph("onnxruntime", tmp / "export" / spec["members"][0]["body"], args.threads)
         result["body_ms_per_min_onnxruntime"] = median_ms(lambda i: ort_body(mels[i]), args.repeats)
         result["ort_body_speedup"] = round(result["body_ms_per_min_torch"] / result["body_ms_per_min_onnxruntime"], 2)
+        result["bare_backbone_ms_per_min_onnxruntime"] = bare_backbone_ms(
+            model, mels, tmp / "bare_backbone.onnx", args.threads, args.repeats
+        )
+        result["member_bound_ms_per_min"] = round(
+            result["decode_ms_per_min"] + result["frontend_ms_per_min_numpy"]
+            + 1.2 * result["bare_backbone_ms_per_min_onnxruntime"], 1
+        )  # fmt: skip
+        result["member_within_bound"] = result["e2e_ms_per_min_onnxruntime"] <= result["member_bound_ms_per_min"]
+
+        # Reduced-precision bodies (front end fp32), end to end as the infer stage runs them, and the body alone.
+        calibration = args.calibration_audio if args.calibration_audio.exists() else paths[0].parent
+        fp32_best = min(result[f"e2e_ms_per_min_{b}"] for b in available_backends())
+        for precision in (p for p in args.precisions.split(",") if p):
+            folder = tmp / f"export_{precision}"
+            cfg = {"fused": False, "threads": args.threads, "bench_repeats": 1, "precision": precision,
+                   "calibration_audio": str(calibration)}  # fmt: skip
+            metrics = export_ensemble(members, folder, cfg)
+            spec_p = read_spec(folder)
+            best = None
+            for backend in (b for b in SERVES[precision] if b in available_backends()):
+                ens = ExportedEnsemble(folder, backend, args.threads)
+                pred = next(iter(ens.predictors().values()))
+                took = median_ms(end_to_end(stack_predictors([pred]), paths, post, batch), args.repeats)
+                result[f"e2e_ms_per_min_{precision}_{backend}"] = took
+                body_p = load_graph(backend, folder / spec_p["members"][0]["body"], args.threads,
+                                    "f16" if precision == "fp16" else "f32")  # fmt: skip
+                result[f"body_ms_per_min_{precision}_{backend}"] = median_ms(
+                    lambda i, g=body_p: g(mels[i]), args.repeats
+                )
+                if hasattr(body_p, "precision"):
+                    result[f"runtime_precision_{precision}_{backend}"] = body_p.precision
+                result[f"parity_{precision}_{backend}"] = metrics.get(f"parity_{precision}_{backend}_m0")
+                best = took if best is None else min(best, took)
+            if best:
+                result[f"speedup_e2e_{precision}"] = round(fp32_best / best, 2)
 
         # N members on one mel config: the same body graph N times behind one front end, run as the infer stage
         # runs members that share a chunking (one batch stack, one mel, N bodies). The bound the issue sets:

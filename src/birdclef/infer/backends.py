@@ -83,7 +83,8 @@ class _OvGraph:
         }
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # what this CPU runs it in
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = str(getattr(hint, "get_type_name", lambda: hint)())  # what this CPU runs it in: bf16, f32
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])
