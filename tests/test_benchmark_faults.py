@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +72,23 @@ def test_naming_does_not_take_one_soundscape_id_for_a_longer_one() -> None:
     lines = ["x: soundscape_fault_sr_8k: silent", "soundscape_fault_sr_8k_5 row", "soundscape_fault_sr_192k.wav ok"]
     assert faults_audio._naming(lines, ["soundscape_fault_sr_8k"]) == [lines[0]]
     assert faults_audio._crash(["Traceback (most recent call last):", "  x", "ValueError: boom"]) == "ValueError: boom"
+
+
+
+def test_running_stage_reads_the_stage_from_a_child_command_line() -> None:
+    code = "import subprocess, sys, time; subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)', "
+    code += "'stages/train.py', '--iteration', '1']); time.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        stage, age = None, 0.0
+        for _ in range(200):
+            stage, age = faults_kill.running_stage(parent.pid)
+            if stage:
+                break
+            time.sleep(0.05)
+        assert stage == "train@1" and 0 <= age < 30
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            os.kill(child.pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
