@@ -40,8 +40,10 @@ from faults_kill import kill_campaign
 
 
 def budget(epochs: int) -> dict[str, Any]:
-    """The small training budget of both campaigns: ``epochs`` epochs of one pass over the segments each."""
-    return {"train.loop.epochs": epochs, "train.loop.min_samples_per_epoch": 0, "train.loop.progress": False}
+    """The small training budget of both campaigns: ``epochs`` epochs of 4 batches, a resume checkpoint every 2
+    steps (so that a kill inside training resumes from one, the path a long run takes)."""
+    return {"train.loop.epochs": epochs, "train.loop.min_samples_per_epoch": 64, "train.loop.checkpoint_every": 2,
+            "train.loop.progress": False}  # fmt: skip
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
