@@ -55,6 +55,31 @@ class EmbeddingRows:
     def _take(self, m: np.ndarray) -> EmbeddingRows:
         return EmbeddingRows(self.keys[m], self.starts_s[m], self.embeddings[m])
 
+    def minus(self, mean: np.ndarray) -> EmbeddingRows:
+        """The same rows with ``mean`` (D,) subtracted from every embedding."""
+        return EmbeddingRows(self.keys, self.starts_s, (self.embeddings - mean[None, :]).astype(np.float32))
+
+
+TARGETS = ("raw", "centered")
+"""``distill.target``: the teacher's embeddings as they are, or minus their mean over the training rows."""
+
+
+def centre_targets(
+    train: EmbeddingRows, held: EmbeddingRows | None
+) -> tuple[EmbeddingRows, EmbeddingRows | None, np.ndarray]:
+    """Subtract the training rows' mean embedding from the training and the held-out targets.
+
+    BirdNET's embeddings are non-negative pooled activations: on the real-audio benchmark every window sits at
+    cosine 0.86 to the mean embedding, so a student that outputs the mean already scores ``1 - cos`` = 0.14 and the
+    loss barely asks for what tells windows apart. Centred, the mean predictor scores cosine 0 and the loss is about
+    the differences between windows (the held-out rows use the training mean: nothing of them leaks).
+
+    Returns:
+        ``(train, held, mean (D,) float32)``.
+    """
+    mean = train.embeddings.astype(np.float64).mean(axis=0).astype(np.float32)
+    return train.minus(mean), held.minus(mean) if held is not None else None, mean
+
 
 def embedding_rows(tables: Sequence[pd.DataFrame], embeddings: Sequence[np.ndarray], id_columns: Sequence[str]):
     """Stack the teacher stage's splits into one :class:`EmbeddingRows` (rows with a non-finite embedding dropped)."""
@@ -150,6 +175,7 @@ def distill_member(
     *,
     holdout: float = 0.1,
     seed: int = 0,
+    target: str = "raw",
     resume_dir=None,
     fingerprint: str = "",
     run=None,
@@ -164,6 +190,7 @@ def distill_member(
         loop: ``train.loop`` settings (``FitConfig``).
         holdout: share of files held out for ``val_cosine``.
         seed: holdout draw.
+        target: ``raw`` | ``centered`` (:func:`centre_targets`; ``val_cosine`` is then on centred targets too).
         resume_dir, fingerprint, run, device: as for ``fit``.
 
     Returns:
@@ -172,7 +199,11 @@ def distill_member(
     """
     from birdclef.train.fit import FitConfig, fit
 
+    if target not in TARGETS:
+        raise ValueError(f"distill.target must be one of {', '.join(TARGETS)}, not {target!r}")
     train_rows, held_rows = rows.split(holdout, seed)
+    if target == "centered":
+        train_rows, held_rows, _ = centre_targets(train_rows, held_rows)
     train_set = EmbeddingDataset(train_rows, cache)
     held = EmbeddingDataset(held_rows, cache) if held_rows is not None else None
     student = EmbeddingStudent(model, rows.embeddings.shape[1])
@@ -202,6 +233,7 @@ class DistillParams:
             ``train_soundscape``: soundscape crops); each must be in ``teacher.splits``.
         holdout: share of files held out for ``val_cosine``.
         seed: holdout draw.
+        target: ``raw`` (the teacher's embeddings) | ``centered`` (minus their training mean, :func:`centre_targets`).
         train: ``train.*`` overrides for the distillation (e.g. ``{loop: {epochs: 20}}``).
     """
 
@@ -210,13 +242,14 @@ class DistillParams:
     splits: tuple[str, ...] = ("segment", "train_soundscape")
     holdout: float = 0.1
     seed: int = 0
+    target: str = "raw"
     train: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any] | None) -> DistillParams:
         """Build from params, naming every unknown key and bad value."""
         section = dict(section or {})
-        known = ("enabled", "members", "splits", "holdout", "seed", "train")
+        known = ("enabled", "members", "splits", "holdout", "seed", "target", "train")
         errors = [f"unknown key distill.{k}; valid: {', '.join(known)}" for k in sorted(set(section) - set(known))]
         for key in ("members", "splits"):
             value = section.get(key, [])
@@ -224,6 +257,8 @@ class DistillParams:
                 errors.append(f"distill.{key} must be a list of names, got {value!r}")
         if not 0.0 <= float(section.get("holdout", 0.1)) < 1.0:
             errors.append(f"distill.holdout must be in [0, 1), got {section['holdout']}")
+        if section.get("target", "raw") not in TARGETS:
+            errors.append(f"distill.target must be one of {', '.join(TARGETS)}, got {section['target']!r}")
         if not isinstance(section.get("train", {}) or {}, Mapping):
             errors.append("distill.train must be a mapping of train.* overrides")
         if section.get("enabled") and not section.get("members"):
@@ -236,6 +271,7 @@ class DistillParams:
             splits=tuple(section.get("splits", cls.splits)),
             holdout=float(section.get("holdout", 0.1)),
             seed=int(section.get("seed", 0)),
+            target=str(section.get("target", "raw")),
             train=dict(section.get("train") or {}),
         )
 
@@ -273,8 +309,9 @@ def run_distill(params: Mapping[str, Any], teacher_dir, cache: WaveSource, out, 
         torch.manual_seed(int(tcfg["loop"].get("seed", 0)))
         model = create_model(model_cfg, 1, mel_cfg)  # the class head is re-made by the fine-tuning iteration
         model, metrics = distill_member(
-            model, rows, cache, tcfg["loop"], holdout=cfg.holdout, seed=cfg.seed,
-            resume_dir=Path(resume) / name, fingerprint=fingerprint(name, model_cfg, mel_cfg, tcfg, digest),
+            model, rows, cache, tcfg["loop"], holdout=cfg.holdout, seed=cfg.seed, target=cfg.target,
+            resume_dir=Path(resume) / name,
+            fingerprint=fingerprint(name, model_cfg, mel_cfg, tcfg, digest, cfg.target),
             run=run, device=device,
         )
         save_checkpoint(Path(out) / name / "model.pt", model, {"distilled_from": str(teacher_dir), **metrics})
