@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from faults_audio import audio_campaign
+from faults_audio import analyse, audio_campaign
 from faults_common import REPO, synth_tiny
 from faults_kill import kill_campaign
 
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
     ap.add_argument("--keep", action="store_true", help="leave the scratch folder (clones, logs) in place")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--analyse", type=Path, default=None, help="only re-read the results kept (--keep) in this folder")
     args = ap.parse_args(argv)
+    if args.analyse:
+        return report(_reread(args.analyse), args.out)
     commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True,
                             check=True).stdout.strip()  # fmt: skip
     work = args.work or Path(tempfile.mkdtemp(prefix="birdclef-faults-"))
@@ -75,20 +78,37 @@ def main(argv: list[str] | None = None) -> int:
         data = synth_tiny(work)
         if args.kills:
             result["kill"] = kill_campaign(work, commit, data, args.kills, args.seed, budget(args.epochs))
+            (work / "kill.json").write_text(json.dumps(result["kill"], indent=2))
             print(f"kills: {json.dumps({k: v for k, v in result['kill'].items() if k != 'kills'})}", file=sys.stderr)
         if args.cases != 0:
             model = work / "reference" / "build" / "export"
             result["audio"] = audio_campaign(work, commit, data, budget(args.epochs), args.cases, model)
-            print_table(result["audio"]["rows"])
     finally:
         result["wall_s"] = round(time.perf_counter() - started)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    return report(result, args.out)
+
+
+def _reread(work: Path) -> dict[str, Any]:
+    """What a kept campaign folder holds: the kill report as written, the bad-audio table re-derived."""
+    result: dict[str, Any] = {"work": str(work)}
+    if (work / "kill.json").is_file():
+        result["kill"] = json.loads((work / "kill.json").read_text())
+    if (work / "bad_audio.json").is_file():
+        result["audio"] = analyse(work)
+    return result
+
+
+def report(result: dict[str, Any], out: Path | None) -> int:
+    """Print the table and the JSON (also to ``out``); 0 when every acceptance check holds."""
+    if "audio" in result:
+        print_table(result["audio"]["rows"])
     result["ok"] = all(result[k]["ok"] for k in ("kill", "audio") if k in result)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
     return 0 if result["ok"] else 1
 
 

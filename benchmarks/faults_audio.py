@@ -4,8 +4,8 @@ acquire (``on_bad: fail``, the default, then ``skip``), clean, features, ensembl
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,9 @@ from faults_cases import CASES, Case, place
 from faults_common import Clone, make_clone, set_params, stage_sections
 
 STAGES = ("acquire (on_bad: fail)", "acquire", "clean", "features", "ensemble", "infer", "predict")
+# The stages whose output a bad file would spoil unnoticed: clean (training segments), ensemble, infer, predict.
+# acquire checks containers and features caches what clean kept; contents (NaN, silence, rate) are clean's to judge.
+CONSUMERS = ("clean", "ensemble", "infer", "predict")
 _MAX = 110  # characters of a message kept in the table
 
 
@@ -59,23 +62,28 @@ class _Outcomes:
         self.cells[(case.key, stage)] = (status, _short(outcome))
 
     def seen(self, case: Case, stage: str, lines: list[str], used: str, crash: str | None = None) -> None:
-        """A stage that processed the case: crashed, said something about it, or used it without a word."""
-        if crash is not None and (lines or case.needs_message):
-            self.set(case, stage, "CRASH", crash)
+        """A stage that processed the case: crashed on it, crashed on another file, said something about it, or
+        used it without a word (SILENT where bad audio would reach a model or a prediction that way)."""
+        if crash is not None:
+            self.set(case, stage, "CRASH" if lines else "stage crashed", crash)
         elif lines:
             self.set(case, stage, "handled", lines[0])
         else:
-            self.set(case, stage, "SILENT" if case.needs_message else "ok", used)
+            self.set(case, stage, "SILENT" if case.needs_message and stage in CONSUMERS else "ok", used)
 
 
-def _acquire_fail(clone: Clone, work: Path, cases: list[Case], placed: dict, out: _Outcomes) -> int:
-    """acquire with the default ``on_bad: fail``: it must stop, naming every bad file."""
-    log = work / "acquire_fail.log"
+def _acquire_fail_run(clone: Clone, work: Path) -> int:
+    """acquire with the default ``on_bad: fail`` (it must stop, naming every bad file); its exit status."""
     scratch = work / "acquire_fail"
-    rc = clone.run(["python", "stages/acquire.py", "--data", "data", "--params", "params.yaml",
-                    "--out", str(scratch / "out"), "--metrics", str(scratch / "dq.json"),
-                    "--timings", str(scratch / "t.json"), "--report", str(scratch / "docs")], log, 900)  # fmt: skip
-    lines = log.read_text(errors="replace").splitlines()
+    return clone.run(["python", "stages/acquire.py", "--data", "data", "--params", "params.yaml",
+                      "--out", str(scratch / "out"), "--metrics", str(scratch / "dq.json"),
+                      "--timings", str(scratch / "t.json"), "--report", str(scratch / "docs")],
+                     work / "acquire_fail.log", 900)  # fmt: skip
+
+
+def _acquire_fail(work: Path, rc: int, cases: list[Case], placed: dict, out: _Outcomes) -> None:
+    """The ``on_bad: fail`` column, from its log."""
+    lines = (work / "acquire_fail.log").read_text(errors="replace").splitlines()
     crash = _crash(lines)
     for case in cases:
         said = _naming(lines, [Path(p).name for p in placed[case.key].values()])
@@ -84,13 +92,11 @@ def _acquire_fail(clone: Clone, work: Path, cases: list[Case], placed: dict, out
         elif said:
             out.set(case, STAGES[0], "handled", f"refused: {said[0]}")
         else:
-            out.set(case, STAGES[0], "SILENT" if case.needs_message and rc else "ok", "accepted by the probe")
-    return rc
+            out.set(case, STAGES[0], "ok", "accepted by the probe (containers only; contents are clean's)")
 
 
-def _pipeline(clone: Clone, cases: list[Case], placed: dict, sections: dict[str, list[str]], out: _Outcomes) -> None:
-    """Fill acquire .. infer from one ``dvc repro`` log and the tables the stages wrote."""
-    root = clone.root
+def _pipeline(root: Path, cases: list[Case], placed: dict, sections: dict[str, list[str]], out: _Outcomes) -> None:
+    """Fill acquire .. infer from one ``dvc repro`` log and the tables the stages wrote in the clone ``root``."""
     for case in cases:
         train, test = placed[case.key]["train"], placed[case.key].get("test")
         names = {w: Path(p).name for w, p in placed[case.key].items()}
@@ -146,24 +152,49 @@ def _submission_rows(root: Path, stem: str) -> str:
     return f"{int(ids.str.startswith(stem + '_').sum())} rows in submission.csv"
 
 
-def _predict(clone: Clone, work: Path, cases: list[Case], placed: dict, model: Path | None, out: _Outcomes) -> None:
-    """``birdclef predict`` over every test copy at once; per file, its messages or its output."""
-    todo = [c for c in cases if "test" in placed[c.key]]
+def _predict_run(clone: Clone, work: Path, cases: list[Case], placed: dict, model: Path | None) -> int | None:
+    """``birdclef predict`` over every test copy at once (None: no export folder to predict with)."""
     if model is None or not model.is_dir():
+        return None
+    files = [f"data/{placed[c.key]['test']}" for c in cases if "test" in placed[c.key]]
+    cmd = ["birdclef", "predict", *files, "--model", str(model), "--out", str(work / "predictions")]
+    return clone.run([*cmd, "--threads", "2"], work / "predict.log", 1800)
+
+
+def _predict(work: Path, rc: int | None, cases: list[Case], placed: dict, out: _Outcomes) -> None:
+    """The predict column: per file, its messages or its output."""
+    todo = [c for c in cases if "test" in placed[c.key]]
+    if rc is None:
         for case in todo:
             out.set(case, "predict", "not run", "no export folder to predict with")
         return
-    log, dest = work / "predict.log", work / "predictions"
-    files = [placed[c.key]["test"] for c in todo]
-    cmd = ["birdclef", "predict", *[f"data/{f}" for f in files], "--model", str(model), "--out", str(dest)]
-    rc = clone.run([*cmd, "--threads", "2"], log, 1800)
-    lines = log.read_text(errors="replace").splitlines()
+    lines = (work / "predict.log").read_text(errors="replace").splitlines()
     crash = _crash(lines) if rc not in (0, 1) or any("Traceback" in ln for ln in lines) else None
     for case in todo:
         name = Path(placed[case.key]["test"]).name
-        csv = dest / f"{Path(name).stem}.csv"
+        csv = work / "predictions" / f"{Path(name).stem}.csv"
         used = f"scored: {len(pd.read_csv(csv))} windows" if csv.is_file() else "no output, no message"
         out.seen(case, "predict", _naming(lines, [name]), used, crash)
+
+
+def analyse(work: Path) -> dict[str, Any]:
+    """The bad-audio report from a campaign's kept work folder (``run.json``, the logs, the clone's tables)."""
+    run = json.loads((work / "bad_audio.json").read_text())
+    cases = [c for c in CASES if c.key in run["cases"]]
+    placed, out = run["placed"], _Outcomes()
+    root = work / "bad_audio"
+    _acquire_fail(work, run["acquire_on_bad_fail_rc"], cases, placed, out)
+    sections = stage_sections((work / "bad_audio.log").read_text(errors="replace"))
+    _pipeline(root, cases, placed, sections, out)
+    _predict(work, run["predict_rc"], cases, placed, out)
+    cells = [(c, s, *out.cells[(c.key, s)]) for c in cases for s in STAGES if (c.key, s) in out.cells]
+    rows = [{"case": c.key, "problem": c.problem, "stage": s, "status": st, "outcome": o} for c, s, st, o in cells]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    report = {k: v for k, v in run.items() if k != "placed"}
+    ok = run["repro_rc"] == 0 and not any(counts.get(k) for k in ("CRASH", "stage crashed", "SILENT"))
+    return {**report, "rows": rows, "status_counts": counts, "ok": ok}
 
 
 def audio_campaign(
@@ -186,33 +217,26 @@ def audio_campaign(
     cases = list(CASES[:n_cases] if n_cases else CASES)
     clone = make_clone(work, "bad_audio", commit, data, {})
     placed = place(cases, clone.root / "data")
-    out = _Outcomes()
-    fail_rc = _acquire_fail(clone, work, cases, placed, out)
+    fail_rc = _acquire_fail_run(clone, work)
     set_params(clone.root / "params.yaml", {**overrides, "acquire.on_bad": "skip"})
-    log = work / "bad_audio.log"
     t = time.perf_counter()
-    rc = clone.run(["dvc", "repro"], log, 3600)
+    rc = clone.run(["dvc", "repro"], work / "bad_audio.log", 3600)
     repro_s = round(time.perf_counter() - t)
-    _pipeline(clone, cases, placed, stage_sections(log.read_text(errors="replace")), out)
     own = clone.root / "build" / "export"
-    _predict(clone, work, cases, placed, own if own.is_dir() else model, out)
+    predict_rc = _predict_run(clone, work, cases, placed, own if own.is_dir() else model)
     for case in cases:  # the generated audio goes (the 3-hour file is 75 MB a copy)
         for rel in placed[case.key].values():
             (clone.root / "data" / rel).unlink(missing_ok=True)
-    shutil.rmtree(work / "predictions", ignore_errors=True)
-    cells = [(c, s, *out.cells[(c.key, s)]) for c in cases for s in STAGES if (c.key, s) in out.cells]
-    rows = [{"case": c.key, "problem": c.problem, "stage": s, "status": st, "outcome": o} for c, s, st, o in cells]
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return {
+    run = {
         "cases": [c.key for c in cases],
+        "placed": placed,
         "acquire_on_bad_fail_rc": fail_rc,
         "repro_overrides": {**overrides, "acquire.on_bad": "skip"},
         "repro_rc": rc,
         "repro_s": repro_s,
-        "rows": rows,
-        "status_counts": counts,
-        "ok": rc == 0 and not counts.get("CRASH") and not counts.get("SILENT"),
+        "predict_rc": predict_rc,
+        "predict_model": str(own if own.is_dir() else model),
         "wall_s": round(time.perf_counter() - started),
     }
+    (work / "bad_audio.json").write_text(json.dumps(run, indent=2, ensure_ascii=False))
+    return analyse(work)
