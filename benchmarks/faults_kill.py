@@ -44,8 +44,8 @@ def running_stage(leader: int) -> tuple[str | None, float]:
     except psutil.NoSuchProcess:
         return None, 0.0
     for child in children:
-        try:
-            cmd = child.cmdline()
+        try:  # DVC runs the command through a shell: its "-c" argument is the whole command line
+            cmd = " ".join(child.cmdline()).split()
             started = child.create_time()
         except psutil.Error:
             continue

@@ -76,8 +76,9 @@ def test_naming_does_not_take_one_soundscape_id_for_a_longer_one() -> None:
 
 
 def test_running_stage_reads_the_stage_from_a_child_command_line() -> None:
-    code = "import subprocess, sys, time; subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)', "
-    code += "'stages/train.py', '--iteration', '1']); time.sleep(30)"
+    # as DVC runs a stage: a shell whose -c argument is the whole command line, the stage below it
+    code = "import subprocess, time; subprocess.run(['/bin/sh', '-c', 'sleep 30; : stages/train.py --iteration 1']); "
+    code += "time.sleep(30)"
     parent = subprocess.Popen([sys.executable, "-c", code])
     try:
         stage, age = None, 0.0
