@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 from faults_cases import CASES, Case, place
-from faults_common import Clone, make_clone, set_params, stage_sections
+from faults_common import Clone, make_clone, set_params, stage_seconds, stage_sections
 
 STAGES = ("acquire (on_bad: fail)", "acquire", "clean", "features", "ensemble", "infer", "predict")
 # The stages whose output a bad file would spoil unnoticed: clean (training segments), ensemble, infer, predict.
@@ -194,7 +194,8 @@ def analyse(work: Path) -> dict[str, Any]:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     report = {k: v for k, v in run.items() if k != "placed"}
     ok = run["repro_rc"] == 0 and not any(counts.get(k) for k in ("CRASH", "stage crashed", "SILENT"))
-    return {**report, "rows": rows, "status_counts": counts, "ok": ok}
+    seconds = stage_seconds(root)  # with the 3-hour file in train_audio and test_soundscapes
+    return {**report, "stage_seconds": seconds, "rows": rows, "status_counts": counts, "ok": ok}
 
 
 def audio_campaign(
