@@ -105,6 +105,9 @@ class NullRun:
     def log_onnx(self, path: str | os.PathLike[str], name: str = "ensemble") -> None:
         """Ignore an ONNX model."""
 
+    def log_table(self, table: Any, artifact_file: str) -> None:
+        """Ignore a table."""
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Ignore tags."""
 
@@ -152,6 +155,19 @@ class StageRun(NullRun):
 
         model = onnx.load(str(path))
         mlflow.onnx.log_model(model, name=name)
+
+    def log_table(self, table: Any, artifact_file: str) -> None:
+        """Log a DataFrame as one table artifact (``mlflow.log_table``: JSON the UI shows as a table).
+
+        Hundreds of per-class values belong in one table, not in as many metric columns (MLflow's run list
+        handles those badly). An empty table is skipped.
+
+        Args:
+            table: a pandas DataFrame.
+            artifact_file: run-relative ``.json`` path, e.g. ``tables/per_class_auc.json``.
+        """
+        if len(table):
+            self._mlflow.log_table(data=table, artifact_file=artifact_file, run_id=self.run_id)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set run tags (values are stringified)."""
