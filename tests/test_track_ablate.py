@@ -90,7 +90,8 @@ def test_experiments_reads_names_metrics_and_errors():
             "rev": "abc",
             "experiments": [
                 {
-                    "revs": [{"name": "x-a", "data": {"metrics": {"m.json": {"data": {"score": 1}}}}, "error": None}],
+                    "revs": [{"name": "x-a", "rev": "e1", "data": {"metrics": {"m.json": {"data": {"score": 1}}}},
+                              "error": None}],  # fmt: skip
                     "executor": {"state": "success"},
                 },
                 {"revs": [{"name": "x-a", "data": stale, "error": None}], "executor": {"state": "success"}},
@@ -103,9 +104,9 @@ def test_experiments_reads_names_metrics_and_errors():
         },
     ]
     assert experiments(show) == {
-        "x-a": {"metrics": {"m.json": {"score": 1}}, "state": "success", "error": None},
-        "x-b": {"metrics": {}, "state": "failed", "error": "Experiment run failed"},
-        "x-c": {"metrics": {}, "state": "queued", "error": None},
+        "x-a": {"metrics": {"m.json": {"score": 1}}, "state": "success", "error": None, "rev": "e1"},
+        "x-b": {"metrics": {}, "state": "failed", "error": "Experiment run failed", "rev": None},
+        "x-c": {"metrics": {}, "state": "queued", "error": None, "rev": None},
     }  # fmt: skip
 
 

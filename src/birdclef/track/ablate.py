@@ -3,85 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-from birdclef.io import atomic_path
+from birdclef.io import atomic_path, load_params
+from birdclef.track.ablate_spec import DEFAULT_METRIC, AblationSpec, queue_commands
 from birdclef.track.history import lookup, match_path, natural_key
-from birdclef.track.overrides import set_args
 from birdclef.track.pipeline import child_env, dvc_executable
 from birdclef.track.provenance import git
 
-DEFAULT_METRIC = "metrics/infer.json:score|metrics/train/it2.json:soundscape_auc"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-@dataclass
-class AblationSpec:
-    """A parsed ablation spec.
-
-    Attributes:
-        name: prefix of the experiment names (``<name>-<variant>``).
-        variants: ``{variant: {dotted params key: value}}`` in file order; ``{}`` runs the committed params.
-        baseline: the variant the deltas are taken against (the first one by default).
-        metric: ``FILE:KEY`` reference(s), ``|``-separated fallbacks (FILE may be a glob).
-        taxa: taxon suffixes to tabulate (``<KEY>_<taxon>``); None = every one found.
-        jobs: experiments run at a time.
-    """
-
-    name: str
-    variants: dict[str, dict[str, Any]]
-    baseline: str
-    metric: str = DEFAULT_METRIC
-    taxa: list[str] | None = None
-    jobs: int = 1
-
-    @classmethod
-    def load(cls, path: Path) -> AblationSpec:
-        """Read and check a spec file; errors name the file and the bad entry."""
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from err
-        variants = doc.get("variants")
-        if not isinstance(variants, Mapping) or not variants:
-            raise ValueError(f"{path}: `variants` must map variant names to params overrides")
-        name = str(doc.get("name", path.stem))
-        for label in (name, *map(str, variants)):
-            if not _NAME.match(label):
-                raise ValueError(f"{path}: {label!r} is not a valid experiment name (letters, digits, - and _)")
-        clean: dict[str, dict[str, Any]] = {}
-        for variant, overrides in variants.items():
-            if overrides is not None and not isinstance(overrides, Mapping):
-                raise ValueError(f"{path}: variant {variant!r} must map params keys to values, got {overrides!r}")
-            clean[str(variant)] = dict(overrides or {})
-        baseline = str(doc.get("baseline", next(iter(clean))))
-        if baseline not in clean:
-            raise ValueError(f"{path}: baseline {baseline!r} is not one of the variants {sorted(clean)}")
-        taxa = doc.get("taxa")
-        return cls(name, clean, baseline, str(doc.get("metric", DEFAULT_METRIC)),
-                   [str(t) for t in taxa] if taxa else None, int(doc.get("jobs", 1)))  # fmt: skip
-
-    def exp_name(self, variant: str) -> str:
-        """The DVC experiment name of a variant."""
-        return f"{self.name}-{variant}"
-
-
-def queue_commands(spec: AblationSpec) -> list[list[str]]:
-    """The DVC commands that queue every variant, then run the queue."""
-    dvc = dvc_executable()
-    cmds = [[dvc, "exp", "run", "--queue", "-n", spec.exp_name(v), *set_args(o)] for v, o in spec.variants.items()]
-    return [*cmds, [dvc, "exp", "run", "--run-all", "--jobs", str(spec.jobs)]]
-
+__all__ = ["DEFAULT_METRIC", "AblationSpec", "ablate_command", "experiments", "markdown", "queue_commands", "resolve"]
 
 def experiments(show: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """``{name: {"metrics": {file: doc}, "state": str, "error": str | None}}`` from ``dvc exp show --json``.
@@ -103,6 +40,7 @@ def experiments(show: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
                     "metrics": {f: d for f, d in metrics.items() if d is not None} if ok else {},
                     "state": state,
                     "error": err.get("msg") if isinstance(err, Mapping) else err,
+                    "rev": rev.get("rev"),  # the experiment's commit: its outputs in the DVC cache
                 })  # fmt: skip
     return out
 
@@ -158,12 +96,14 @@ def markdown(spec: AblationSpec, results: Mapping[str, dict[str, Any]], header: 
     return "\n".join(lines) + "\n"
 
 
-def run_ablation(spec: AblationSpec, repo: Path, run: bool = True) -> dict[str, dict[str, Any]]:
-    """Queue and run every variant (unless ``run`` is False), then read the results from ``dvc exp show``."""
+def run_ablation(
+    spec: AblationSpec, repo: Path, run: bool = True, kinds: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Queue and run every variant x seed that trains (unless ``run`` is False), then read ``dvc exp show``."""
     env = child_env(None, "")
     env.pop("MLFLOW_TRACKING_URI")  # stages pick the project's store (or the user's own variable) themselves
     if run:
-        for cmd in queue_commands(spec):
+        for cmd in queue_commands(spec, kinds):
             click.echo("$ " + shlex.join(["dvc", *cmd[1:]]), err=True)
             proc = subprocess.run(cmd, cwd=repo, env=env)
             if proc.returncode and "--run-all" not in cmd:
@@ -175,6 +115,31 @@ def run_ablation(spec: AblationSpec, repo: Path, run: bool = True) -> dict[str, 
     return experiments(json.loads(show.stdout))
 
 
+def seeded_table(spec: AblationSpec, repo: Path, results: Mapping[str, dict[str, Any]], kinds: Mapping[str, str],
+                 header: dict[str, str], run: bool, markdown_path: Path) -> str:  # fmt: skip
+    """Tabulate a seeded spec inside one MLflow parent run: the reuse stages run as its children, the table is
+    logged to it as a table artifact (``ablation.json``) and as the markdown file."""
+    from birdclef.track.ablate_seeds import collect, make_reuse
+    from birdclef.track.ablate_table import frame
+    from birdclef.track.ablate_table import markdown as seeded_markdown
+    from birdclef.track.runs import parent_run, tracking_uri
+
+    params = repo / "params.yaml"
+    tracking = (load_params(params).get("tracking") or {}) if params.is_file() else {}
+    with parent_run(f"ablate {spec.name}", tracking, {"ablation": spec.name, "dvc_stage": "ablate"}) as parent:
+        reuse = make_reuse(spec, repo, run, parent.run_id, tracking_uri(repo.resolve()) if parent.run_id else "")
+        rows, found, taxa = collect(spec, repo, results, kinds, reuse)
+        text = f"# Ablation `{spec.name}`\n\n" + seeded_markdown(rows, taxa, found, spec.seed_list(), header)
+        with atomic_path(markdown_path) as tmp:
+            tmp.write_text(text)
+        parent.log_table(frame(rows, taxa), "ablation.json")
+        parent.log_artifact(markdown_path)
+        if found is not None:
+            parent.log_metrics({"baseline_score": sum(found.scores) / len(found.scores),
+                                "bootstrap_half_width": found.half_width, "seed_sd": found.seed_sd})  # fmt: skip
+    return text
+
+
 @click.command("ablate")
 @click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -183,16 +148,16 @@ def run_ablation(spec: AblationSpec, repo: Path, run: bool = True) -> dict[str, 
     default=None,
     help="Markdown file to write [default: reports/ablation-<name>.md].",
 )
-@click.option("--metric", default=None, help="Override the spec's metric (FILE:KEY, `|` for fallbacks).")
+@click.option("--metric", default=None, help="Override the spec's metric (FILE:KEY, `|` for fallbacks; unseeded).")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
-@click.option("--no-run", is_flag=True, help="Only tabulate experiments that already ran (same names).")
-@click.option("--dry-run", is_flag=True, help="Print the DVC commands and exit.")
+@click.option("--no-run", is_flag=True, help="Only tabulate runs that already exist (same names, reuse folders).")
+@click.option("--dry-run", is_flag=True, help="Print each variant's kind (seeded specs) and the DVC commands; exit.")
 def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: Path, no_run: bool,
                    dry_run: bool) -> None:  # fmt: skip
-    """Run one DVC experiment per variant of SPEC.yaml and write a markdown table of the metric per variant.
+    """Run DVC experiments for the variants of SPEC.yaml and write a markdown table of their effect.
 
     \b
-    SPEC.yaml:
+    Unseeded SPEC.yaml (one run per variant, metric from `dvc exp show`):
       name: losses                       # experiments are named losses-<variant>
       baseline: bce                      # deltas are taken against it (default: the first variant)
       metric: metrics/infer.json:score   # default; per-taxon columns come from score_<taxon> keys
@@ -200,15 +165,35 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
       variants:
         bce: {train.loss.name: bce}
         focal: {train.loss.name: focal}
+
+    \b
+    Seeded SPEC.yaml (ablations/catalogue.yaml): every variant x seed is one run named <name>-<variant>-s<seed>,
+    the seed written to seed_keys (default train.loop.seed):
+      seeds: [0, 1, 2]
+      targets: [ensemble]                # dvc exp run reproduces these (and what they need)
+      predictions: build/ensemble/member_scores/ensemble.parquet
+      variants:
+        baseline: {}
+        focal: {set: {train.loss.name: focal}, published: {sign: "+", rank: 2, ref: L2}}
+        rank_mean: {set: {ensemble.combination: rank}, published: {sign: "+", rank: 7}}
+    A variant whose params reach only the ensemble stage (dvc.yaml's params lists decide) is "reuse": no training,
+    the ensemble stage reruns on the baseline's members of the same seed (build/ablate/<name>/). The table: mean
+    delta over seeds with a paired 95% interval (test soundscapes and seeds resampled), per taxon class, the
+    published sign and rank, "reproduced?"; the metric's bootstrap half-width and the seed spread under it. It is
+    also logged as a table to an MLflow parent run "ablate <name>".
     """
     try:
         spec = AblationSpec.load(spec_path)
+        kinds = spec.kinds(repo)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     if metric:
         spec.metric = metric
     if dry_run:
-        for cmd in queue_commands(spec):
+        if spec.seeds is not None:
+            for variant, kind in kinds.items():
+                click.echo(f"# {variant}: {kind}")
+        for cmd in queue_commands(spec, kinds):
             click.echo(shlex.join(["dvc", *cmd[1:]]))
         return
     command = (
@@ -216,17 +201,22 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
         + (["--metric", metric] if metric else [])
         + (["--no-run"] if no_run else [])
     )
-    results = run_ablation(spec, repo, run=not no_run)
+    results = run_ablation(spec, repo, run=not no_run, kinds=kinds)
     sha = git(repo, "rev-parse", "HEAD") or "unknown"
     header = {
         "commit": f"`{sha}` ({git(repo, 'log', '-1', '--format=%s', sha)})",
         "command": f"`{shlex.join(command)}`",
-        "dvc": "; ".join(f"`{shlex.join(['dvc', *c[1:]])}`" for c in queue_commands(spec)),
+        "dvc": "; ".join(f"`{shlex.join(['dvc', *c[1:]])}`" for c in queue_commands(spec, kinds)),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    table = markdown(spec, results, header)
     target = out or repo / "reports" / f"ablation-{spec.name}.md"
-    with atomic_path(target) as tmp:
-        tmp.write_text(table)
+    if spec.seeds is not None:
+        header["seeds"] = ", ".join(map(str, spec.seeds)) + f" (written to {', '.join(spec.seed_keys)})"
+        header["predictions"] = f"`{spec.predictions}` against `{spec.labels}`"
+        table = seeded_table(spec, repo, results, kinds, header, not no_run, target)
+    else:
+        table = markdown(spec, results, header)
+        with atomic_path(target) as tmp:
+            tmp.write_text(table)
     click.echo(table)
     click.echo(f"written to {target}", err=True)

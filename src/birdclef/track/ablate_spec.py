@@ -1,0 +1,152 @@
+"""The ablation spec (``birdclef ablate SPEC.yaml``): variants, seeds, published effects, and its DVC commands."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from birdclef.track.ablate_table import SIGNS
+from birdclef.track.overrides import set_args
+from birdclef.track.pipeline import dvc_executable
+from birdclef.track.reach import stage_params, variant_kind
+
+DEFAULT_METRIC = "metrics/infer.json:score|metrics/train/it2.json:soundscape_auc"
+DEFAULT_SEED_KEYS = ("train.loop.seed",)
+DEFAULT_PREDICTIONS = "build/ensemble/member_scores/ensemble.parquet"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_ENTRY_KEYS = {"set", "published", "note"}
+
+
+@dataclass
+class AblationSpec:
+    """A parsed ablation spec.
+
+    Attributes:
+        name: prefix of the experiment names (``<name>-<variant>``, ``-s<seed>`` with seeds).
+        variants: ``{variant: {dotted params key: value}}`` in file order; ``{}`` runs the committed params.
+        baseline: the variant the deltas are taken against (the first one by default).
+        metric: ``FILE:KEY`` reference(s), ``|``-separated fallbacks (FILE may be a glob): the unseeded table.
+        taxa: taxon suffixes to tabulate (``<KEY>_<taxon>``, or taxon class names); None = every one found.
+        jobs: experiments run at a time.
+        seeds: training seeds; set, every variant runs once per seed and the table is the seeded one
+            (paired intervals from the prediction tables). None: one run per variant, metrics from ``dvc exp show``.
+        seed_keys: the params keys each seed is written to.
+        published: ``{variant: {"sign": "+"|"-"|"0", "rank": ..., "ref": ...}}``, the write-ups' effect.
+        notes: ``{variant: text}``.
+        predictions: the test prediction table of a run (an output of a reuse stage).
+        labels, taxonomy: the test labels and the species -> class_name table (workspace paths).
+        targets: the stages ``dvc exp run`` reproduces (with their upstream); [] = the whole pipeline.
+    """
+
+    name: str
+    variants: dict[str, dict[str, Any]]
+    baseline: str
+    metric: str = DEFAULT_METRIC
+    taxa: list[str] | None = None
+    jobs: int = 1
+    seeds: list[int] | None = None
+    seed_keys: list[str] = field(default_factory=lambda: list(DEFAULT_SEED_KEYS))
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    predictions: str = DEFAULT_PREDICTIONS
+    labels: str = "data/test_labels.csv"
+    taxonomy: str = "data/taxonomy.csv"
+    targets: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> AblationSpec:
+        """Read and check a spec file; errors name the file and the bad entry.
+
+        A variant is either a mapping of params overrides, or ``{set: {...}, published: {sign, rank, ref},
+        note: ...}``.
+        """
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from err
+        variants = doc.get("variants")
+        if not isinstance(variants, Mapping) or not variants:
+            raise ValueError(f"{path}: `variants` must map variant names to params overrides")
+        name = str(doc.get("name", path.stem))
+        for label in (name, *map(str, variants)):
+            if not _NAME.match(label):
+                raise ValueError(f"{path}: {label!r} is not a valid experiment name (letters, digits, - and _)")
+        clean: dict[str, dict[str, Any]] = {}
+        published: dict[str, dict[str, Any]] = {}
+        notes: dict[str, str] = {}
+        for variant, entry in variants.items():
+            if entry is not None and not isinstance(entry, Mapping):
+                raise ValueError(f"{path}: variant {variant!r} must map params keys to values, got {entry!r}")
+            entry = dict(entry or {})
+            if entry and set(entry) <= _ENTRY_KEYS:  # the long form: overrides under `set`
+                sets, pub = entry.get("set") or {}, entry.get("published") or {}
+                if not isinstance(sets, Mapping) or not isinstance(pub, Mapping):
+                    raise ValueError(f"{path}: variant {variant!r}: `set` and `published` must be mappings")
+                if pub and str(pub.get("sign")) not in SIGNS:
+                    raise ValueError(f"{path}: variant {variant!r}: published.sign must be one of {SIGNS}, "
+                                     f"got {pub.get('sign')!r}")  # fmt: skip
+                published[str(variant)] = dict(pub)
+                notes[str(variant)] = str(entry.get("note") or "")
+                entry = dict(sets)
+            clean[str(variant)] = entry
+        baseline = str(doc.get("baseline", next(iter(clean))))
+        if baseline not in clean:
+            raise ValueError(f"{path}: baseline {baseline!r} is not one of the variants {sorted(clean)}")
+        seeds = doc.get("seeds")
+        if seeds is not None and (not isinstance(seeds, list) or not seeds or
+                                  not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):  # fmt: skip
+            raise ValueError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}")
+        taxa = doc.get("taxa")
+        return cls(
+            name, clean, baseline, str(doc.get("metric", DEFAULT_METRIC)), [str(t) for t in taxa] if taxa else None,
+            int(doc.get("jobs", 1)), seeds, [str(k) for k in doc.get("seed_keys") or DEFAULT_SEED_KEYS], published,
+            notes, str(doc.get("predictions", DEFAULT_PREDICTIONS)), str(doc.get("labels", "data/test_labels.csv")),
+            str(doc.get("taxonomy", "data/taxonomy.csv")), [str(t) for t in doc.get("targets") or []],
+        )  # fmt: skip
+
+    def exp_name(self, variant: str, seed: int | None = None) -> str:
+        """The DVC experiment name of a variant (of one seed)."""
+        return f"{self.name}-{variant}" + ("" if seed is None else f"-s{seed}")
+
+    def seed_list(self) -> list[int | None]:
+        """The seeds to run, ``[None]`` for an unseeded spec (one run per variant, committed seed)."""
+        return list(self.seeds) if self.seeds is not None else [None]
+
+    def overrides(self, variant: str, seed: int | None) -> dict[str, Any]:
+        """The variant's overrides plus the seed written to every seed key."""
+        return {**self.variants[variant], **({} if seed is None else dict.fromkeys(self.seed_keys, seed))}
+
+    def kinds(self, repo: Path) -> dict[str, str]:
+        """``{variant: "baseline" | "reuse" | "retrain"}`` from the repo's dvc.yaml (``reach.variant_kind``).
+
+        An unseeded spec runs every variant (``retrain``), as before seeds existed.
+
+        Raises:
+            ValueError: a variant sets a key no stage reads.
+        """
+        stages = stage_params(repo / "dvc.yaml")
+        out = {}
+        for variant, sets in self.variants.items():
+            try:
+                kind = variant_kind(sets, stages)
+            except ValueError as err:
+                raise ValueError(f"variant {variant!r}: {err}") from err
+            out[variant] = "baseline" if variant == self.baseline else kind if self.seeds is not None else "retrain"
+        return out
+
+
+def queue_commands(spec: AblationSpec, kinds: Mapping[str, str] | None = None) -> list[list[str]]:
+    """The DVC commands that queue every variant x seed that trains (not the ``reuse`` ones), then run the queue."""
+    dvc = dvc_executable()
+    cmds = [
+        [dvc, "exp", "run", "--queue", "-n", spec.exp_name(v, s), *set_args(spec.overrides(v, s)), *spec.targets]
+        for v in spec.variants
+        if (kinds or {}).get(v, "retrain") != "reuse"
+        for s in spec.seed_list()
+    ]
+    return [*cmds, [dvc, "exp", "run", "--run-all", "--jobs", str(spec.jobs)]]
