@@ -9,7 +9,7 @@ import pandas as pd
 
 from birdclef.infer.ensemble_spec import build_spec, read_split
 from birdclef.infer.members import torch_factory
-from birdclef.infer.submission import read_sample
+from birdclef.infer.submission import per_class_table, read_sample
 from birdclef.infer.teacher_spec import describe
 from birdclef.io import atomic_path, load_params, sweep_temps, write_json, write_metrics, write_parquet
 from birdclef.track import stage_run
@@ -68,6 +68,8 @@ def main() -> None:
                 write_parquet(table, out / "member_scores" / f"{name}.parquet")
         write_metrics(metrics, args.metrics, args.timings)
         run.log_metrics(metrics)
+        # the final ensemble's AUC per species on test, as one table (not hundreds of metric columns)
+        run.log_table(per_class_table(test.labels, tables["ensemble"], class_of), "tables/per_class_auc.json")
         run.log_artifact(args.out / "spec.json")
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())))
 

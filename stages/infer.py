@@ -65,6 +65,8 @@ def main() -> None:
             metrics.update(found)
             if per_class is not None and args.per_class is not None:
                 write_csv(per_class, args.per_class)
+            if per_class is not None:  # one table artifact: hundreds of per-class metric columns swamp MLflow's UI
+                run.log_table(per_class, "tables/per_class_auc.json")
         write_metrics(metrics, args.metrics, args.timings)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         run.log_artifact(args.out)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from birdclef import WINDOW_SECONDS
 from birdclef.io import write_csv
-from birdclef.metric import macro_auc, per_class_auc, with_interval
+from birdclef.metric import ScoringError, macro_auc, per_class_auc, with_interval
 
 ROW_ID = "row_id"
 log = logging.getLogger(__name__)
@@ -141,10 +141,26 @@ def score_labelled(
     truth = labels[labels[ROW_ID].isin(set(scored[ROW_ID]))]
     metrics.update(evaluate(truth, scored, class_of))
     with_interval(metrics, "score", truth, scored)
-    per = per_class_auc(truth, scored)
+    return metrics, per_class_table(truth, scored, class_of)
+
+
+def per_class_table(
+    labels: pd.DataFrame, predictions: pd.DataFrame, class_of: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """AUC per scored species (``primary_label``, ``class_name``, ``auc`` to 6 decimals) on the predicted rows.
+
+    ``labels`` may cover more rows than ``predictions`` (files a stage left out) and species columns the
+    predictions lack are left out; an unscorable pair gives an empty table.
+    """
+    truth = labels[labels[ROW_ID].isin(set(predictions[ROW_ID]))]
+    cols = [c for c in truth.columns if c == ROW_ID or c in predictions.columns]
+    try:
+        per = per_class_auc(truth[cols], predictions[cols])
+    except ScoringError:
+        per = {}
     table = pd.DataFrame({"primary_label": list(per), "auc": [round(v, 6) for v in per.values()]})
     table.insert(1, "class_name", [(class_of or {}).get(c, "") for c in table["primary_label"]])
-    return metrics, table
+    return table
 
 
 def _check_rows(ids: list[str], stems: set[str], sample_ids: list[str], require_sample_rows: bool) -> None:
