@@ -1,8 +1,8 @@
-"""benchmarks/real_task.py's task builder on the real recordings (skipped where ../shared/real-audio is absent)."""
+"""The real-audio benchmark (benchmarks/real_task.py, real_task_build.py, real_task_sources.py) on the real recordings
+(skipped where ../shared/real-audio is absent)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -19,10 +19,10 @@ from birdclef.synth.generator import TRAIN_COLUMNS, window_labels
 from birdclef.synth.scenes import Event
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("real_task", ROOT / "benchmarks" / "real_task.py")
-real_task = importlib.util.module_from_spec(_spec)
-sys.modules["real_task"] = real_task  # dataclasses look their module up while the file runs
-_spec.loader.exec_module(real_task)
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark's modules import each other as top-level modules
+import real_task  # noqa: E402
+import real_task_build  # noqa: E402
+import real_task_sources  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not real_task.AUDIO.is_dir(), reason=f"{real_task.AUDIO} is absent")
 COUNTS = {"train": 2, "test": 2, "val": 1}  # fewer soundscapes than the benchmark: encoding ogg is the cost
@@ -31,7 +31,7 @@ COUNTS = {"train": 2, "test": 2, "val": 1}  # fewer soundscapes than the benchma
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("real") / "data"
-    return out, real_task.build_task(out, seed=3, counts=COUNTS)
+    return out, real_task_build.build_task(out, seed=3, counts=COUNTS)
 
 
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -46,7 +46,7 @@ def test_the_task_is_in_the_competition_layout(task):
     assert set(train["collection"]) == {"XC"} and set(train["rating"]) == {4.0}
     taxonomy = read_taxonomy(root / "taxonomy.csv")
     names = dict(zip(taxonomy["primary_label"], taxonomy["scientific_name"], strict=True))
-    assert sorted(names.values()) == sorted(s.scientific_name for s in real_task.SPECIES)
+    assert sorted(names.values()) == sorted(s.scientific_name for s in real_task_sources.SPECIES)
     assert dict(zip(taxonomy["primary_label"], taxonomy["class_name"], strict=True))["grptoa1"] == "Amphibia"
     assert train.groupby("primary_label").size().min() >= 1 and set(train["primary_label"]) == set(names)
     for name in train["filename"]:
@@ -88,8 +88,8 @@ def test_held_out_calls_never_appear_in_train_audio(task):
         n = min(len(src), len(got))
         assert abs(len(src) - len(got)) < 0.01 * SAMPLE_RATE
         assert np.corrcoef(src[:n], got[:n])[0, 1] > 0.95
-        held_src = load_audio(real_task.AUDIO / piece["source"], real_task.TIME_SPLITS[name.split("/")[0]][1])
-        assert piece["source_end_s"] <= real_task.TIME_SPLITS[name.split("/")[0]][1]
+        held_src = load_audio(real_task.AUDIO / piece["source"], real_task_sources.TIME_SPLITS[name.split("/")[0]][1])
+        assert piece["source_end_s"] <= real_task_sources.TIME_SPLITS[name.split("/")[0]][1]
         m = min(n, len(held_src))
         assert abs(np.corrcoef(held_src[:m], got[:m])[0, 1]) < 0.3  # not the held-out part
 
@@ -97,7 +97,7 @@ def test_held_out_calls_never_appear_in_train_audio(task):
 def test_labels_are_the_windows_of_the_planted_calls(task):
     root, _ = task
     calls = pd.read_csv(root / "synth_truth" / "calls.csv")
-    labels = [s.label for s in real_task.SPECIES]
+    labels = [s.label for s in real_task_sources.SPECIES]
     for split, path in (("test", "test_labels.csv"), ("val", "val_labels.csv"),
                         ("train", "synth_truth/train_soundscape_labels.csv")):  # fmt: skip
         files = sorted((root / f"{split}_soundscapes").glob("*.ogg"))
@@ -112,16 +112,16 @@ def test_labels_are_the_windows_of_the_planted_calls(task):
     # each planted call is in the audio where calls.csv puts it: in the call's band, the soundscape there
     # correlates with the source piece (best lag within the ms that calls.csv rounds to), and not 7 s away
     test = calls[calls["file"].str.startswith("test_soundscapes/")].drop_duplicates(["file", "placed_s", "label"])
-    band = {s.label: s.band_hz for s in real_task.SPECIES}
+    band = {s.label: s.band_hz for s in real_task_sources.SPECIES}
     mixes = {f: load_audio(root / f) for f in set(test["file"])}
     for row in test.itertuples():
-        piece = real_task._bandpass(load_audio(real_task.AUDIO / row.source, row.source_start_s, row.source_end_s),
-                                    band[row.label])  # fmt: skip
+        source = load_audio(real_task.AUDIO / row.source, row.source_start_s, row.source_end_s)
+        piece = real_task_sources._bandpass(source, band[row.label])
         i = int(round(row.placed_s * SAMPLE_RATE))
         j = (i + 7 * SAMPLE_RATE) % (SAMPLE_RATE * 60 - len(piece) - 64)
         span = slice(min(i, j), max(i, j) + len(piece) + 64)  # filter only the stretch both comparisons read
         x = np.zeros(60 * SAMPLE_RATE)
-        x[span] = real_task._bandpass(mixes[row.file][span], band[row.label])
+        x[span] = real_task_sources._bandpass(mixes[row.file][span], band[row.label])
         here, there = _best_corr(x, i, piece), _best_corr(x, j, piece)
         assert here > 0.15 and here > there + 0.1, row  # -5 dB calls reach ~0.4; a wrong place ~0 +- 0.03
 
@@ -136,9 +136,9 @@ def _best_corr(x: np.ndarray, at: int, piece: np.ndarray, lags: int = 48) -> flo
 def test_snrs_and_species_per_minute_are_as_declared(task):
     root, _ = task
     calls = pd.read_csv(root / "synth_truth" / "calls.csv")
-    assert calls["snr_db"].between(*real_task.SNR_DB).all()
+    assert calls["snr_db"].between(*real_task_build.SNR_DB).all()
     per_minute = calls.groupby("file")["label"].nunique()
-    assert per_minute.between(*real_task.SPECIES_PER_MINUTE).all()
+    assert per_minute.between(*real_task_build.SPECIES_PER_MINUTE).all()
     scapes = pd.read_csv(root / "synth_truth" / "soundscapes.csv")
     offsets = scapes.groupby("split")["forest_offset_s"].apply(set)
     assert not offsets["train"] & offsets["test"] and not offsets["val"] & (offsets["train"] | offsets["test"])
