@@ -36,7 +36,8 @@ class AblationSpec:
         seeds: training seeds; set, every variant runs once per seed and the table is the seeded one
             (paired intervals from the prediction tables). None: one run per variant, metrics from ``dvc exp show``.
         seed_keys: the params keys each seed is written to.
-        published: ``{variant: {"sign": "+"|"-"|"0", "rank": ..., "ref": ...}}``, the write-ups' effect.
+        published: ``{variant: {"sign": "+"|"-"|"0", "rank": ..., "ref": ...}}``, the write-ups' effect (no
+            sign: the technique was used but no write-up compares it with the baseline's setting).
         notes: ``{variant: text}``.
         predictions: the test prediction table of a run (an output of a reuse stage).
         labels, taxonomy: the test labels and the species -> class_name table (workspace paths).
@@ -87,7 +88,7 @@ class AblationSpec:
                 sets, pub = entry.get("set") or {}, entry.get("published") or {}
                 if not isinstance(sets, Mapping) or not isinstance(pub, Mapping):
                     raise ValueError(f"{path}: variant {variant!r}: `set` and `published` must be mappings")
-                if pub and str(pub.get("sign")) not in SIGNS:
+                if pub.get("sign") is not None and str(pub["sign"]) not in SIGNS:  # no sign: no head-to-head
                     raise ValueError(f"{path}: variant {variant!r}: published.sign must be one of {SIGNS}, "
                                      f"got {pub.get('sign')!r}")  # fmt: skip
                 published[str(variant)] = dict(pub)
@@ -150,3 +151,45 @@ def queue_commands(spec: AblationSpec, kinds: Mapping[str, str] | None = None) -
         for s in spec.seed_list()
     ]
     return [*cmds, [dvc, "exp", "run", "--run-all", "--jobs", str(spec.jobs)]]
+
+
+def variant_problems(spec: AblationSpec, params_path: Path, workdir: Path) -> dict[str, list[str]]:
+    """Each variant x seed's params, applied as ``dvc exp run -S`` applies them, under the strict params checks.
+
+    Nothing runs: a copy of params.yaml gets the overrides (DVC's Hydra grammar, ``+`` for new keys) and is
+    checked by ``train.params.check_params`` (every training section, unknown keys refused), the ensemble
+    section's ``check_cfg`` and ``postprocess.resolve``. A key that is not in params.yaml and that no schema
+    declares is thus refused too.
+
+    Args:
+        spec: the ablation spec.
+        params_path: the committed params.yaml.
+        workdir: a scratch folder for the copies.
+
+    Returns:
+        ``{variant: [problem, ...]}`` for the variants with problems (empty: every variant is valid).
+    """
+    from dvc.utils.hydra import apply_overrides
+
+    from birdclef.infer import ensemble_spec, postprocess
+    from birdclef.train.params import problems
+
+    text = params_path.read_text()
+    current = yaml.safe_load(text) or {}
+    out: dict[str, list[str]] = {}
+    for variant in spec.variants:
+        for seed in spec.seed_list()[:1]:  # the seeds differ only in the value of the seed keys: one stands for all
+            target = workdir / f"{variant}-{seed}.yaml"
+            target.write_text(text)
+            found: list[str] = []
+            try:
+                apply_overrides(str(target), set_args(spec.overrides(variant, seed), current)[1::2])
+                params = yaml.safe_load(target.read_text())
+                found += problems(params)
+                cfg = ensemble_spec.check_cfg(params.get("ensemble"))
+                postprocess.resolve(cfg["postprocess"])
+            except Exception as err:  # Hydra's grammar errors, ValueError of the checks: all are "invalid"
+                found.append(f"{type(err).__name__}: {err}")
+            if found:
+                out.setdefault(variant, []).extend(found)
+    return out
