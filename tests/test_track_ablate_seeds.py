@@ -164,3 +164,19 @@ def test_tables_go_to_the_run_as_one_artifact(tmp_path: Path, monkeypatch: pytes
     assert not any(k.startswith("auc_") for k in client.get_run(run.run_id).data.metrics)  # a table, not columns
     doc = json.loads(Path(client.download_artifacts(parent.run_id, "ablation.json", str(tmp_path))).read_text())
     assert doc["columns"] == ["variant", "delta"] and len(doc["data"]) == 2
+
+
+def test_reuse_reruns_the_stage_command_on_copied_inputs_with_the_variant_params(tmp_path: Path) -> None:
+    from birdclef.track.ablate_reuse import rewrite, stage_spec, variant_params
+
+    spec = stage_spec(REPO)
+    assert "build/train" in spec["deps"] and {"build/ensemble", "metrics/ensemble.json"} <= set(spec["outs"])
+    cmd = rewrite(spec["cmd"], tmp_path, {"build/train", *spec["outs"]})
+    assert cmd[cmd.index("--params") + 1] == str(tmp_path / "params.yaml")
+    assert cmd[cmd.index("--train-dir") + 1] == str(tmp_path / "build/train")
+    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "build/ensemble")
+    assert cmd[cmd.index("--soundscapes") + 1] == "data/test_soundscapes"  # the workspace's data: not moved
+    variant_params((REPO / "params.yaml").read_text(), {"ensemble.combination": "rank", "train.loop.seed": 2},
+                   tmp_path / "params.yaml")  # fmt: skip
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["ensemble"]["combination"] == "rank" and params["train"]["loop"]["seed"] == 2
