@@ -294,6 +294,24 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def markdown_table(report: Mapping[str, Any]) -> str:
+    """The README table of a projected report: per stage wall time, peak RSS and disk, measured -> projected."""
+
+    def size(n: float) -> str:
+        return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+    def secs(t: float) -> str:
+        return f"{t / 3600:.1f} h" if t >= 3600 else f"{t / 60:.1f} min" if t >= 120 else f"{t:.0f} s"
+
+    rows = ["| stage | wall time | peak RSS | disk of outputs | projection driver (time, disk) |",
+            "|---|---|---|---|---|"]
+    for stage, r in report["stages"].items():
+        drivers = ", ".join(d or "fixed" for d in (r["drivers"]["time"], r["drivers"]["disk"]))
+        rows.append(f"| {stage} | {secs(r['wall_s'])} -> {secs(r['projected_wall_s'])} | {r['peak_rss_mb']:.0f} MB | "
+                    f"{size(r['disk_bytes'])} -> {size(r['projected_disk_bytes'])} | {drivers} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default=PRESET, help="a committed preset with a `synth` entry (repository path)")
@@ -305,7 +323,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     ap.add_argument("--merge", type=Path, nargs=2, default=None, metavar="JSON",
                     help="compare two reports (1x and 2x train soundscapes) instead of running")
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON", help="print a report as the README table")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     if args.merge:
         result = merge(*(json.loads(p.read_text()) for p in args.merge))
     else:

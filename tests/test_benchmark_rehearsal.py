@@ -78,3 +78,11 @@ def test_merge_reports_rss_growth_per_soundscape() -> None:
     assert out["train_soundscapes"] == [50, 100] and stage["peak_rss_mb"] == [800.0, 900.0]
     assert stage["rss_mb_per_train_soundscape"] == pytest.approx(2.0)
     assert stage["projected_peak_rss_mb"] == pytest.approx(800 + 2.0 * (9726 - 50))
+
+
+def test_table_shows_measured_and_projected() -> None:
+    report = {"stages": {"pseudo@0": {"wall_s": 30.0, "projected_wall_s": 5835.6, "peak_rss_mb": 812.4,
+                                      "disk_bytes": 2**20, "projected_disk_bytes": 2**30 * 3,
+                                      "drivers": {"time": "train_soundscapes", "disk": None}}}}  # fmt: skip
+    table = rehearsal.markdown_table(report).splitlines()
+    assert table[2] == "| pseudo@0 | 30 s -> 1.6 h | 812 MB | 1.0 MB -> 3.0 GB | train_soundscapes, fixed |"
