@@ -70,6 +70,27 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path):
     assert torch.equal(_flat(reference), _flat(resumed))
 
 
+def test_resume_mid_epoch_keeps_the_epoch_train_loss(tmp_path):
+    # a killed epoch's train_loss must be the mean over all its batches, not only those after the resume
+    # (benchmarks/faults.py found the history of a resumed run differing from an uninterrupted one)
+    ds, cfg, model, *_ = _setup()
+    reference = fit(model, ds, cfg, BCE()).history
+
+    class KilledError(Exception):
+        pass
+
+    def kill_at_step_5(step):
+        if step == 5:  # mid-epoch 2; the checkpoint of step 4 holds one of its batches
+            raise KilledError
+
+    ds, cfg, model, *_ = _setup()
+    with pytest.raises(KilledError):
+        fit(model, ds, cfg, BCE(), resume_dir=tmp_path, fingerprint="run", on_step=kill_at_step_5)
+    ds, cfg, fresh, *_ = _setup()
+    resumed = fit(fresh, ds, cfg, BCE(), resume_dir=tmp_path, fingerprint="run").history
+    assert [row["train_loss"] for row in resumed] == [row["train_loss"] for row in reference]
+
+
 def test_checkpoint_of_another_run_is_ignored(tmp_path):
     ds, cfg, model, *_ = _setup(epochs=1)
     fit(model, ds, cfg, BCE(), resume_dir=tmp_path, fingerprint="one")

@@ -166,6 +166,7 @@ def fit(
     soup_states: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     epoch, done_batches, global_step = 0, 0, 0
+    losses: list[float] = []  # the current epoch's batch losses: a mid-epoch checkpoint keeps them
 
     ckpt = resume_dir / "state.pt" if resume_dir else None
     if ckpt and ckpt.exists():
@@ -179,6 +180,7 @@ def fit(
                 ema.load_state_dict(state["ema"])
             soup_states, history = state["soup"], state["history"]
             epoch, done_batches, global_step = state["epoch"], state["batches"], state["step"]
+            losses = list(state.get("losses", []))  # older checkpoints lack them: the mean of the rest, as before
 
     # Gradients are averaged over ranks; every rank keeps identical weights, EMA and soup, rank 0 writes them.
     net = nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -198,6 +200,7 @@ def fit(
             "epoch": epoch,
             "batches": done_batches,
             "step": global_step,
+            "losses": losses if done_batches else [],
         }
         with atomic_path(ckpt) as tmp:
             torch.save(state, tmp)
@@ -226,7 +229,8 @@ def fit(
             disable=not cfg.progress or rank != 0,
             leave=False,
         )
-        losses: list[float] = []
+        if not done_batches:
+            losses = []
         for batch in bar:
             b = done_batches
             seed = item_seed(cfg.seed, epoch, 1_000_000 + b * world + rank)
