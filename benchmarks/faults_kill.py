@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -116,17 +117,23 @@ def kill_campaign(
     """
     rng = random.Random(seed)
     started = time.perf_counter()
-    ref = make_clone(work, "reference", commit, data, overrides)
+    # Both runs happen at one path (work/run; the reference is moved aside after it): the ONNX exports carry
+    # the source paths of their stack traces, so two checkouts at different paths export different bytes.
+    ref = make_clone(work, "run", commit, data, overrides)
     ref_log = work / "reference.log"
     t = time.perf_counter()
     rc = ref.run(["dvc", "repro"], ref_log, timeout)
     report: dict[str, Any] = {"overrides": overrides, "reference_rc": rc, "reference_s": round(time.perf_counter() - t)}
+    order = stage_order(ref_log)
+    ref_secs = stage_seconds(ref.root)
+    ref_hash = output_hashes(ref.root)
+    shutil.rmtree(work / "reference", ignore_errors=True)
+    ref.root.rename(work / "reference")
+    ref.root = work / "reference"
     if rc:
         report["error"] = f"the reference dvc repro exited {rc} (see {ref_log})"
         return report
-    order = stage_order(ref_log)
-    ref_secs = stage_seconds(ref.root)
-    victim = make_clone(work, "killed", commit, data, overrides)
+    victim = make_clone(work, "run", commit, data, overrides)
     log = work / "killed.log"
     kills = []
     for target in plan(n_kills, order):
@@ -134,7 +141,7 @@ def kill_campaign(
         kills.append(kill_once(victim, target, frac, ref_secs.get(target, 5.0), log, timeout))
     rc = victim.run(["dvc", "repro"], log, timeout)  # the last resume, left to finish
     status_rc = victim.run(["dvc", "status"], log, 120)
-    ref_hash, got = output_hashes(ref.root), output_hashes(victim.root)
+    got = output_hashes(victim.root)
     differ = sorted(k for k in ref_hash.keys() | got.keys() if ref_hash.get(k) != got.get(k))
     report.update(
         stage_order=order,
