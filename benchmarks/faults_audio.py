@@ -29,7 +29,8 @@ def _short(text: str) -> str:
 def _naming(lines: list[str], names: list[str]) -> list[str]:
     """The lines that name one of ``names`` (a file name, or a soundscape id not followed by more of a name)."""
     pats = [re.compile(re.escape(n) + r"(?![\w-])") for n in names if n]
-    return [ln for ln in lines if any(p.search(ln) for p in pats)]
+    # "$ <command>" is the campaign's own echo of what it ran (birdclef predict names every file)
+    return [ln for ln in lines if not ln.startswith("$ ") and any(p.search(ln) for p in pats)]
 
 
 def _crash(lines: list[str]) -> str | None:
