@@ -33,3 +33,20 @@ def test_exportable_frontend_rejects_a_magnitude_spectrogram():
     frontend.mel.spectrogram.power = 1.0
     with pytest.raises(ValueError, match="power"):
         exportable_frontend(frontend)
+
+
+def test_exports_carry_no_stack_traces_so_two_checkouts_export_the_same_bytes(tmp_path):
+    """The dynamo exporter writes each node's Python stack trace (absolute checkout paths) into the graph; export
+    strips them, so the file no longer holds the path it was made from and two exports are byte-identical."""
+    import onnx
+
+    from birdclef.infer.onnx_graphs import STACK_TRACE_KEY, export_graph
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    a = export_graph(net, torch.randn(2, 4), tmp_path / "a.onnx", "x", ["y"], (0,), 18)
+    b = export_graph(net, torch.randn(2, 4), tmp_path / "b.onnx", "x", ["y"], (0,), 18)
+    model = onnx.load(str(a))
+    assert model.graph.node and not any(m.key == STACK_TRACE_KEY for n in model.graph.node for m in n.metadata_props)
+    assert any(m.key == "namespace" for n in model.graph.node for m in n.metadata_props)  # the rest stays
+    assert b"site-packages" not in a.read_bytes() and a.read_bytes() == b.read_bytes()

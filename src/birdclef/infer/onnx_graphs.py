@@ -117,7 +117,35 @@ def export_graph(
         )
     with atomic_path(path) as tmp:
         program.save(tmp, external_data=False)
+        strip_stack_traces(tmp)
     return Path(path)
+
+
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
+def strip_stack_traces(path: str | os.PathLike[str]) -> int:
+    """Drop the exporter's per-node Python stack traces from an ONNX file, in place; returns how many went.
+
+    The dynamo exporter records each node's stack trace, and with it the absolute paths of the checkout and its
+    virtual environment: two clones at different paths exported byte-different graphs (834 traces per member),
+    so a fresh clone's ``dvc repro`` rewrote the export's hashes in dvc.lock. Nothing reads them at run time.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    removed = 0
+    while nodes:
+        node = nodes.pop()
+        keep = [m for m in node.metadata_props if m.key != STACK_TRACE_KEY]
+        removed += len(node.metadata_props) - len(keep)
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+        for attr in node.attribute:  # control-flow subgraphs (If, Loop, Scan) hold nodes too
+            nodes += [*(attr.g.node if attr.HasField("g") else ()), *(n for g in attr.graphs for n in g.node)]
+    onnx.save(model, str(path))
+    return removed
 
 
 def export_frontend(cfg: MelConfig, path: str | os.PathLike[str], opset: int = OPSET) -> Path:
