@@ -65,33 +65,24 @@ def score_blocks(
         ``(per output of score_span, its (n_windows, ...) rows, the recording's length in samples)``.
     """
     window = round(WINDOW_SECONDS * SAMPLE_RATE)
-    # One buffer for the whole stream, grown only when a piece does not fit: concatenating a new array per piece
-    # left the allocator's heap fragmented, and a 3-hour file peaked 72 MB above a 1-minute one for that alone.
-    store = np.zeros((block + 2 * margin + 1) * window, np.float32)
-    fill, buf_start, done = 0, 0, 0  # store[:fill] holds samples [buf_start, buf_start + fill)
+    buf, buf_start, done = np.zeros(0, np.float32), 0, 0  # buf holds samples [buf_start, buf_start + len(buf))
     parts: list[list[np.ndarray]] = []
 
     def run(lo: int, n: int, upto: int | None) -> None:  # score windows [lo, lo + n) of the buffer, keep some
-        outs = score_span(store[lo * window - buf_start : fill][: n * window], n)
+        outs = score_span(buf[lo * window - buf_start :][: n * window], n)
         for k, rows in enumerate(outs):
             if k == len(parts):
                 parts.append([])
             parts[k].append(rows[done - lo : None if upto is None else upto - lo])
 
     for piece in blocks:
-        piece = np.asarray(piece, dtype=np.float32)
-        if fill + len(piece) > len(store):
-            store = np.concatenate([store[:fill], np.zeros(fill + 2 * len(piece), np.float32)])
-        store[fill : fill + len(piece)] = piece
-        fill += len(piece)
-        while buf_start + fill >= (done + block + margin) * window:
+        buf = np.concatenate([buf, np.asarray(piece, dtype=np.float32)]) if len(buf) else np.asarray(piece, np.float32)
+        while buf_start + len(buf) >= (done + block + margin) * window:
             lo = max(0, done - margin)
             run(lo, done + block + margin - lo, done + block)
             done += block
             drop = max(0, done - margin) * window - buf_start  # what no later span needs
-            store[: fill - drop] = store[drop:fill].copy()
-            fill, buf_start = fill - drop, buf_start + drop
-    buf = store[:fill]
+            buf, buf_start = buf[drop:], buf_start + drop
     total = buf_start + len(buf)
     n_windows = n_windows_for(total, min_tail_s)
     if n_windows > done:
