@@ -221,3 +221,15 @@ def test_predict_warns_once_about_digital_silence_and_a_cut_file(scorer: Scorer,
         assert what in line and line.count(name) == 1
     cut = pd.read_csv(tmp_path / "out" / "cut.csv")
     assert 2 <= len(cut) < 6  # what decodes of the 30 s, not six windows of padding
+
+
+def test_the_mmap_threshold_is_held_where_glibc_allocates():
+    """predict holds glibc's mmap threshold (M_MMAP_THRESHOLD) so a long recording's freed block buffers return to
+    the system; elsewhere it is a no-op that says so."""
+    import platform
+
+    from birdclef.infer.predict import fix_mmap_threshold
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert fix_mmap_threshold() is True
