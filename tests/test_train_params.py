@@ -68,7 +68,9 @@ def test_every_ablation_variant_passes(tmp_path):
     from birdclef.track.overrides import set_args
 
     for spec in sorted((REPO / "ablations").glob("*.yaml")):
-        for name, overrides in yaml.safe_load(spec.read_text())["variants"].items():
+        for name, entry in yaml.safe_load(spec.read_text())["variants"].items():
+            # a seeded spec's variant is {set: overrides, published: ..., note: ...}; an older one the overrides
+            overrides = entry["set"] if isinstance(entry, dict) and "set" in entry else entry
             args = set_args(overrides or {}, PARAMS)
             assert tp.problems(_dvc_set(tmp_path, args[1::2])) == [], f"{spec.name}: {name}"
 
@@ -291,7 +293,8 @@ def test_freeze_backbone_without_a_checkpoint_is_refused():
 
 
 DISTILL_PROBLEMS = [
-    ("distill__holdot", 0.1, "unknown key distill.holdot; valid: enabled, holdout, members, seed, splits, train"),
+    ("distill__holdot", 0.1,
+     "unknown key distill.holdot; valid: enabled, holdout, members, seed, splits, target, train"),
     ("distill__holdout", 1.0, "distill.holdout must be a number in [0, 1), got 1.0"),
     ("distill__members", "sed_mnv3s", "distill.members must be a list of distinct names, got 'sed_mnv3s'"),
     ("distill__members", ["sed_mnv4"], "distill.members: 'sed_mnv4' is not a key of models"),
