@@ -104,12 +104,13 @@ def _open_error(path: str | os.PathLike[str], err: Exception) -> AudioError:
 _OGG_TAIL_BYTES = 65_307  # the largest Ogg page: 27-byte header + 255 lacing values + 255 * 255 body bytes
 
 
-def _ogg_tail_problem(path: str | os.PathLike[str]) -> str:
+def ogg_tail_problem(path: str | os.PathLike[str]) -> str:
     """Why an Ogg file's end shows a cut (``""`` when it ends with a whole end-of-stream page).
 
     The pages of the last 64 KiB are walked; a candidate page counts only when the next page (or the end of the
-    file) follows it exactly, so "OggS" bytes inside compressed data are not taken for a header. (The acquire
-    stage's ``data.probe`` does the same; it is repeated here so the audio stages need not depend on ``data``.)
+    file) follows it exactly, so "OggS" bytes inside compressed data are not taken for a header. libsndfile reports a
+    cut Ogg's length as what it can decode, so a frame-count comparison cannot see the cut (``data.probe`` uses this
+    for the acquire stage too).
     """
     with open(path, "rb") as f:
         f.seek(max(0, os.fstat(f.fileno()).st_size - _OGG_TAIL_BYTES))
@@ -133,7 +134,7 @@ def _ogg_tail_problem(path: str | os.PathLike[str]) -> str:
     return ""
 
 
-def _wav_declared_frames(path: str | os.PathLike[str]) -> int | None:
+def wav_declared_frames(path: str | os.PathLike[str]) -> int | None:
     """Frames the RIFF header's data chunk declares, or None when the header cannot be read that way."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -197,11 +198,11 @@ def _truncation(path: str | os.PathLike[str], f: sf.SoundFile, wanted: int, got:
         lie = _id3_problem(path) if fmt == "MP3" else ""
         return f"only {got} of {wanted} frames the header promises decode" + (f"; {lie}" if lie else "")
     if at_end and fmt == "OGG":
-        cut = _ogg_tail_problem(path)
+        cut = ogg_tail_problem(path)
         if cut:
             return f"{cut}: only {frames / sr_in:.2f} s decode"
     if at_end and fmt == "WAV":
-        declared = _wav_declared_frames(path)
+        declared = wav_declared_frames(path)
         if declared is not None and declared > frames:
             return f"the RIFF header declares {declared} frames, the file holds {frames}"
     return ""
