@@ -10,7 +10,7 @@ checkout's data/, dvc.lock and build/ are never touched.
    sha256 with the reference (timing files aside), and the clone is searched for stray ``.*.tmp`` temporaries and
    MLflow runs left RUNNING.
 2. Bad audio (``faults_cases.CASES``): each case as a train_audio file with its train.csv row and as a test
-   soundscape; acquire with the default ``on_bad: fail`` (it must refuse, naming each bad file), then ``dvc repro``
+   soundscape; acquire with ``on_bad: fail`` (it must refuse, naming each bad file), then ``dvc repro``
    with ``acquire.on_bad: skip`` (it must complete), then ``birdclef predict`` on every test copy. Each (case,
    stage) gets a status: handled (a message or a quarantine/failed row names the file), ok (usable audio used),
    not reached (quarantined upstream), SILENT (bad audio used without a word) or CRASH.
@@ -39,11 +39,18 @@ from faults_common import REPO, synth_tiny
 from faults_kill import kill_campaign
 
 
-def budget(epochs: int) -> dict[str, Any]:
+THREADED = ("train", "pseudo", "ensemble", "export", "infer")  # the params sections with a ``threads`` key
+
+
+def budget(epochs: int, threads: int | None = None) -> dict[str, Any]:
     """The small training budget of both campaigns: ``epochs`` epochs of 4 batches, a resume checkpoint every 2
-    steps (so that a kill inside training resumes from one, the path a long run takes)."""
-    return {"train.loop.epochs": epochs, "train.loop.min_samples_per_epoch": 64, "train.loop.checkpoint_every": 2,
-            "train.loop.progress": False}  # fmt: skip
+    steps (so that a kill inside training resumes from one, the path a long run takes); ``threads``, when given, for
+    every stage (1 beside other work: torch's spinning threads slow down many times on a shared core)."""
+    out: dict[str, Any] = {"train.loop.epochs": epochs, "train.loop.min_samples_per_epoch": 64,
+                           "train.loop.checkpoint_every": 2, "train.loop.progress": False}  # fmt: skip
+    if threads is not None:
+        out.update({f"{section}.threads": threads for section in THREADED})
+    return out
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=11, help="SIGKILLs to land (0: no kill campaign)")
     ap.add_argument("--cases", type=int, default=None, help="only the first N bad-audio cases (0: none)")
     ap.add_argument("--epochs", type=int, default=2, help="training epochs per iteration in both campaigns")
+    ap.add_argument("--threads", type=int, default=None, help="threads of every stage (default: the params')")
     ap.add_argument("--seed", type=int, default=0, help="draws the kill points")
     ap.add_argument("--commit", default="HEAD", help="the committed code to clone")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
@@ -73,16 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="birdclef-faults-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result: dict[str, Any] = {"commit": commit, "work": str(work), "budget": budget(args.epochs)}
+    result: dict[str, Any] = {"commit": commit, "work": str(work), "budget": budget(args.epochs, args.threads)}
     try:
         data = synth_tiny(work)
         if args.kills:
-            result["kill"] = kill_campaign(work, commit, data, args.kills, args.seed, budget(args.epochs))
+            result["kill"] = kill_campaign(work, commit, data, args.kills, args.seed, budget(args.epochs, args.threads))
             (work / "kill.json").write_text(json.dumps(result["kill"], indent=2))
             print(f"kills: {json.dumps({k: v for k, v in result['kill'].items() if k != 'kills'})}", file=sys.stderr)
         if args.cases != 0:
             model = work / "reference" / "build" / "export"
-            result["audio"] = audio_campaign(work, commit, data, budget(args.epochs), args.cases, model)
+            result["audio"] = audio_campaign(work, commit, data, budget(args.epochs, args.threads), args.cases, model)
     finally:
         result["wall_s"] = round(time.perf_counter() - started)
         if not args.keep:

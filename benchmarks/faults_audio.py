@@ -1,5 +1,5 @@
 """The bad-audio campaign of ``benchmarks/faults.py``: every case of ``faults_cases`` in one tiny dataset, through
-acquire (``on_bad: fail``, the default, then ``skip``), clean, features, ensemble, infer (one ``dvc repro``) and
+acquire (``on_bad: fail``, then ``skip``, the default), clean, features, ensemble, infer (one ``dvc repro``) and
 ``birdclef predict``; a row per case and stage saying what happened."""
 
 from __future__ import annotations
@@ -74,7 +74,10 @@ class _Outcomes:
 
 
 def _acquire_fail_run(clone: Clone, work: Path) -> int:
-    """acquire with the default ``on_bad: fail`` (it must stop, naming every bad file); its exit status."""
+    """acquire with ``on_bad: fail`` (it must stop, naming every bad file); its exit status.
+
+    The clone's params are set to ``fail`` for this run: the default is ``skip``, which would quarantine instead.
+    """
     scratch = work / "acquire_fail"
     return clone.run(["python", "stages/acquire.py", "--data", "data", "--params", "params.yaml",
                       "--out", str(scratch / "out"), "--metrics", str(scratch / "dq.json"),
@@ -221,6 +224,7 @@ def audio_campaign(
     cases = list(CASES[:n_cases] if n_cases else CASES)
     clone = make_clone(work, "bad_audio", commit, data, {})
     placed = place(cases, clone.root / "data")
+    set_params(clone.root / "params.yaml", {"acquire.on_bad": "fail"})
     fail_rc = _acquire_fail_run(clone, work)
     set_params(clone.root / "params.yaml", {**overrides, "acquire.on_bad": "skip"})
     t = time.perf_counter()
