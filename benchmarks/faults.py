@@ -38,7 +38,6 @@ from faults_audio import analyse, audio_campaign
 from faults_common import REPO, synth_tiny
 from faults_kill import kill_campaign
 
-
 THREADED = ("train", "pseudo", "ensemble", "export", "infer")  # the params sections with a ``threads`` key
 
 
