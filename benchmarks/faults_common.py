@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,15 @@ def stray_temps(root: Path) -> list[str]:
 
 
 def mlflow_runs(root: Path) -> dict[str, int]:
-    """MLflow run count per status in the clone's sqlite store (read directly: no MLflow import)."""
+    """MLflow run count per status in the clone's sqlite store (read directly: no MLflow import).
+
+    Opened read-write: a SIGKILL in the middle of an MLflow write leaves a hot journal, which SQLite rolls back on
+    the next open (as the next stage's MLflow would) and which a read-only connection refuses to read past.
+    """
     db = root / "mlflow.db"
     if not db.is_file():
         return {}
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+    with closing(sqlite3.connect(db, timeout=60)) as con:
         rows = con.execute("SELECT status, COUNT(*) FROM runs WHERE lifecycle_stage = 'active' GROUP BY status")
         return {str(status): int(n) for status, n in rows}
 

@@ -43,6 +43,28 @@ def test_stray_temps_finds_atomic_debris_but_not_dvc_own(tmp_path: Path) -> None
     ]
 
 
+def test_mlflow_runs_reads_a_store_killed_mid_write(tmp_path: Path) -> None:
+    """A SIGKILL inside an MLflow transaction leaves a hot journal: the count rolls it back instead of failing."""
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE runs (status TEXT, lifecycle_stage TEXT, pad BLOB)")
+        con.execute("INSERT INTO runs VALUES ('RUNNING', 'active', NULL), ('FAILED', 'deleted', NULL)")
+    writer = (
+        "import os, signal, sqlite3\n"
+        f"con = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "con.execute('PRAGMA cache_size=1')\n"  # spill to the file before commit: a journal that is hot
+        "con.execute('BEGIN')\n"
+        "for _ in range(500):\n"
+        "    con.execute(\"INSERT INTO runs VALUES ('FINISHED', 'active', zeroblob(4000))\")\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", writer]).returncode == -signal.SIGKILL
+    assert (tmp_path / "mlflow.db-journal").is_file()
+    assert faults_common.mlflow_runs(tmp_path) == {"RUNNING": 1}
+
+
 def test_long_ogg_repeats_the_source_audio(tmp_path: Path) -> None:
     src = tmp_path / "src.ogg"
     x = (np.random.default_rng(0).standard_normal(3 * faults_cases.RATE) * 0.1).astype(np.float32)
