@@ -29,6 +29,33 @@ def test_spec_defaults_and_errors(tmp_path):
         _spec(tmp_path, {"variants": []})
 
 
+def test_preset_goes_under_every_variant_and_names_its_data(tmp_path):
+    """A spec's preset reaches every run (baseline too), the variant's own setting wins, the seed wins over both."""
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "b.yaml").write_text(
+        "synth: {preset: bench, seed: 0}\ntrain.threads: 1\ntrain.loop.epochs: 8\ntrain.loop.seed: 9\n"
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"preset": "presets/b.yaml", "seeds": [3], "variants": {
+        "base": {}, "long": {"set": {"train.loop.epochs": 12}}}}))  # fmt: skip
+    spec = AblationSpec.load(path, tmp_path)
+    assert spec.overrides("base", 3) == {"train.threads": 1, "train.loop.epochs": 8, "train.loop.seed": 3}
+    assert spec.overrides("long", 3) == {"train.threads": 1, "train.loop.epochs": 12, "train.loop.seed": 3}
+    assert spec.variants["base"] == {} and spec.data == {"preset": "bench", "seed": 0}
+    with pytest.raises(ValueError, match=r"meant for the SynthCLEF 'bench' dataset, but .* holds no SynthCLEF data"):
+        spec.check_data(tmp_path)
+    truth = tmp_path / "data" / "synth_truth"
+    truth.mkdir(parents=True)
+    (truth / "generator.json").write_text('{"preset": "demo", "seed": 0}')
+    with pytest.raises(ValueError, match=r"holds SynthCLEF 'demo': birdclef data synth --preset bench --seed 0"):
+        spec.check_data(tmp_path)
+    (truth / "generator.json").write_text('{"preset": "bench", "seed": 0}')
+    spec.check_data(tmp_path)
+    path.write_text(yaml.safe_dump({"preset": "presets/none.yaml", "variants": {"a": {}}}))
+    with pytest.raises(ValueError, match=r"spec.yaml: preset 'presets/none.yaml': No such file"):
+        AblationSpec.load(path, tmp_path)
+
+
 def test_set_args_keep_types_for_dvc():
     assert set_args({"a.b": "bce", "c": 2, "d": [1, 2], "e": True}) == [
         "-S", "a.b=bce", "-S", "c=2", "-S", "d=[1, 2]", "-S", "e=true"

@@ -38,7 +38,7 @@ def generate(preset: str, seed: int, out: str | os.PathLike[str], workers: int |
     whatever ``workers``.
 
     Args:
-        preset: tiny, demo or full.
+        preset: tiny, demo, bench or full.
         seed: master seed.
         out: the dataset directory to create.
         workers: parallel processes (None: all CPU cores; 1: in this process).

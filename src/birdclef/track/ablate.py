@@ -172,6 +172,7 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
       seeds: [0, 1, 2]
       targets: [ensemble]                # dvc exp run reproduces these (and what they need)
       predictions: build/ensemble/member_scores/ensemble.parquet
+      preset: presets/bench.yaml         # optional: params every run gets (its `synth:` data is checked)
       variants:
         baseline: {}
         focal: {set: {train.loss.name: focal}, published: {sign: "+", rank: 2, ref: L2}}
@@ -183,8 +184,10 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
     also logged as a table to an MLflow parent run "ablate <name>".
     """
     try:
-        spec = AblationSpec.load(spec_path)
+        spec = AblationSpec.load(spec_path, repo)
         kinds = spec.kinds(repo)
+        if not dry_run:
+            spec.check_data(repo)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     if metric:
@@ -209,6 +212,8 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
         "dvc": "; ".join(f"`{shlex.join(['dvc', *c[1:]])}`" for c in queue_commands(spec, kinds)),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if spec.preset:
+        header["preset"] = f"`{spec.preset}` (every run, the baseline's included)"
     target = out or repo / "reports" / f"ablation-{spec.name}.md"
     if spec.seeds is not None:
         header["seeds"] = ", ".join(map(str, spec.seeds)) + f" (written to {', '.join(spec.seed_keys)})"

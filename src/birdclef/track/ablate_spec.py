@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import yaml
 
 from birdclef.track.ablate_table import SIGNS
 from birdclef.track.overrides import set_args
-from birdclef.track.pipeline import dvc_executable
+from birdclef.track.pipeline import PRESET_DATA_KEY, dvc_executable
 from birdclef.track.reach import stage_params, variant_kind
 
 DEFAULT_METRIC = "metrics/infer.json:score|metrics/train/it2.json:soundscape_auc"
@@ -42,6 +43,10 @@ class AblationSpec:
         predictions: the test prediction table of a run (an output of a reuse stage).
         labels, taxonomy: the test labels and the species -> class_name table (workspace paths).
         targets: the stages ``dvc exp run`` reproduces (with their upstream); [] = the whole pipeline.
+        preset: a params preset (``presets/bench.yaml``) every run gets, the baseline's included, under the
+            variant's own overrides; None: the committed params.
+        base: the preset's dotted overrides (its ``synth`` dataset entry aside).
+        data: the preset's ``synth`` entry (``{preset: bench, seed: 0}``): the SynthCLEF data it is meant for.
     """
 
     name: str
@@ -58,13 +63,16 @@ class AblationSpec:
     labels: str = "data/test_labels.csv"
     taxonomy: str = "data/taxonomy.csv"
     targets: list[str] = field(default_factory=list)
+    preset: str | None = None
+    base: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None
 
     @classmethod
-    def load(cls, path: Path) -> AblationSpec:
+    def load(cls, path: Path, repo: Path = Path(".")) -> AblationSpec:
         """Read and check a spec file; errors name the file and the bad entry.
 
         A variant is either a mapping of params overrides, or ``{set: {...}, published: {sign, rank, ref},
-        note: ...}``.
+        note: ...}``. ``preset:`` is a path relative to ``repo``.
         """
         try:
             doc = yaml.safe_load(path.read_text()) or {}
@@ -103,11 +111,13 @@ class AblationSpec:
                                   not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):  # fmt: skip
             raise ValueError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}")
         taxa = doc.get("taxa")
+        preset, base, data = _preset(path, doc.get("preset"), repo)
         return cls(
             name, clean, baseline, str(doc.get("metric", DEFAULT_METRIC)), [str(t) for t in taxa] if taxa else None,
             int(doc.get("jobs", 1)), seeds, [str(k) for k in doc.get("seed_keys") or DEFAULT_SEED_KEYS], published,
             notes, str(doc.get("predictions", DEFAULT_PREDICTIONS)), str(doc.get("labels", "data/test_labels.csv")),
             str(doc.get("taxonomy", "data/taxonomy.csv")), [str(t) for t in doc.get("targets") or []],
+            preset, base, data,
         )  # fmt: skip
 
     def exp_name(self, variant: str, seed: int | None = None) -> str:
@@ -119,8 +129,28 @@ class AblationSpec:
         return list(self.seeds) if self.seeds is not None else [None]
 
     def overrides(self, variant: str, seed: int | None) -> dict[str, Any]:
-        """The variant's overrides plus the seed written to every seed key."""
-        return {**self.variants[variant], **({} if seed is None else dict.fromkeys(self.seed_keys, seed))}
+        """The preset's overrides, the variant's over them, and the seed written to every seed key."""
+        seeds = {} if seed is None else dict.fromkeys(self.seed_keys, seed)
+        return {**self.base, **self.variants[variant], **seeds}
+
+    def check_data(self, repo: Path) -> None:
+        """Refuse a preset meant for SynthCLEF data that ``repo/data`` does not hold.
+
+        Raises:
+            ValueError: the preset names a ``synth`` dataset and data/ is another preset's (or not SynthCLEF).
+        """
+        if not self.data or "preset" not in self.data:
+            return
+        want = str(self.data["preset"])
+        info = repo / "data" / "synth_truth" / "generator.json"
+        have = json.loads(info.read_text()).get("preset") if info.is_file() else None
+        if have != want:
+            held = f"SynthCLEF {have!r}" if have else "no SynthCLEF data"
+            raise ValueError(
+                f"preset {self.preset} is meant for the SynthCLEF {want!r} dataset, but {repo / 'data'} holds "
+                f"{held}: birdclef data synth --preset {want} --seed {self.data.get('seed', 0)} --out data "
+                "(then dvc add data)"
+            )
 
     def kinds(self, repo: Path) -> dict[str, str]:
         """``{variant: "baseline" | "reuse" | "retrain"}`` from the repo's dvc.yaml (``reach.variant_kind``).
@@ -139,6 +169,26 @@ class AblationSpec:
                 raise ValueError(f"variant {variant!r}: {err}") from err
             out[variant] = "baseline" if variant == self.baseline else kind if self.seeds is not None else "retrain"
         return out
+
+
+def _preset(spec: Path, value: Any, repo: Path) -> tuple[str | None, dict[str, Any], dict[str, Any] | None]:
+    """``(path, overrides, synth entry)`` of a spec's ``preset:`` (all empty without one)."""
+    if value is None:
+        return None, {}, None
+    target = repo / str(value)
+    try:
+        doc = yaml.safe_load(target.read_text()) or {}
+    except OSError as err:
+        raise ValueError(f"{spec}: preset {value!r}: {err.strerror or err} ({target})") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"{spec}: preset {value!r} is not valid YAML: {err}") from err
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{spec}: preset {value!r} must map dotted params keys to values")
+    data = doc.get(PRESET_DATA_KEY)
+    if data is not None and not isinstance(data, Mapping):
+        raise ValueError(f"{spec}: preset {value!r}: `{PRESET_DATA_KEY}` must be a mapping like {{preset: bench}}")
+    base = {str(k): v for k, v in doc.items() if k != PRESET_DATA_KEY}
+    return str(value), base, dict(data) if data is not None else None
 
 
 def queue_commands(spec: AblationSpec, kinds: Mapping[str, str] | None = None) -> list[list[str]]:
