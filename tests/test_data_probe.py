@@ -85,3 +85,17 @@ def test_probe_many_keeps_order_across_threads(tmp_path):
 def test_real_mp3_probes_whole():
     info = probe_audio(REAL_MP3)
     assert info.ok and info.sample_rate == 44100 and info.duration_s == pytest.approx(5.9, abs=0.05)
+
+
+def test_an_mp3_whose_id3_header_lies_is_named_as_such(tmp_path):
+    """The probe explains an open failure as the decoder does: the lying tag, not libsndfile's "possibly a pipe?"."""
+    good = tmp_path / "good.mp3"
+    write_audio(good, seconds=2.0, sr=32000, channels=1, fmt="MP3")
+    size = 10**7  # a 10 MB tag in a 40 kB file: libmpg123 seeks past the end
+    tag = bytes([(size >> s) & 0x7F for s in (21, 14, 7, 0)])
+    bad = tmp_path / "lie.mp3"
+    bad.write_bytes(b"ID3\x04\x00\x00" + tag + good.read_bytes())
+    info = probe_audio(bad)
+    assert info.problem_kind == "unreadable" and not info.ok
+    assert "ID3v2 header claims" in info.problem and "possibly a pipe" not in info.problem
+    assert "lie.mp3" not in info.problem  # the caller names the file (once)

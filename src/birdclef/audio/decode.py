@@ -91,7 +91,7 @@ def _open_error(path: str | os.PathLike[str], err: Exception) -> AudioError:
         return AudioError(path, "empty", "zero-byte file")
     # libsndfile repeats the path ("Error opening 'x.ogg': ..."); AudioError names it already.
     msg = str(getattr(err, "error_string", "") or err).strip() or str(err)
-    lie = _id3_problem(path)
+    lie = id3_problem(path)
     if lie:  # libsndfile would say "possibly a pipe?" about an mp3 whose ID3 tag size is wrong
         return AudioError(path, "unreadable", lie)
     if "possibly a pipe" in msg and os.path.isfile(path):
@@ -155,7 +155,7 @@ def wav_declared_frames(path: str | os.PathLike[str]) -> int | None:
     return None
 
 
-def _id3_problem(path: str | os.PathLike[str]) -> str:
+def id3_problem(path: str | os.PathLike[str]) -> str:
     """What is wrong with an ID3v2 tag at the head of ``path`` (``""``: none, or a tag that is right).
 
     The tag's header gives its size; the MPEG audio must start right after it. A size past the end of the file,
@@ -195,7 +195,7 @@ def _truncation(path: str | os.PathLike[str], f: sf.SoundFile, wanted: int, got:
     fmt, frames, sr_in = str(f.format), int(f.frames), int(f.samplerate)
     slack = max(int(frames * 0.01), 2304) if fmt == "MP3" else 0
     if got < wanted - slack:
-        lie = _id3_problem(path) if fmt == "MP3" else ""
+        lie = id3_problem(path) if fmt == "MP3" else ""
         return f"only {got} of {wanted} frames the header promises decode" + (f"; {lie}" if lie else "")
     if at_end and fmt == "OGG":
         cut = ogg_tail_problem(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from birdclef.audio.decode import ogg_tail_problem, wav_declared_frames
+from birdclef.audio.decode import id3_problem, ogg_tail_problem, wav_declared_frames
 
 _BLOCK_FRAMES = 1 << 16
 _MP3_SLACK = 0.01
@@ -70,7 +70,8 @@ def probe_audio(path: Path, decode: bool = True) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        return _bad("unreadable", f"soundfile cannot open it ({err})")
+        # an mp3 whose ID3v2 tag size lies gets libsndfile's "possibly a pipe?": say what is wrong instead
+        return _bad("unreadable", id3_problem(path) or f"soundfile cannot open it ({err})")
     declared, sr, ch = int(info.frames), int(info.samplerate), int(info.channels)
     fmt = info.format
     # the container checks come first: a cut file can also look empty
