@@ -135,9 +135,9 @@ TYPOS = [
     ("pretrain__source", ["x"], "unknown key pretrain.source; valid: exclude_competition_species"),
     ("pretrain__train", {"loop": {"epoch": 3}}, "unknown key pretrain.train.loop.epoch; valid: "),
     ("train__teacher_segments__treshold", 0.2, "unknown key train.teacher_segments.treshold; valid: enabled, "
-     "threshold, weight"),
+     "negatives, threshold, weight"),
     ("iterations__1__train", {"teacher_segments": {"enable": True}}, "unknown key "
-     "iterations.1.train.teacher_segments.enable; valid: enabled, threshold, weight"),
+     "iterations.1.train.teacher_segments.enable; valid: enabled, negatives, threshold, weight"),
 ]  # fmt: skip
 
 

@@ -48,7 +48,40 @@ def test_a_teacher_segment_reads_its_window_of_the_soundscape(policy):
         for seed in range(5):
             item = ds[(row, seed)]
             np.testing.assert_allclose(item["wave"].numpy(), 0.01 * (window + 1), rtol=1e-6)
+    # species b is not covered (NaN): no teacher signal, so out of the loss, never a zero label
     np.testing.assert_allclose(ds[(0, 0)]["target"].numpy(), [0.5, 0.0, 1.0])
+    np.testing.assert_allclose(ds[(0, 0)]["mask"].numpy(), [1.0, 0.0, 1.0])
+
+
+def test_negatives_mask_leaves_the_unflagged_covered_species_out_of_the_loss():
+    """zero (rank 7): a covered species below the threshold is a negative; mask: it is out of the loss."""
+    cache = MemoryCache({"ss0": np.zeros(60 * SAMPLE_RATE, np.float32)}, {"ss0": "train_soundscape"})
+    zero = teacher_segments(_table(), SPECIES, TAXONOMY, threshold=0.1)
+    masked = teacher_segments(_table(), SPECIES, TAXONOMY, threshold=0.1, negatives="mask")
+    assert zero["masked_labels"].tolist() == [["b"], ["b"]]
+    assert masked["masked_labels"].tolist() == [["b"], ["b", "c"]]  # window 2: c at 0.05 says nothing
+    for segs, mask in ((zero, [1.0, 0.0, 1.0]), (masked, [1.0, 0.0, 0.0])):
+        ds = FocalDataset(segs, cache, SPECIES, crop_s=5.0, policy="first", secondary_value=0.5)
+        item = ds[(1, 0)]
+        np.testing.assert_allclose(item["target"].numpy(), [1.0, 0.0, 0.0])
+        np.testing.assert_allclose(item["mask"].numpy(), mask)
+    with pytest.raises(ValueError, match="negatives must be one of zero, mask"):
+        teacher_segments(_table(), SPECIES, TAXONOMY, negatives="drop")
+
+
+def test_focal_rows_beside_teacher_segments_keep_every_cell_in_the_loss(tmp_path):
+    """After the concat with the focal table (NaN in masked_labels) and a parquet round trip (arrays)."""
+    cache = MemoryCache({"ss0": np.zeros(60 * SAMPLE_RATE, np.float32), "f0": np.zeros(SAMPLE_RATE * 5, np.float32)},
+                        {"ss0": "train_soundscape", "f0": "train_audio"})  # fmt: skip
+    segs = teacher_segments(_table(), SPECIES, TAXONOMY, threshold=0.1, negatives="mask")
+    focal = segs.iloc[:1].drop(columns=["cache_key", "offset_s", "masked_labels"]).assign(
+        segment_id="f0", primary_label="b", secondary_labels=[[]])
+    both = pd.concat([focal, segs], ignore_index=True)
+    both.to_parquet(tmp_path / "s.parquet")
+    ds = FocalDataset(pd.read_parquet(tmp_path / "s.parquet"), cache, SPECIES, crop_s=5.0, policy="first")
+    np.testing.assert_allclose(ds[(0, 0)]["mask"].numpy(), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(ds[(1, 0)]["mask"].numpy(), [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(ds[(2, 0)]["mask"].numpy(), [1.0, 0.0, 0.0])
 
 
 # ---------------------------------------------------------------- load_teacher_segments (the train stage's D4 wiring)

@@ -65,6 +65,11 @@ def tile_to(wave: np.ndarray, crop: int) -> np.ndarray:
     return np.tile(wave, reps)[:crop]
 
 
+def _is_list(value: Any) -> bool:
+    """A list-like table cell (a list, or the array a parquet round trip makes of one); NaN / None are not."""
+    return isinstance(value, list | tuple | np.ndarray)
+
+
 def segment_span(segments: pd.DataFrame, row: int, cache: WaveSource) -> tuple[str, int, int]:
     """(cache key, first sample, samples) of a segment row's audio: a whole cache entry (``segment_id``), or the
     span ``[offset_s, offset_s + end_s - start_s)`` of entry ``cache_key`` when the row has one (D4)."""
@@ -122,6 +127,9 @@ class FocalDataset(Dataset):
             [self.index[s] for s in (sec if sec is not None else []) if s in self.index]
             for sec in self.df["secondary_labels"]
         ]
+        # D4 segments name the species they say nothing about (train/teacher_data.py); focal rows have none (NaN).
+        masked = self.df["masked_labels"] if "masked_labels" in self.df else [None] * len(self.df)
+        self.masked = [[self.index[s] for s in m if s in self.index] if _is_list(m) else [] for m in masked]
 
     def __len__(self) -> int:
         return len(self.df)
@@ -130,6 +138,9 @@ class FocalDataset(Dataset):
         """(C,) target and (C,) loss mask of one row."""
         target, mask = make_targets([int(self.primary[row])], [self.secondary[row]], len(self.classes),
                                     self.secondary_value)
+        if self.masked[row]:
+            target[0, self.masked[row]] = 0.0
+            mask[0, self.masked[row]] = 0.0
         return target[0], mask[0]
 
     def _span(self, row: int) -> tuple[str, int, int]:

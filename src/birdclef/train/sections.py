@@ -108,7 +108,7 @@ TRAIN = Section(
         "loss": LOSS,
         "mutual": Section({"enabled": FLAG, "weight": NONNEG}),  # P10 (rank 8), train/mutual.py
         "teacher_segments": Section({"enabled": FLAG, "threshold": Num(0.0, 1.0, low_open=True, high_open=True),
-                                     "weight": POSITIVE}),  # D4 (rank 7), train/teacher_data.py
+                                     "weight": POSITIVE, "negatives": Choice(("zero", "mask"))}),  # D4 (rank 7)
     }
 )
 

@@ -11,18 +11,30 @@ import pandas as pd
 
 from birdclef.schema import SEGMENTS
 
-DEFAULTS = {"enabled": False, "threshold": 0.1, "weight": 1.0}
-"""``train.teacher_segments``: off, rank 7's 0.1 confidence, full sample weight."""
+DEFAULTS = {"enabled": False, "threshold": 0.1, "weight": 1.0, "negatives": "zero"}
+"""``train.teacher_segments``: off, rank 7's 0.1 confidence, full sample weight, the other covered species as 0."""
+
+NEGATIVES = ("zero", "mask")
+"""What a segment says about the covered species its teacher did not score above the threshold: absent (``zero``,
+rank 7) or nothing (``mask``: out of the loss; a teacher of recall 0.26 misses most calls it does not flag)."""
 
 
 def teacher_segments(
-    table: pd.DataFrame, species: list[str], taxonomy: pd.DataFrame, threshold: float = 0.1, weight: float = 1.0
+    table: pd.DataFrame,
+    species: list[str],
+    taxonomy: pd.DataFrame,
+    threshold: float = 0.1,
+    weight: float = 1.0,
+    negatives: str = "zero",
 ) -> pd.DataFrame:
     """One labelled segment per soundscape window where the teacher scores some covered species above ``threshold``.
 
     The window's primary label is its most confident species, the other species above the threshold are its
     secondary labels. Segments read their audio from the soundscape's cache entry (``cache_key`` = soundscape id,
     ``offset_s`` = window start), are never in a validation fold (``fold`` = -1) and carry ``weight``.
+    ``masked_labels`` lists the species the segment says nothing about, left out of its loss: those the teacher
+    does not cover (NaN: no teacher signal is ever a zero label), and with ``negatives="mask"`` also the covered
+    ones below the threshold.
 
     Args:
         table: the teacher stage's window table (``soundscape_id``, ``start_s``, ``end_s``, one probability column
@@ -31,14 +43,20 @@ def teacher_segments(
         taxonomy: ``primary_label``, ``class_name``.
         threshold: a species counts above this probability (rank 7: 0.1).
         weight: sample weight of the segments.
+        negatives: ``zero`` | ``mask`` (:data:`NEGATIVES`).
 
     Returns:
-        Rows of the segment table schema (birdclef.schema.SEGMENTS) plus ``cache_key`` and ``offset_s``.
+        Rows of the segment table schema (birdclef.schema.SEGMENTS) plus ``cache_key``, ``offset_s`` and
+        ``masked_labels``.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"teacher segments threshold must be in (0, 1), got {threshold}")
-    probs = np.nan_to_num(table[species].to_numpy(dtype=np.float64), nan=-1.0)
+    if negatives not in NEGATIVES:
+        raise ValueError(f"train.teacher_segments.negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
+    raw = table[species].to_numpy(dtype=np.float64)
+    probs = np.nan_to_num(raw, nan=-1.0)
     above = probs > threshold
+    silent = np.isnan(raw) | (~above if negatives == "mask" else False)
     rows = np.flatnonzero(above.any(axis=1))
     classes = dict(zip(taxonomy["primary_label"], taxonomy["class_name"], strict=True))
     names = np.asarray(species, dtype=object)
@@ -52,8 +70,9 @@ def teacher_segments(
             "start_s": start, "end_s": end, "primary_label": labels[0], "secondary_labels": labels[1:],
             "class_name": classes.get(labels[0], "unknown"), "rating": 0.0, "fold": -1, "weight": float(weight),
             "copies": 1, "cache_key": sid, "offset_s": start,
+            "masked_labels": [str(n) for n in names[silent[r]]],
         })  # fmt: skip
-    return pd.DataFrame(out, columns=[*SEGMENTS, "cache_key", "offset_s"])
+    return pd.DataFrame(out, columns=[*SEGMENTS, "cache_key", "offset_s", "masked_labels"])
 
 
 def load_teacher_segments(
@@ -64,7 +83,7 @@ def load_teacher_segments(
     Args:
         folder: the teacher stage's output folder (``build/teacher``).
         train_cfg: the iteration's ``train`` section (its ``teacher_segments`` sub-section: enabled, threshold,
-            weight; an iteration may override it).
+            weight, negatives; an iteration may override it).
         taxonomy: ``primary_label``, ``class_name``.
 
     Returns:
@@ -87,4 +106,4 @@ def load_teacher_segments(
             "train.teacher_segments.enabled: false"
         ) from err
     return teacher_segments(outputs.table, list(outputs.species), taxonomy, float(cfg["threshold"]),
-                            float(cfg["weight"]))  # fmt: skip
+                            float(cfg["weight"]), str(cfg["negatives"]))  # fmt: skip
