@@ -45,9 +45,11 @@ def test_export_metrics_hold_parity_sizes_and_speed_per_backend(built):
     metrics = built["metrics"]
     for backend in available_backends():
         for member in ("it0_sed_tiny", "it0_cnn_group"):
-            assert 0 <= metrics[f"parity_{backend}_{member}"] <= 1e-4
+            # parity varies by ~1e-7 between runs (threaded reductions): a measurement of the machine
+            assert 0 <= built["timings"][f"parity_{backend}_{member}"] <= 1e-4
+            assert f"parity_{backend}_{member}" not in metrics
         assert built["timings"][f"seconds_{backend}"] > 0 and f"seconds_{backend}" not in metrics  # a timing
-    assert metrics["parity_frontend_mel_tiny"] < 1e-4
+    assert built["timings"]["parity_frontend_mel_tiny"] < 1e-4
     assert metrics["size_mb_member_it0_sed_tiny"] > 0 and metrics["size_mb_frontend_mel_tiny"] > 0
     assert metrics["backend"] in available_backends()
     assert all(isinstance(v, int | float | str) for v in metrics.values())  # flat, for dvc metrics diff
