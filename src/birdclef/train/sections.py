@@ -41,6 +41,7 @@ from birdclef.train.schema import (
     integer,
 )
 from birdclef.train.selftrain import POLICIES
+from birdclef.train.teacher_data import NEGATIVES as D4_NEGATIVES
 
 
 def _option(key: str, default: Any) -> Spec:
@@ -108,7 +109,7 @@ TRAIN = Section(
         "loss": LOSS,
         "mutual": Section({"enabled": FLAG, "weight": NONNEG}),  # P10 (rank 8), train/mutual.py
         "teacher_segments": Section({"enabled": FLAG, "threshold": Num(0.0, 1.0, low_open=True, high_open=True),
-                                     "weight": POSITIVE, "negatives": Choice(("zero", "mask"))}),  # D4 (rank 7)
+                                     "weight": POSITIVE, "negatives": Choice(D4_NEGATIVES)}),  # D4 (rank 7)
     }
 )
 
