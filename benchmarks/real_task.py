@@ -13,7 +13,9 @@ run cache restores the seed-independent stages). Variants: ``default`` (today's 
 from $BIRDNET_TFLITE), reported as ``teacher_recipe`` (students + teacher member), ``teacher_students_only`` and
 ``teacher_alone`` (BirdNET's test-window probabilities on the species it covers). Scores: macro ROC-AUC of the
 final ensemble on the test soundscapes (metrics/ensemble.json ``score``; the same figure infer reproduces through
-ONNX); per seed, mean and population std over seeds, wall time per run.
+ONNX); per seed, mean and population std over seeds, wall time per run; each score's 95% interval over the 8 test
+soundscapes and the paired deltas of the acceptance's comparisons (:mod:`real_task_stats`, from the test
+predictions every run keeps in its folder).
 
     .venv/bin/python benchmarks/real_task.py --seeds 0 --variants default --budget-epochs 2     # smoke
     BIRDNET_TFLITE=... .venv/bin/python benchmarks/real_task.py --out /tmp/real_task.json       # the table
@@ -39,6 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the task builder beside this script
 from real_task_build import AUDIO, build_task  # noqa: E402
+from real_task_stats import checks, save_predictions, summarise, uncertainty  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,55 +244,13 @@ def run_one(
         result.update(_teacher_scores(repo, ensemble))
         stage = json.loads((repo / "metrics" / "teacher.json").read_text())
         result["teacher_stage"] = {k: v for k, v in stage.items() if k.startswith(("auc_", "coverage"))}
+    saved = save_predictions(repo, run_dir)  # kept for the intervals and paired deltas (real_task_stats)
+    if saved is not None:
+        result["predictions"] = str(saved)
     if not keep:
         shutil.rmtree(repo / "build", ignore_errors=True)
         shutil.rmtree(repo / "data", ignore_errors=True)
     return result
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per reported variant: the score of each seed, mean and population std, mean wall time, and the mean
-    test-soundscape AUC of each training iteration's member (``it<k>_mean``, the students' own runs)."""
-    rows: dict[str, dict[str, Any]] = {}
-
-    def add(name: str, run: dict[str, Any], value: float, iterations: bool) -> None:
-        row = rows.setdefault(name, {"per_seed": {}, "wall_s": [], "its": {}})
-        row["per_seed"][str(run["seed"])] = round(float(value), 4)
-        row["wall_s"].append(run["wall_s"])
-        for key, auc in run.items():
-            if iterations and key.startswith("it") and key.endswith("_soundscape_auc"):
-                row["its"].setdefault(key.split("_")[0], []).append(auc)
-
-    for r in runs:
-        if "score" not in r:
-            continue
-        if r["variant"] == "teacher":
-            for name in ("teacher_recipe", "teacher_students_only", "teacher_alone"):
-                add(name, r, r[name], name == "teacher_students_only")
-        else:
-            add(r["variant"], r, r["score"], True)
-    for row in rows.values():
-        values = list(row["per_seed"].values())
-        row["mean"] = round(float(np.mean(values)), 4)
-        row["std"] = round(float(np.std(values)), 4)
-        row["wall_s"] = round(float(np.mean(row.pop("wall_s"))), 1)
-        row.update({f"{k}_mean": round(float(np.mean(v)), 4) for k, v in sorted(row.pop("its").items())})
-    return rows
-
-
-def checks(results: dict[str, Any]) -> dict[str, Any]:
-    """Issue 14's acceptance on the means, for the variants that ran."""
-    mean = {k: v["mean"] for k, v in results.items()}
-    out: dict[str, Any] = {}
-    if {"teacher_recipe", "teacher_alone"} <= set(mean):
-        out["teacher_recipe_at_least_teacher_alone"] = mean["teacher_recipe"] >= mean["teacher_alone"]
-    if {"teacher_students_only", "default"} <= set(mean):
-        out["students_only_minus_default"] = round(mean["teacher_students_only"] - mean["default"], 4)
-        out["students_only_beat_default_by_0.15"] = out["students_only_minus_default"] >= 0.15
-    if {"pretrained", "random_backbone"} <= set(mean):
-        out["pretrained_minus_random_init"] = round(mean["pretrained"] - mean["random_backbone"], 4)
-        out["pretrained_beats_random_init"] = mean["pretrained"] > mean["random_backbone"]
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for rep in reports for r in rep["runs"]]
         results = summarise(runs)
         merged = {"commits": sorted({rep["commit"] for rep in reports}), "notes": sorted({n for rep in reports
-                  for n in rep["notes"]}), "results": results, "checks": checks(results)}  # fmt: skip
+                  for n in rep["notes"]}), "results": results, "checks": checks(results),
+                  "uncertainty": uncertainty(runs)}  # fmt: skip
         print(json.dumps(merged, indent=2))
         return 0
     if args.build_only is not None:
@@ -386,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"real_task: {variant} seed {seed}: {said}", file=sys.stderr, flush=True)
                 report["results"] = summarise(report["runs"])
                 report["checks"] = checks(report["results"])
+                report["uncertainty"] = uncertainty(report["runs"])
                 if args.out:
                     args.out.write_text(json.dumps(report, indent=2) + "\n")
     finally:

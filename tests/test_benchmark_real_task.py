@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark's modules import e
 import real_task  # noqa: E402
 import real_task_build  # noqa: E402
 import real_task_sources  # noqa: E402
+import real_task_stats  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not real_task.AUDIO.is_dir(), reason=f"{real_task.AUDIO} is absent")
 COUNTS = {"train": 2, "test": 2, "val": 1}  # fewer soundscapes than the benchmark: encoding ogg is the cost
@@ -151,3 +152,88 @@ def test_dotted_overrides_reach_nested_params():
     assert params["models"]["sed_mnv3s"]["pretrained"] == "/w.pth" and params["ensemble"]["teacher"]["enabled"]
     with pytest.raises(ValueError, match="train.loop.seed.x"):
         real_task._set_dotted(params, "train.loop.seed.x", 1)
+
+
+def _run_folder(root: Path, variant: str, seed: int, tables: dict[str, pd.DataFrame], truth: pd.DataFrame) -> dict:
+    """A finished run as the runner leaves it: a clone with build/ outputs, the predictions copied out of it."""
+    repo = root / f"{variant}_s{seed}" / "repo"
+    scores = repo / "build" / "ensemble" / "member_scores"
+    scores.mkdir(parents=True)
+    for name, table in tables.items():
+        if name == "teacher_alone":
+            (repo / "build" / "teacher" / "test_soundscape").mkdir(parents=True)
+            table.to_parquet(repo / "build" / "teacher" / "test_soundscape" / "probs.parquet")
+        else:
+            table.to_parquet(scores / f"{name}.parquet")
+    (repo / "data").mkdir()
+    truth.to_csv(repo / "data" / "test_labels.csv", index=False)
+    saved = real_task_stats.save_predictions(repo, repo.parent)
+    return {"variant": variant, "seed": seed, "score": 0.0, "predictions": str(saved)}
+
+
+@pytest.fixture
+def scored():
+    """8 soundscapes x 12 windows, 3 species; a perfect, a noisy and a worse prediction set; a teacher lacking c."""
+    rng = np.random.default_rng(0)
+    rows = [f"s{f}_{5 * (w + 1)}" for f in range(8) for w in range(12)]
+    y = (rng.random((len(rows), 3)) < 0.3).astype(int)
+    truth = pd.DataFrame(y, columns=["a", "b", "c"])
+    truth.insert(0, "row_id", rows)
+
+    def table(values: np.ndarray) -> pd.DataFrame:
+        out = pd.DataFrame(values, columns=["a", "b", "c"])
+        out.insert(0, "row_id", rows)
+        return out
+
+    noisy = table(np.clip(y + rng.normal(0, 0.6, y.shape), 0, 1))
+    worse = table(np.clip(y + rng.normal(0, 1.2, y.shape), 0, 1))
+    perfect = table(y.astype(float))
+    teacher = perfect.copy()
+    teacher["c"] = np.nan
+    return truth, noisy, worse, perfect, teacher
+
+
+def test_saved_predictions_name_what_the_summary_reports(tmp_path, scored):
+    truth, noisy, worse, perfect, teacher = scored
+    member = _run_folder(tmp_path, "teacher", 0, {"ensemble": noisy, "students": worse, "teacher_alone": teacher},
+                         truth)  # fmt: skip
+    blended = _run_folder(tmp_path / "old", "teacher", 0, {"ensemble": worse, "teacher_alone": teacher}, truth)
+    plain = _run_folder(tmp_path, "default", 0, {"ensemble": noisy}, truth)
+    files = {k: p.name for k, p in real_task_stats.prediction_files(member).items()}
+    assert files == {"teacher_recipe": "ensemble.parquet", "teacher_students_only": "students.parquet",
+                     "teacher_alone": "teacher_alone.parquet"}  # fmt: skip
+    # without the T2 member the stage's ensemble is the students; the recipe was blended by the benchmark itself
+    assert {k: p.name for k, p in real_task_stats.prediction_files(blended).items()} == {
+        "teacher_students_only": "ensemble.parquet", "teacher_alone": "teacher_alone.parquet"}
+    assert {k: p.name for k, p in real_task_stats.prediction_files(plain).items()} == {"default": "ensemble.parquet"}
+    assert real_task_stats.prediction_files({"variant": "default", "seed": 0}) == {}
+    assert real_task_stats.save_predictions(tmp_path / "nothing", tmp_path / "nothing") is None
+
+
+def test_intervals_and_paired_deltas_match_the_metric(tmp_path, scored):
+    from birdclef.metric import paired_bootstrap, score, score_interval
+
+    truth, noisy, worse, perfect, teacher = scored
+    runs = [
+        _run_folder(tmp_path, "teacher", 1, {"ensemble": noisy, "students": worse, "teacher_alone": teacher}, truth),
+        _run_folder(tmp_path, "default", 1, {"ensemble": worse}, truth),
+        {"variant": "pretrained", "seed": 1, "error": "failed"},  # no score: left out
+    ]
+    out = real_task_stats.uncertainty(runs)
+    assert set(out["intervals"]) == {"teacher_recipe", "teacher_students_only", "teacher_alone", "default"}
+    iv = out["intervals"]["default"]["1"]
+    ref = score_interval(truth, worse)
+    assert iv["score"] == round(score(truth, worse), 4) and (iv["low"], iv["high"]) == (round(ref.low, 4),
+                                                                                         round(ref.high, 4))
+    assert iv["n_files"] == 8 and iv["low"] <= iv["score"] <= iv["high"]
+    # the teacher covers a and b only: it is scored, and compared, on those two species
+    assert out["intervals"]["teacher_alone"]["1"]["score"] == 1.0
+    pair = out["paired"]["teacher_recipe_minus_teacher_alone"]["1"]
+    two = truth[["row_id", "a", "b"]]
+    ref = paired_bootstrap(two, teacher[["row_id", "a", "b"]], noisy[["row_id", "a", "b"]])
+    assert pair["species"] == 2 and pair["diff"] == round(score(two, noisy[["row_id", "a", "b"]]) - 1.0, 4)
+    assert (pair["low"], pair["high"]) == (round(ref.low, 4), round(ref.high, 4)) and pair["diff"] < 0
+    students = out["paired"]["teacher_students_only_minus_default"]["1"]  # worse vs worse: the same predictions
+    assert students == {"diff": 0.0, "low": 0.0, "high": 0.0, "share_b_better": 0.0, "verdict": "within noise",
+                        "species": 3}  # fmt: skip
+    assert set(out["paired"]) == {"teacher_recipe_minus_teacher_alone", "teacher_students_only_minus_default"}
