@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from teacher_fixtures import (
     FRAMES,
@@ -31,6 +32,7 @@ from birdclef.teachers import (
     tile_offsets,
 )
 from birdclef.teachers.base import Teacher
+from birdclef.teachers.outputs import TeacherOutputs
 from birdclef.teachers.windows import activate
 
 
@@ -316,3 +318,29 @@ def test_the_runtime_module_imports_nothing_beyond_numpy_at_module_level(tmp_pat
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     # column 0: students (1, 0, 0) rank (1, .5, .5), teacher (0, 0, 1) rank (.5, .5, 1): the mean of both
     assert out.stdout.strip() == str([[0.75, 0.5, 0.75], [0.5, 1.0, 0.5], [0.75, 0.5, 0.75]])
+
+
+def test_window_probs_follow_start_times_whatever_the_row_order_and_refuse_a_missing_window():
+    """T3 reads the teacher's windows onto the students' (files, windows, C) grid by position: row order must not
+    decide which window a probability lands on, and a gap must stop the round instead of shifting labels."""
+    ids = ["S1"] * 3 + ["S2"] * 3
+    starts = [0.0, 5.0, 10.0] * 2
+    probs = np.arange(6 * 2, dtype=np.float32).reshape(6, 2)
+    row_ids = [f"{i}_{int(s) + 5}" for i, s in zip(ids, starts, strict=True)]
+    table = pd.DataFrame({"soundscape_id": ids, "row_id": row_ids, "start_s": starts, "end_s": [s + 5 for s in starts],
+                          "a": probs[:, 0], "b": probs[:, 1]})
+    species, covered = ("a", "b"), np.array([True, True])
+    ordered = TeacherOutputs("train_soundscape", table, probs, species, covered)
+    perm = np.random.default_rng(0).permutation(6)  # a shuffled copy of the same windows
+    shuffled = TeacherOutputs("train_soundscape", table.iloc[perm].reset_index(drop=True), probs[perm], species,
+                              covered)  # fmt: skip
+    want = probs.reshape(2, 3, 2)[::-1]  # S2 first, as asked
+    np.testing.assert_array_equal(ordered.window_probs(["S2", "S1"]), want)
+    np.testing.assert_array_equal(shuffled.window_probs(["S2", "S1"]), want)
+    np.testing.assert_array_equal(shuffled.window_embeddings(["S2", "S1"]), want)
+    gap = TeacherOutputs("train_soundscape", table.drop(index=1).reset_index(drop=True), np.delete(probs, 1, 0),
+                         species, covered)  # fmt: skip
+    with pytest.raises(ValueError, match="windows of S1 start at 0, 10 s"):
+        gap.window_probs(["S1", "S2"])
+    with pytest.raises(KeyError, match="S3"):
+        ordered.window_probs(["S3"])

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from birdclef import WINDOW_SECONDS
 from birdclef.io import read_json
 
 INFO_FILE = "teacher.json"
@@ -68,16 +69,30 @@ class TeacherOutputs:
         return self.table[list(self.species)].to_numpy(dtype=np.float32)
 
     def rows_of(self, ids: Sequence[str]) -> list[np.ndarray]:
-        """Row indices of each id's windows, in window order.
+        """Row indices of each id's windows, in window order (by ``start_s``, whatever the table's row order).
 
         Raises:
             KeyError: an id the teacher did not run on.
+            ValueError: an id's windows are not the consecutive 5-s windows from 0 s (one missing or repeated
+                would shift every window after it onto the wrong audio).
         """
         groups = self.table.groupby(self.id_column, sort=False).indices
         missing = [i for i in ids if i not in groups]
         if missing:
             raise KeyError(f"teacher outputs ({self.split}) have no windows for {', '.join(map(str, missing[:5]))}")
-        return [np.asarray(groups[i]) for i in ids]
+        start = self.table["start_s"].to_numpy(dtype=np.float64)
+        out = []
+        for i in ids:
+            rows = np.asarray(groups[i])
+            rows = rows[np.argsort(start[rows], kind="stable")]
+            if not np.allclose(start[rows], np.arange(len(rows)) * WINDOW_SECONDS):
+                shown = ", ".join(f"{s:g}" for s in start[rows][:8]) + (", ..." if len(rows) > 8 else "")
+                raise ValueError(
+                    f"teacher outputs ({self.split}): the windows of {i} start at {shown} s, not every "
+                    f"{WINDOW_SECONDS} s from 0: a missing or repeated window; rerun the teacher stage"
+                )
+            out.append(rows)
+        return out
 
     def window_probs(self, ids: Sequence[str]) -> np.ndarray:
         """(files, windows, C) probabilities of ``ids`` (files of equal window count, e.g. 60-s soundscapes),
