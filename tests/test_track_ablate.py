@@ -193,3 +193,25 @@ def test_no_import_circle_among_the_track_modules():
         return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph.get(start, ()))
 
     assert [m for m in graph if reaches(m, m)] == []
+
+
+def test_runs_at_a_time_share_the_cores_threads_the_preset_sets_stay(tmp_path):
+    """jobs 2 on 4 cores: every stage's committed "all cores" (null) or larger thread count becomes 2 per run; the
+    preset's own value and a variant's stay; one job at a time changes nothing."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "train": {"threads": 4}, "pseudo": {"threads": None}, "teacher": {"threads": None},
+        "ensemble": {"threads": 1}, "export": {"threads": 2}}))  # fmt: skip
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "p.yaml").write_text("teacher.threads: 3\n")
+    path = tmp_path / "spec.yaml"
+    doc = {"jobs": 2, "preset": "presets/p.yaml", "seeds": [0], "variants": {"base": {}, "fat": {"train.threads": 4}}}
+    path.write_text(yaml.safe_dump(doc))
+    spec = AblationSpec.load(path, tmp_path, cores=4)
+    assert spec.threads == {"train.threads": 2, "pseudo.threads": 2}  # export (2) and ensemble (1) fit the share
+    assert spec.overrides("base", 0) == {"train.threads": 2, "pseudo.threads": 2, "teacher.threads": 3,
+                                         "train.loop.seed": 0}  # fmt: skip
+    assert spec.overrides("fat", 0)["train.threads"] == 4
+    assert AblationSpec.load(path, tmp_path, cores=2).threads == {"train.threads": 1, "pseudo.threads": 1,
+                                                                  "export.threads": 1}  # fmt: skip
+    path.write_text(yaml.safe_dump({**doc, "jobs": 1}))
+    assert AblationSpec.load(path, tmp_path, cores=4).threads == {}

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from birdclef.io import atomic_path, load_params
-from birdclef.track.ablate_spec import DEFAULT_METRIC, AblationSpec, queue_commands
+from birdclef.track.ablate_spec import DEFAULT_METRIC, AblationSpec, available_cores, queue_commands
 from birdclef.track.history import lookup, match_path, natural_key
 from birdclef.track.pipeline import child_env, dvc_executable
 from birdclef.track.provenance import git
@@ -161,7 +161,8 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
       name: losses                       # experiments are named losses-<variant>
       baseline: bce                      # deltas are taken against it (default: the first variant)
       metric: metrics/infer.json:score   # default; per-taxon columns come from score_<taxon> keys
-      jobs: 1
+      jobs: 1                            # runs at a time; with more, each stage's threads are capped at
+                                         # cores // jobs (intra-op threads spin: oversubscribed runs crawl)
       variants:
         bce: {train.loss.name: bce}
         focal: {train.loss.name: focal}
@@ -192,6 +193,9 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
         raise click.ClickException(str(err)) from err
     if metric:
         spec.metric = metric
+    if spec.threads:
+        click.echo(f"# {spec.jobs} runs at a time on {available_cores()} cores: "
+                   + ", ".join(f"{k}={v}" for k, v in spec.threads.items()) + " per run", err=True)  # fmt: skip
     if dry_run:
         if spec.seeds is not None:
             for variant, kind in kinds.items():

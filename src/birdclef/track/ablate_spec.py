@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ DEFAULT_SEED_KEYS = ("train.loop.seed",)
 DEFAULT_PREDICTIONS = "build/ensemble/member_scores/ensemble.parquet"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _ENTRY_KEYS = {"set", "published", "note"}
+THREAD_KEYS = ("train.threads", "pseudo.threads", "teacher.threads", "ensemble.threads", "export.threads",
+               "infer.threads")  # fmt: skip
+"""The stages' intra-op thread counts that ``jobs`` concurrent runs share the cores through (:func:`thread_caps`)."""
 
 
 @dataclass
@@ -47,6 +51,8 @@ class AblationSpec:
             variant's own overrides; None: the committed params.
         base: the preset's dotted overrides (its ``synth`` dataset entry aside).
         data: the preset's ``synth`` entry (``{preset: bench, seed: 0}``): the SynthCLEF data it is meant for.
+        threads: ``{thread key: cores // jobs}`` for the committed thread counts that ``jobs`` runs at a time would
+            oversubscribe (:func:`thread_caps`); the preset's and a variant's own values win over them.
     """
 
     name: str
@@ -66,13 +72,15 @@ class AblationSpec:
     preset: str | None = None
     base: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] | None = None
+    threads: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path, repo: Path = Path(".")) -> AblationSpec:
+    def load(cls, path: Path, repo: Path = Path("."), cores: int | None = None) -> AblationSpec:
         """Read and check a spec file; errors name the file and the bad entry.
 
         A variant is either a mapping of params overrides, or ``{set: {...}, published: {sign, rank, ref},
-        note: ...}``. ``preset:`` is a path relative to ``repo``.
+        note: ...}``. ``preset:`` is a path relative to ``repo``. ``cores``: what the runs share (default: the
+        cores this process may use), for :attr:`threads`.
         """
         try:
             doc = yaml.safe_load(path.read_text()) or {}
@@ -112,12 +120,15 @@ class AblationSpec:
             raise ValueError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}")
         taxa = doc.get("taxa")
         preset, base, data = _preset(path, doc.get("preset"), repo)
+        jobs = int(doc.get("jobs", 1))
+        params = yaml.safe_load((repo / "params.yaml").read_text()) if (repo / "params.yaml").exists() else {}
+        threads = thread_caps(params or {}, set(base), jobs, cores or available_cores())
         return cls(
             name, clean, baseline, str(doc.get("metric", DEFAULT_METRIC)), [str(t) for t in taxa] if taxa else None,
-            int(doc.get("jobs", 1)), seeds, [str(k) for k in doc.get("seed_keys") or DEFAULT_SEED_KEYS], published,
+            jobs, seeds, [str(k) for k in doc.get("seed_keys") or DEFAULT_SEED_KEYS], published,
             notes, str(doc.get("predictions", DEFAULT_PREDICTIONS)), str(doc.get("labels", "data/test_labels.csv")),
             str(doc.get("taxonomy", "data/taxonomy.csv")), [str(t) for t in doc.get("targets") or []],
-            preset, base, data,
+            preset, base, data, threads,
         )  # fmt: skip
 
     def exp_name(self, variant: str, seed: int | None = None) -> str:
@@ -129,9 +140,10 @@ class AblationSpec:
         return list(self.seeds) if self.seeds is not None else [None]
 
     def overrides(self, variant: str, seed: int | None) -> dict[str, Any]:
-        """The preset's overrides, the variant's over them, and the seed written to every seed key."""
+        """The thread caps, the preset's overrides over them, the variant's over those, and the seed written to
+        every seed key."""
         seeds = {} if seed is None else dict.fromkeys(self.seed_keys, seed)
-        return {**self.base, **self.variants[variant], **seeds}
+        return {**self.threads, **self.base, **self.variants[variant], **seeds}
 
     def check_data(self, repo: Path) -> None:
         """Refuse a preset meant for SynthCLEF data that ``repo/data`` does not hold.
@@ -169,6 +181,44 @@ class AblationSpec:
                 raise ValueError(f"variant {variant!r}: {err}") from err
             out[variant] = "baseline" if variant == self.baseline else kind if self.seeds is not None else "retrain"
         return out
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def thread_caps(params: Mapping[str, Any], explicit: set[str], jobs: int, cores: int) -> dict[str, int]:
+    """Thread counts for ``jobs`` runs at a time on ``cores``: each stage's at most ``cores // jobs`` (at least 1).
+
+    Torch's and onnxruntime's intra-op threads spin while they wait: two runs of 2 threads each on 2 cores ran 4-16 s
+    per training step instead of 0.9 s (the real-audio benchmark, README). A committed count that is null ("every
+    core") or above the share is capped; ``explicit`` keys (the preset's) are left as they are.
+
+    Args:
+        params: the committed params.yaml.
+        explicit: dotted keys set by the spec's preset.
+        jobs: runs at a time (``jobs <= 1``: no caps).
+        cores: cores the runs share.
+
+    Returns:
+        ``{dotted key: threads}`` for the keys of :data:`THREAD_KEYS` to override.
+    """
+    if jobs <= 1:
+        return {}
+    share = max(1, cores // jobs)
+    out = {}
+    for key in THREAD_KEYS:
+        section, _, name = key.partition(".")
+        block = params.get(section)
+        if key in explicit or not isinstance(block, Mapping) or name not in block:
+            continue
+        if block[name] is None or int(block[name]) > share:
+            out[key] = share
+    return out
 
 
 def _preset(spec: Path, value: Any, repo: Path) -> tuple[str | None, dict[str, Any], dict[str, Any] | None]:
