@@ -41,7 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the task builder beside this script
 from real_task_build import AUDIO, build_task  # noqa: E402
-from real_task_stats import checks, save_predictions, summarise, uncertainty  # noqa: E402
+from real_task_stats import checks, per_class, save_predictions, summarise, uncertainty  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,6 +233,7 @@ def run_one(
         return result
     ensemble = json.loads((repo / "metrics" / "ensemble.json").read_text())
     result["score"] = ensemble["score"]
+    result["per_class"] = per_class(ensemble)
     for k in range(len(params["iterations"])):
         path = repo / "metrics" / "train" / f"it{k}.json"
         if path.exists():

@@ -55,6 +55,14 @@ def save_predictions(repo: Path, run_dir: Path, labels: Path | None = None) -> P
     return out
 
 
+def per_class(ensemble: dict[str, Any]) -> dict[str, float]:
+    """The ensemble stage's per-taxon-class scores of one run: the recipe (``score_<class>``) and, where the T2 member
+    ran, the students alone and the teacher alone (``students_score_<class>``, ``teacher_score_<class>``)."""
+    classes = ("amphibia", "aves", "insecta", "mammalia")
+    keys = [f"{what}_{c}" for what in ("score", "students_score", "teacher_score") for c in classes]
+    return {k: round(float(ensemble[k]), 4) for k in keys if isinstance(ensemble.get(k), int | float)}
+
+
 def prediction_files(run: dict[str, Any]) -> dict[str, Path]:
     """The reported names of one run (as ``real_task.summarise`` names them) -> their saved prediction file."""
     folder = Path(run["predictions"]) if run.get("predictions") else None
@@ -125,10 +133,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     test-soundscape AUC of each training iteration's member (``it<k>_mean``, the students' own runs)."""
     rows: dict[str, dict[str, Any]] = {}
 
+    prefix = {"teacher_recipe": "score_", "teacher_students_only": "students_score_", "teacher_alone": "teacher_score_"}
+
     def add(name: str, run: dict[str, Any], value: float, iterations: bool) -> None:
-        row = rows.setdefault(name, {"per_seed": {}, "wall_s": [], "its": {}})
+        row = rows.setdefault(name, {"per_seed": {}, "wall_s": [], "its": {}, "classes": {}})
         row["per_seed"][str(run["seed"])] = round(float(value), 4)
         row["wall_s"].append(run["wall_s"])
+        head = prefix.get(name, "score_")
+        for key, auc in (run.get("per_class") or {}).items():
+            if key.startswith(head) and (head != "score_" or not key.startswith(("students_", "teacher_"))):
+                row["classes"].setdefault(key[len(head) :], []).append(auc)
         for key, auc in run.items():
             if iterations and key.startswith("it") and key.endswith("_soundscape_auc"):
                 row["its"].setdefault(key.split("_")[0], []).append(auc)
@@ -147,6 +161,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         row["std"] = round(float(np.std(values)), 4)
         row["wall_s"] = round(float(np.mean(row.pop("wall_s"))), 1)
         row.update({f"{k}_mean": round(float(np.mean(v)), 4) for k, v in sorted(row.pop("its").items())})
+        classes = row.pop("classes")
+        if classes:  # per taxon class, mean over the seeds that report it
+            row["per_class_mean"] = {c: round(float(np.mean(v)), 4) for c, v in sorted(classes.items())}
     return rows
 
 

@@ -237,3 +237,26 @@ def test_intervals_and_paired_deltas_match_the_metric(tmp_path, scored):
     assert students == {"diff": 0.0, "low": 0.0, "high": 0.0, "share_b_better": 0.0, "verdict": "within noise",
                         "species": 3}  # fmt: skip
     assert set(out["paired"]) == {"teacher_recipe_minus_teacher_alone", "teacher_students_only_minus_default"}
+
+
+def test_per_class_scores_are_read_for_the_recipe_students_and_teacher():
+    ensemble = {"score": 0.81, "score_aves": 0.86, "score_amphibia": 0.6, "students_score_aves": 0.857,
+                "teacher_score_amphibia": 0.844, "score_ci_low": 0.7, "val_score_aves": 0.9, "score_insecta": None}
+    assert real_task_stats.per_class(ensemble) == {"score_amphibia": 0.6, "score_aves": 0.86,
+                                                   "students_score_aves": 0.857, "teacher_score_amphibia": 0.844}
+
+
+def test_the_summary_averages_each_reported_name_and_its_classes_over_seeds():
+    runs = [{"variant": "teacher", "seed": s, "score": r, "wall_s": 10.0, "teacher_recipe": r, "teacher_alone": 0.83,
+             "teacher_students_only": r - 0.03, "it1_soundscape_auc": 0.7 + s / 10,
+             "per_class": {"score_aves": r, "students_score_aves": r - 0.03, "teacher_score_aves": 0.8}}
+            for s, r in ((0, 0.80), (1, 0.82))]  # fmt: skip
+    runs.append({"variant": "default", "seed": 0, "error": "failed", "wall_s": 1.0})
+    rows = real_task_stats.summarise(runs)
+    assert set(rows) == {"teacher_recipe", "teacher_students_only", "teacher_alone"}
+    assert rows["teacher_recipe"]["mean"] == 0.81 and rows["teacher_recipe"]["std"] == 0.01
+    assert rows["teacher_recipe"]["per_class_mean"] == {"aves": 0.81}
+    assert rows["teacher_students_only"]["per_class_mean"] == {"aves": 0.78}
+    assert rows["teacher_students_only"]["it1_mean"] == 0.75 and "it1_mean" not in rows["teacher_recipe"]
+    assert rows["teacher_alone"]["per_class_mean"] == {"aves": 0.8}
+    assert real_task_stats.checks(rows) == {"teacher_recipe_at_least_teacher_alone": False}
