@@ -90,16 +90,22 @@ def test_soundscape_prior_differs_from_the_train_audio_prior(demo) -> None:
 
 
 def test_bench_preset_is_the_demo_with_more_scored_soundscapes() -> None:
-    """The ablation benchmark keeps the demo's task and multiplies only what is scored (test 8x, val 2x)."""
+    """The ablation benchmark keeps the demo's species and recordings; it multiplies only what is scored (test 16x
+    over 16 sites, val 2x) and mixes each site's species more evenly (site_concentration), nothing else."""
     import dataclasses
 
     demo, bench = preset_config("demo"), preset_config("bench")
     differ = {f.name for f in dataclasses.fields(demo) if getattr(demo, f.name) != getattr(bench, f.name)}
-    assert differ == {"name", "test_soundscapes", "test_sites", "val_soundscapes", "val_sites"}
-    assert (bench.test_soundscapes, bench.val_soundscapes) == (8 * demo.test_soundscapes, 2 * demo.val_soundscapes)
+    assert differ == {"name", "test_soundscapes", "test_sites", "val_soundscapes", "val_sites", "soundscape"}
+    assert dataclasses.replace(bench.soundscape, site_concentration=demo.soundscape.site_concentration) == (
+        demo.soundscape
+    )
+    assert bench.soundscape.site_concentration > demo.soundscape.site_concentration
+    assert (bench.test_soundscapes, bench.val_soundscapes) == (16 * demo.test_soundscapes, 2 * demo.val_soundscapes)
     species, distractors = make_taxonomy(bench, np.random.default_rng(0))
+    assert species == make_taxonomy(demo, np.random.default_rng(0))[0]  # the same task
     sites = plan_sites(bench, species, np.random.default_rng(1))
     plans = plan_soundscapes(bench, sites, species, distractors, np.random.default_rng(2))
     test = [p for p in plans if p.path.startswith("test_soundscapes/")]
-    assert len(test) == 192 and len(plans) - len(test) == demo.train_soundscapes
+    assert len(test) == 384 and len(plans) - len(test) == demo.train_soundscapes
     assert len({p.site for p in test}) == bench.test_sites  # every test site is used
