@@ -138,3 +138,35 @@ def test_exported_ensemble_numpy_and_onnx_front_ends_agree(built):
     for name in fast:
         for key in ("clip", "frame"):
             assert np.abs(fast[name][key] - graph[name][key]).max() <= 1e-4
+
+
+def _tiny(mel: dict, seed: int):
+    import torch
+
+    from birdclef.models import create_model
+
+    torch.manual_seed(seed)
+    cfg = {"head": "sed", "backbone": "test_efficientnet", "pretrained": False, "mel": "m", "freq_pool": "mean",
+           "drop_rate": 0.0, "drop_path_rate": 0.0}
+    return create_model(cfg, 3, mel)
+
+
+def test_torch_group_runs_each_mel_config_once_and_matches_each_member_alone(monkeypatch):
+    from birdclef.features.frontend import MelFrontEnd
+    from birdclef.infer.backends import TorchGroup
+
+    mel_a = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000, "top_db": 80, "norm": "ref_max"}
+    mel_b = {**mel_a, "n_mels": 48}
+    models = [_tiny(mel_a, 0), _tiny(mel_b, 1), _tiny(mel_a, 2)]
+    wave = synthetic_audio(3, seed=5)
+    want = [TorchPredictor(m)(wave) for m in models]
+    calls = []
+    forward = MelFrontEnd.forward
+    monkeypatch.setattr(MelFrontEnd, "forward", lambda self, x: calls.append(self.cfg.n_mels) or forward(self, x))
+    got = TorchGroup(models)(wave)
+    assert calls == [32, 48]  # members 0 and 2 share one front end pass; member 1 has its own
+    assert len(got) == 3
+    for g, w in zip(got, want, strict=True):
+        for key in ("clip", "frame"):
+            np.testing.assert_array_equal(g[key], w[key])
+    assert not np.array_equal(got[0]["clip"], got[2]["clip"])  # same mel, different weights: different outputs

@@ -56,3 +56,28 @@ def test_a_factory_without_group_stacks_its_members_predictors():
     group = M.group_predictor(factory, [{"k": 1.0}, {"k": 3.0}], threads=1)
     out = group(np.full((2, 4), 0.5, np.float32))
     assert [o["clip"][0, 0] for o in out] == [0.5, 1.5]
+
+
+
+def test_the_torch_factory_groups_members_behind_one_front_end_per_mel_config(tmp_path: Path):
+    import pickle
+
+    import torch
+
+    from birdclef.infer.backends import TorchGroup, TorchPredictor
+    from birdclef.models import create_model, save_checkpoint
+
+    mel = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000, "top_db": 80, "norm": "ref_max"}
+    cfg = {"head": "sed", "backbone": "test_efficientnet", "pretrained": False, "mel": "m", "freq_pool": "mean",
+           "drop_rate": 0.0, "drop_path_rate": 0.0}
+    members = []
+    for k in range(2):
+        torch.manual_seed(k)
+        save_checkpoint(tmp_path / f"m{k}.pt", create_model(cfg, 3, mel), {})
+        members.append({"name": f"m{k}", "checkpoint": str(tmp_path / f"m{k}.pt")})
+    factory = pickle.loads(pickle.dumps(M.torch_factory))  # runner workers receive it pickled
+    group = M.group_predictor(factory, members, threads=1)
+    assert isinstance(group, TorchGroup) and group.frontend_of == [0, 0]
+    wave = np.random.default_rng(0).normal(0, 0.1, (2, 32000)).astype(np.float32)
+    for got, member in zip(group(wave), members, strict=True):
+        np.testing.assert_array_equal(got["clip"], TorchPredictor(member["checkpoint"])(wave)["clip"])

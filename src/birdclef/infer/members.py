@@ -52,12 +52,29 @@ def member_predict_cfg(member: Mapping[str, Any], defaults: Mapping[str, Any] | 
     return cfg
 
 
-def torch_factory(member: Mapping[str, Any], threads: int) -> Predictor:
-    """Eager torch predictor for a member's checkpoint (``PredictorFactory``)."""
-    # Imported here: onnxruntime workers never need torch.
-    from birdclef.infer.backends import TorchPredictor
+@dataclass(frozen=True)
+class TorchFactory:
+    """Eager torch predictors from the members' checkpoints, a picklable ``PredictorFactory``.
 
-    return TorchPredictor(member["checkpoint"], threads)
+    ``group`` runs each mel config once per batch for all the members that use it (``backends.TorchGroup``), as
+    ``ExportFactory`` does for exported graphs: two members of one mel config cost one front end, not two.
+    """
+
+    def __call__(self, member: Mapping[str, Any], threads: int) -> Predictor:
+        # Imported here: onnxruntime workers never need torch.
+        from birdclef.infer.backends import TorchPredictor
+
+        return TorchPredictor(member["checkpoint"], threads)
+
+    def group(self, members: Sequence[Mapping[str, Any]], threads: int) -> GroupPredictor:
+        """The members as one group predictor sharing the front end of each mel config."""
+        from birdclef.infer.backends import TorchGroup
+
+        return TorchGroup([m["checkpoint"] for m in members], threads)
+
+
+torch_factory = TorchFactory()
+"""The eager torch ``PredictorFactory`` (the ensemble stage's, and ``make_factory("torch")``)."""
 
 
 _EXPORTED: dict[tuple[str, str | None, int], Any] = {}
