@@ -69,6 +69,15 @@ def test_queue_skips_reuse_variants_and_names_every_seed(tmp_path: Path) -> None
     ]
     assert cmds[2][4] == "abl-focal-s0" and "train.loss.name=focal" in cmds[2]
     assert len(cmds) == 5 and cmds[-1][:3] == ["exp", "run", "--run-all"]  # no topk run: it reuses the baseline's
+    # A key the repo's params lack (a preset's new mel config) is queued as +key, as Hydra needs to add it.
+    params = {"train": {"loss": {"name": "bce"}, "loop": {"seed": 0}}}
+    cmds = [c[1:] for c in queue_commands(spec, kinds, params)]
+    assert "train.loss.name=focal" in cmds[2] and "train.loop.seed=0" in cmds[0]
+    doc["variants"]["gamma"] = {"train.loss.focal.gamma": 3.0}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    spec = AblationSpec.load(tmp_path / "spec.yaml")
+    cmds = [c[1:] for c in queue_commands(spec, spec.kinds(tmp_path), params)]
+    assert "+train.loss.focal.gamma=3.0" in cmds[-2] and "train.loss.name=focal" in cmds[2]
 
 
 # ---------------------------------------------------------------- arithmetic on synthetic prediction files

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from birdclef.io import atomic_path, load_params
 from birdclef.track.ablate_spec import DEFAULT_METRIC, AblationSpec, available_cores, queue_commands
@@ -96,6 +97,12 @@ def markdown(spec: AblationSpec, results: Mapping[str, dict[str, Any]], header: 
     return "\n".join(lines) + "\n"
 
 
+def repo_params(repo: Path) -> dict[str, Any]:
+    """The repo's params.yaml (empty when it has none): which override keys are new to it."""
+    path = repo / "params.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def run_ablation(
     spec: AblationSpec, repo: Path, run: bool = True, kinds: Mapping[str, str] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -103,7 +110,7 @@ def run_ablation(
     env = child_env(None, "")
     env.pop("MLFLOW_TRACKING_URI")  # stages pick the project's store (or the user's own variable) themselves
     if run:
-        for cmd in queue_commands(spec, kinds):
+        for cmd in queue_commands(spec, kinds, repo_params(repo)):
             click.echo("$ " + shlex.join(["dvc", *cmd[1:]]), err=True)
             proc = subprocess.run(cmd, cwd=repo, env=env)
             if proc.returncode and "--run-all" not in cmd:
@@ -200,7 +207,7 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
         if spec.seeds is not None:
             for variant, kind in kinds.items():
                 click.echo(f"# {variant}: {kind}")
-        for cmd in queue_commands(spec, kinds):
+        for cmd in queue_commands(spec, kinds, repo_params(repo)):
             click.echo(shlex.join(["dvc", *cmd[1:]]))
         return
     command = (
@@ -213,7 +220,7 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
     header = {
         "commit": f"`{sha}` ({git(repo, 'log', '-1', '--format=%s', sha)})",
         "command": f"`{shlex.join(command)}`",
-        "dvc": "; ".join(f"`{shlex.join(['dvc', *c[1:]])}`" for c in queue_commands(spec, kinds)),
+        "dvc": "; ".join(f"`{shlex.join(['dvc', *c[1:]])}`" for c in queue_commands(spec, kinds, repo_params(repo))),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if spec.preset:

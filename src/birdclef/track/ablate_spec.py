@@ -241,11 +241,18 @@ def _preset(spec: Path, value: Any, repo: Path) -> tuple[str | None, dict[str, A
     return str(value), base, dict(data) if data is not None else None
 
 
-def queue_commands(spec: AblationSpec, kinds: Mapping[str, str] | None = None) -> list[list[str]]:
-    """The DVC commands that queue every variant x seed that trains (not the ``reuse`` ones), then run the queue."""
+def queue_commands(
+    spec: AblationSpec, kinds: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None
+) -> list[list[str]]:
+    """The DVC commands that queue every variant x seed that trains (not the ``reuse`` ones), then run the queue.
+
+    ``params`` (the repo's params.yaml) marks keys it lacks ``+key=value``, as ``variant_problems`` and the reuse
+    runs do: Hydra refuses to override a key that is not there (a preset's new mel config's ``deltas``).
+    """
     dvc = dvc_executable()
     cmds = [
-        [dvc, "exp", "run", "--queue", "-n", spec.exp_name(v, s), *set_args(spec.overrides(v, s)), *spec.targets]
+        [dvc, "exp", "run", "--queue", "-n", spec.exp_name(v, s), *set_args(spec.overrides(v, s), params),
+         *spec.targets]
         for v in spec.variants
         if (kinds or {}).get(v, "retrain") != "reuse"
         for s in spec.seed_list()
