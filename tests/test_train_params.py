@@ -199,7 +199,7 @@ BAD_VALUES = [
     ("iterations__1__teacher", 5, "iterations.1.teacher: 5 is not the k of an earlier iteration"),
     ("iterations__1__train", {"loop": {"batch_size": -1}}, "iterations.1.train.loop.batch_size must be an integer"),
     ("models__sed_mnv3__freq_pool", "max", "models.sed_mnv3.freq_pool must be one of mean, gem, got 'max'"),
-    ("models__sed_mnv3__mel", "mel64", "models.sed_mnv3.mel: 'mel64' is not a key of mels"),
+    ("models__sed_mnv3__mel", "mel80", "models.sed_mnv3.mel: 'mel80' is not a key of mels"),
     ("mels__mel128__norm", "peak", "mels.mel128.norm must be one of ref_max, minmax, db"),
     ("train__teacher_segments__threshold", 1.0, "train.teacher_segments.threshold must be a number in (0, 1), got 1"),
     ("train__teacher_segments__weight", 0, "train.teacher_segments.weight must be a number > 0, got 0"),
