@@ -235,7 +235,7 @@ PRESETS: dict[str, SynthConfig] = {
         test_sites=16,
         val_soundscapes=32,
         val_sites=3,
-        soundscape=SoundscapeKnobs(site_concentration=4.0),
+        soundscape=dataclasses.replace(_DEMO.soundscape, site_concentration=4.0),
     ),
     "full": SynthConfig(
         name="full",
