@@ -58,7 +58,6 @@ def test_a_factory_without_group_stacks_its_members_predictors():
     assert [o["clip"][0, 0] for o in out] == [0.5, 1.5]
 
 
-
 def test_the_torch_factory_groups_members_behind_one_front_end_per_mel_config(tmp_path: Path):
     import pickle
 

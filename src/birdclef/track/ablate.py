@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from birdclef.io import atomic_path, load_params
 from birdclef.track.ablate_spec import DEFAULT_METRIC, AblationSpec, available_cores, queue_commands
@@ -100,7 +99,7 @@ def markdown(spec: AblationSpec, results: Mapping[str, dict[str, Any]], header: 
 def repo_params(repo: Path) -> dict[str, Any]:
     """The repo's params.yaml (empty when it has none): which override keys are new to it."""
     path = repo / "params.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return load_params(path) if path.is_file() else {}
 
 
 def run_ablation(
