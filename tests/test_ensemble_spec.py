@@ -332,3 +332,9 @@ def test_a_split_with_nothing_to_score_is_an_error_naming_why(splits, tmp_path):
     test = S.read_split("test", folder, labels, quarantine)
     with pytest.raises(ValueError, match=r"no test soundscape can be scored: .*test_bad.ogg"):
         S.build_spec({**cfg(), "fit": {"method": "none"}}, splits["train"], test, TWO, level_factory)
+
+
+def test_peak_tta_on_gain_invariant_members_is_an_error_naming_them(splits):
+    config = {**cfg(method="none"), "postprocess": {"smoothing": {"enabled": False}, "peak_tta": {"enabled": True}}}
+    with pytest.raises(ValueError, match=r"ensemble\.postprocess\.peak_tta cannot apply.*it0_up \(norm ref_max\)"):
+        build(splits, config, val=None)

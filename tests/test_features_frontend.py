@@ -49,3 +49,22 @@ def test_autocast_dtype_choice():
     assert autocast_dtype(FitConfig(amp=False, amp_dtype="bfloat16"), cpu) is None
     with pytest.raises(ValueError, match="amp_dtype"):
         FitConfig.from_dict({"amp_dtype": "fp8"})
+
+
+@pytest.mark.parametrize(
+    ("mel", "invariant"),
+    [({"norm": "ref_max"}, True), ({"norm": "minmax"}, True), ({"norm": "db", "absmax": True}, True),
+     ({"norm": "db"}, False)],
+)  # fmt: skip
+def test_which_front_ends_ignore_the_input_gain(mel, invariant):
+    # Why postprocess.peak_tta_problem refuses peak TTA on ref_max / minmax / absmax members: the image of a
+    # tenfold quieter copy of the same audio is the same (to float rounding), so the TTA's second pass is the first.
+    from birdclef.infer.postprocess import peak_tta_problem
+
+    torch.manual_seed(0)
+    front = MelFrontEnd(MelConfig.from_dict({"n_fft": 512, "hop_length": 320, "n_mels": 32, **mel}))
+    wave = 0.5 * torch.randn(2, SAMPLE_RATE)
+    diff = (front(wave) - front(0.1 * wave)).abs().max().item()
+    assert (diff < 1e-4) is invariant, diff
+    problem = peak_tta_problem({"peak_tta": {"enabled": True}}, {"m": front.cfg.to_dict()})
+    assert (problem is not None) is invariant

@@ -144,3 +144,14 @@ def test_module_runs_without_torch_or_birdclef(tmp_path: Path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert out.stdout.strip() == "(12, 3)"
+
+
+def test_peak_tta_is_refused_only_where_every_member_ignores_the_gain():
+    on = {"peak_tta": {"enabled": True}}
+    ref_max, db = {"norm": "ref_max", "absmax": False}, {"norm": "db", "absmax": False}
+    problem = P.peak_tta_problem(on, {"it1_a": ref_max, "it2_b": {"norm": "db", "absmax": True}})
+    assert problem is not None and "it1_a (norm ref_max)" in problem and "it2_b (absmax)" in problem
+    assert P.peak_tta_problem(on, {"it1_a": {"norm": "minmax"}}) is not None
+    assert P.peak_tta_problem(on, {"it1_a": ref_max, "it2_b": db}) is None  # one member hears the gain
+    assert P.peak_tta_problem({"peak_tta": {"enabled": False}}, {"it1_a": ref_max}) is None
+    assert P.peak_tta_problem(None, {"it1_a": ref_max}) is None

@@ -147,6 +147,9 @@ def build_spec(
     members = [describe_member(e, train_dir, classes) for e in cfg["members"]]
     if not members:
         raise ValueError("params ensemble.members is empty")
+    problem = postprocess.peak_tta_problem(post, {m["name"]: m["mel"] for m in members})
+    if problem:
+        raise ValueError(f"ensemble.{problem}")
     fitted = fit["method"] == "coordinate" and len(members) > 1
     teacher_fit = teacher is not None and teacher_spec.check_cfg(cfg["teacher"])["fit"]
     needs_val = _check_val(fitted and fit["source"] == "val", cfg["score_val"], val, test, teacher_fit)

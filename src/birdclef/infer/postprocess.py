@@ -187,6 +187,34 @@ def wrap_predictor(predictor: Predictor, cfg: Mapping[str, Any] | None) -> Predi
     return peak_normalised(predictor, float(step["peak"]), float(step["weight"]))
 
 
+# Mel front ends whose image does not change with the input's gain (frontend.MelFrontEnd): ``absmax`` scales the
+# waveform to its own peak, ``ref_max`` and ``minmax`` scale the dB image to its own maximum (and minimum).
+GAIN_INVARIANT_NORMS = ("ref_max", "minmax")
+
+
+def peak_tta_problem(cfg: Mapping[str, Any] | None, mels: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Why peak-volume TTA (I5) cannot apply to these members, or ``None`` when it can (or is off).
+
+    A pass on peak-normalised audio differs from the raw pass only through the front end's response to gain; on a
+    gain-invariant front end the two passes give the same image (to float rounding), so the TTA doubles the cost
+    and changes nothing: a setting that cannot apply, refused rather than ignored.
+
+    Args:
+        cfg: the ``postprocess`` block.
+        mels: ``{member name: mel config dict}`` of the members the TTA wraps (not a foundation teacher).
+    """
+    if not resolve(cfg)["peak_tta"]["enabled"] or not mels:
+        return None
+    invariant = {n: ("absmax" if m.get("absmax") else f"norm {m.get('norm', 'ref_max')}") for n, m in mels.items()
+                 if m.get("absmax") or m.get("norm", "ref_max") in GAIN_INVARIANT_NORMS}  # fmt: skip
+    if len(invariant) < len(mels):
+        return None
+    why = ", ".join(f"{n} ({v})" for n, v in invariant.items())
+    return (f"postprocess.peak_tta cannot apply: every member's front end is gain-invariant ({why}), so the "
+            "peak-normalised pass gives the same predictions; turn it off, or give a member a mel config with "
+            "norm: db and absmax: false")  # fmt: skip
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
     return np.log(p) - np.log1p(-p)
