@@ -189,3 +189,25 @@ def test_reuse_reruns_the_stage_command_on_copied_inputs_with_the_variant_params
                    tmp_path / "params.yaml")  # fmt: skip
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert params["ensemble"]["combination"] == "rank" and params["train"]["loop"]["seed"] == 2
+
+
+def test_reuse_runs_go_jobs_at_a_time_and_keep_their_errors() -> None:
+    import threading
+
+    from birdclef.track.ablate_seeds import run_reuses
+
+    both = threading.Barrier(2, timeout=10)  # passes only when two reuse runs are in flight together
+
+    def reuse(variant: str, seed: int | None, base_rev: str) -> Path:
+        both.wait()
+        if variant == "bad":
+            raise RuntimeError("ensemble for bad failed (exit 1)\nTraceback ...")
+        return Path(f"{variant}-s{seed}-{base_rev}")
+
+    tasks = [("rank", 0, "r0"), ("bad", 0, "r0"), ("rank", 1, "r1"), ("minmax", 1, "r1")]
+    out = run_reuses(tasks, reuse, jobs=2)
+    assert out[("rank", 0)] == Path("rank-s0-r0") and out[("minmax", 1)] == Path("minmax-s1-r1")
+    assert isinstance(out[("bad", 0)], RuntimeError)
+    alone = threading.Barrier(2, timeout=0.3)  # one at a time: it never fills (BrokenBarrierError, a RuntimeError)
+    serial = run_reuses(tasks[:2], lambda *t: alone.wait() and Path("x"), jobs=1)
+    assert all(isinstance(v, threading.BrokenBarrierError) for v in serial.values())

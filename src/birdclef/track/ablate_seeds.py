@@ -6,7 +6,8 @@ A ``retrain`` run's predictions are its experiment's output, read from the DVC c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,26 @@ def make_reuse(spec: AblationSpec, repo: Path, run: bool, parent_id: str | None,
     return reuse
 
 
+def run_reuses(
+    tasks: Sequence[tuple[str, int | None, str]], reuse: Reuse, jobs: int = 1
+) -> dict[tuple[str, int | None], Path | None | RuntimeError]:
+    """Run ``reuse(variant, seed, base_rev)`` for every task, ``jobs`` at a time; ``{(variant, seed): outcome}``.
+
+    Each reuse run is one ensemble-stage subprocess on one core's worth of threads (the spec's thread caps), so
+    ``jobs`` of them use the cores the queued experiments used; a failed one is kept as its ``RuntimeError``.
+    """
+
+    def one(task: tuple[str, int | None, str]) -> Path | None | RuntimeError:
+        try:
+            return reuse(*task)
+        except RuntimeError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(one, tasks))
+    return {(variant, seed): out for (variant, seed, _), out in zip(tasks, outcomes, strict=True)}
+
+
 def collect(
     spec: AblationSpec,
     repo: Path,
@@ -80,6 +101,8 @@ def collect(
     classes = sorted({taxa.get(c, "unknown") for c in labels.columns if c != ROW_ID and c in taxa})
     if spec.taxa:
         classes = [c for c in classes if c in spec.taxa or c.lower() in spec.taxa]
+    tasks = [(v, s, base_rev[s]) for v in spec.variants if kinds[v] == "reuse" for s in seeds if s in base]
+    reused = run_reuses(tasks, reuse, spec.jobs)
     for variant, sets in spec.variants.items():
         kind = kinds[variant]
         published = spec.published.get(variant, {})
@@ -94,12 +117,10 @@ def collect(
             if s not in base:
                 continue
             if kind == "reuse":
-                try:
-                    path = reuse(variant, s, base_rev[s])
-                except RuntimeError as err:
-                    errors.append(str(err).splitlines()[0][:200])
-                    continue
-                if path is not None:
+                path = reused[(variant, s)]
+                if isinstance(path, RuntimeError):
+                    errors.append(str(path).splitlines()[0][:200])
+                elif path is not None:
                     tables[s] = read_table(str(path))
             else:
                 got = _experiment_table(spec, repo, results, variant, s)
