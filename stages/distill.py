@@ -30,7 +30,7 @@ def main() -> int:
     sweep_temps(args.out, args.resume, args.metrics, args.timings)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
-    args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
+    args.resume.mkdir(parents=True, exist_ok=True)  # scratch kept across runs (not a DVC output: see dvc.yaml)
     try:
         check_params(params, DISTILL_STAGE)  # distill.*, its train override merged over train.*, models, mels
         cfg = DistillParams.from_dict(params.get("distill"))

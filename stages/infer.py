@@ -36,7 +36,7 @@ def main() -> None:
                     help="finished blocks when infer.nproc > 1 (a rerun after a kill skips them)")  # fmt: skip
     args = ap.parse_args()
     sweep_temps(args.out, args.metrics, args.timings, args.per_class, args.shards)  # a killed run's debris (rank 0)
-    args.shards.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
+    args.shards.mkdir(parents=True, exist_ok=True)  # scratch kept across runs (not a DVC output: see dvc.yaml)
 
     params = load_params(args.params)
     cfg = params["infer"]

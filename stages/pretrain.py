@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep_temps(args.out, args.resume, args.metrics, args.timings)  # what a killed run left beside (and in) its outputs
 
     params = load_params(args.params)
-    args.resume.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
+    args.resume.mkdir(parents=True, exist_ok=True)  # scratch kept across runs (not a DVC output: see dvc.yaml)
     try:
         check_params(params, PRETRAIN_STAGE)
         cfg = PretrainConfig.from_params(params.get("pretrain"))

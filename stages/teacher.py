@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     section = params.get("teacher")
-    args.shards.mkdir(parents=True, exist_ok=True)  # a declared (persistent) output: DVC wants it to exist
+    args.shards.mkdir(parents=True, exist_ok=True)  # scratch kept across runs (not a DVC output: see dvc.yaml)
     try:
         cfg = TeacherParams.from_dict(section)
     except ValueError as err:
