@@ -335,3 +335,66 @@ def test_a_password_in_the_tracking_uri_is_never_printed(tmp_path, monkeypatch, 
         run.log_metrics({"x": 1.0})
     out, err = capfd.readouterr()
     assert run.run_id and "s3cret" not in out + err
+
+
+def test_a_sqlite_store_is_opened_under_its_lock_file(tmp_path, monkeypatch):
+    """MLflow migrates a fresh sqlite store on first use with no lock of its own; _connect holds <db>.lock."""
+    import fcntl
+
+    import mlflow
+
+    from birdclef.track import runs
+
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    seen = []
+
+    def probe(name):
+        with open(f"{db}.lock", "a") as other:  # a second open file description: flock does not share with it
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                seen.append(("held", name))
+            else:
+                fcntl.flock(other, fcntl.LOCK_UN)
+                seen.append(("free", name))
+
+    monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: None)
+    monkeypatch.setattr(mlflow, "set_experiment", probe)
+    runs._connect({"experiment": "locked"})
+    assert seen == [("held", "locked")]
+    with runs._store_lock("http://127.0.0.1:5000"):  # a server store needs no file lock and gets none
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db.lock"]
+
+
+_OPEN_TOGETHER = """
+import sys, time
+from pathlib import Path
+from birdclef.track import stage_run
+import mlflow  # imported before the barrier so that every process reaches the store at once
+go = Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.01)
+with stage_run(sys.argv[2], {"i": sys.argv[2]}, {"experiment": "race"}) as run:
+    run.log_metrics({"x": 1.0})
+"""
+
+
+@pytest.mark.integration  # three mlflow imports and one store migration: ~15 s
+def test_stages_opening_a_fresh_sqlite_store_together_all_record(tmp_path):
+    """Queued `dvc exp run`s start their first stages together on a fresh mlflow.db: before the store lock the
+    second died in MLflow's migrations ("duplicate column name: step")."""
+    from mlflow.tracking import MlflowClient
+
+    db, go = tmp_path / "mlflow.db", tmp_path / "go"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "BIRDCLEF_TRACKING": "1"}
+    env.pop("DVC_STAGE", None)
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_TOGETHER, str(go), f"stage{i}"], cwd=tmp_path, env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    time.sleep(6)  # every process past its imports, waiting on the barrier
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(errors)
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["stage0", "stage1", "stage2"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -185,8 +186,29 @@ def _connect(tracking: Mapping[str, Any]) -> Any:
     if masked_uri(uri) != uri:  # MLflow prints "View run at <uri>/#/..." after each run, password included
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(tracking.get("experiment", "birdclef"))
+    with _store_lock(uri):
+        mlflow.set_experiment(tracking.get("experiment", "birdclef"))
     return mlflow
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` exclusively while a sqlite store is opened (other stores: no lock).
+
+    MLflow creates and migrates a sqlite store's tables on the first connection, with no lock of its own: two
+    queued ``dvc exp run`` stages that open a fresh ``mlflow.db`` together both run the migrations, and the second
+    dies on "duplicate column name". Once the tables exist, sqlite's own locking serialises the writes.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///").split("?", 1)[0] + ".lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 OWNER_TAG = "birdclef_owner"  # host:pid:start-ticks of the process that opened the run
