@@ -89,23 +89,31 @@ def test_soundscape_prior_differs_from_the_train_audio_prior(demo) -> None:
     assert rho < 0.6
 
 
-def test_bench_preset_is_the_demo_with_more_scored_soundscapes() -> None:
-    """The ablation benchmark keeps the demo's species and recordings; it multiplies only what is scored (test 16x
-    over 16 sites, val 2x) and mixes each site's species more evenly (site_concentration), nothing else."""
+def test_bench_preset_is_the_demo_with_more_and_denser_scored_soundscapes() -> None:
+    """The ablation benchmark keeps the demo's species and recordings; it multiplies what is scored (test 32x over
+    16 sites, val 2x), puts more species in each soundscape and mixes each site's species more evenly."""
     import dataclasses
 
     demo, bench = preset_config("demo"), preset_config("bench")
     differ = {f.name for f in dataclasses.fields(demo) if getattr(demo, f.name) != getattr(bench, f.name)}
     assert differ == {"name", "test_soundscapes", "test_sites", "val_soundscapes", "val_sites", "soundscape"}
-    assert dataclasses.replace(bench.soundscape, site_concentration=demo.soundscape.site_concentration) == (
-        demo.soundscape
-    )
-    assert bench.soundscape.site_concentration > demo.soundscape.site_concentration
-    assert (bench.test_soundscapes, bench.val_soundscapes) == (16 * demo.test_soundscapes, 2 * demo.val_soundscapes)
+    knobs = {"site_concentration": 4.0, "species_mean": 8.0, "species_max": 14}
+    assert dataclasses.replace(demo.soundscape, **knobs) == bench.soundscape
+    assert (bench.test_soundscapes, bench.val_soundscapes) == (32 * demo.test_soundscapes, 2 * demo.val_soundscapes)
     species, distractors = make_taxonomy(bench, np.random.default_rng(0))
     assert species == make_taxonomy(demo, np.random.default_rng(0))[0]  # the same task
     sites = plan_sites(bench, species, np.random.default_rng(1))
     plans = plan_soundscapes(bench, sites, species, distractors, np.random.default_rng(2))
     test = [p for p in plans if p.path.startswith("test_soundscapes/")]
-    assert len(test) == 384 and len(plans) - len(test) == demo.train_soundscapes
+    assert len(test) == 768 and len(plans) - len(test) == demo.train_soundscapes
+
+    def species_per_soundscape(config):
+        found = plan_soundscapes(config, plan_sites(config, species, np.random.default_rng(1)), species,
+                                 distractors, np.random.default_rng(2))
+        return np.mean([len({c.label for c in p.callers if c.kind == "soundscape"}) for p in found
+                        if p.path.startswith("test_soundscapes/")])
+
+    # what shrinks the bootstrap: ~2.5x the soundscapes that hold each species (the Poisson mean times the site's
+    # activity, capped by species_max)
+    assert species_per_soundscape(bench) > 2.2 * species_per_soundscape(demo)
     assert len({p.site for p in test}) == bench.test_sites  # every test site is used

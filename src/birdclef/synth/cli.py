@@ -34,7 +34,7 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, object]:
     \b
     Presets: tiny  (tests; 7 species, seconds to generate)
              demo  (the default dataset; 26 species, ~330 focal files, 64 soundscapes)
-             bench (the ablation benchmark: the demo's task, 384 test + 32 val soundscapes)
+             bench (the ablation benchmark: the demo's task, 768 denser test + 32 val soundscapes)
              full  (206 species in the competition's class mix, 1/20 of its files; scale tests)
     """,
 )
