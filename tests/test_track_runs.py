@@ -373,6 +373,7 @@ from pathlib import Path
 from birdclef.track import stage_run
 import mlflow  # imported before the barrier so that every process reaches the store at once
 go = Path(sys.argv[1])
+(go.parent / f"ready-{sys.argv[2]}").touch()
 while not go.exists():
     time.sleep(0.01)
 with stage_run(sys.argv[2], {"i": sys.argv[2]}, {"experiment": "race"}) as run:
@@ -391,7 +392,9 @@ def test_stages_opening_a_fresh_sqlite_store_together_all_record(tmp_path):
     env.pop("DVC_STAGE", None)
     procs = [subprocess.Popen([sys.executable, "-c", _OPEN_TOGETHER, str(go), f"stage{i}"], cwd=tmp_path, env=env,
                               stderr=subprocess.PIPE, text=True) for i in range(3)]
-    time.sleep(6)  # every process past its imports, waiting on the barrier
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # every process past its imports, waiting on the barrier
     go.touch()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(errors)

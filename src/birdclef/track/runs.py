@@ -199,16 +199,23 @@ def _store_lock(uri: str) -> Iterator[None]:
     queued ``dvc exp run`` stages that open a fresh ``mlflow.db`` together both run the migrations, and the second
     dies on "duplicate column name". Once the tables exist, sqlite's own locking serialises the writes.
     """
-    if not uri.startswith("sqlite:///"):
+    db = _sqlite_file(uri)
+    if db is None:
         yield
         return
-    lock = Path(uri.removeprefix("sqlite:///").split("?", 1)[0] + ".lock")
-    with open(lock, "a") as handle:
+    with open(f"{db}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (query string dropped); None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
 OWNER_TAG = "birdclef_owner"  # host:pid:start-ticks of the process that opened the run
@@ -342,7 +349,8 @@ def log_on_commit_run(
         The run id written to, or None when no such run (or no store) exists.
     """
     uri = tracking_uri(root or project_root())
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    db = _sqlite_file(uri)
+    if db is not None and not db.exists():
         return None
     from mlflow.tracking import MlflowClient
 
