@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from birdclef.io import atomic_path, load_params
+from birdclef.track.ablate_ready import readiness_problems
 from birdclef.track.ablate_spec import DEFAULT_METRIC, AblationSpec, available_cores, queue_commands
 from birdclef.track.history import lookup, match_path, natural_key
 from birdclef.track.pipeline import child_env, dvc_executable
@@ -100,6 +101,12 @@ def repo_params(repo: Path) -> dict[str, Any]:
     """The repo's params.yaml (empty when it has none): which override keys are new to it."""
     path = repo / "params.yaml"
     return load_params(path) if path.is_file() else {}
+
+
+def run_keys(spec: AblationSpec, kinds: Mapping[str, str]) -> set[str]:
+    """Every params key a queued run overrides: the stages none of them reach are shared by all runs."""
+    return {k.lstrip("+") for v in spec.variants if kinds.get(v, "retrain") != "reuse" for s in spec.seed_list()
+            for k in spec.overrides(v, s)}  # fmt: skip
 
 
 def run_ablation(
@@ -195,8 +202,16 @@ def ablate_command(spec_path: Path, out: Path | None, metric: str | None, repo: 
         kinds = spec.kinds(repo)
         if not dry_run:
             spec.check_data(repo)
+        problems = [] if dry_run or no_run else readiness_problems(repo, run_keys(spec, kinds), spec.targets)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
+    if problems:
+        raise click.ClickException(
+            "the stages every run reuses are not ready, so each queued run would fail in them or recompute them:\n  "
+            + "\n  ".join(problems)
+            + "\nrun `dvc repro " + " ".join(dict.fromkeys(p.split(":")[0].split(" ")[0] for p in problems))
+            + "` and commit dvc.lock (and .dvc files), then ablate again"
+        )
     if metric:
         spec.metric = metric
     if spec.threads:
