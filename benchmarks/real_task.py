@@ -166,6 +166,16 @@ def _tail(log: Path, lines: int = 12) -> str:
     return " | ".join(text[-lines:])[-1500:]
 
 
+def run_env(repo: Path, work: Path) -> dict[str, str]:
+    """The environment a run's ``dvc`` commands get: the clone's src/ and .venv first, the bench's MLflow store."""
+    return {
+        **os.environ,
+        "PATH": f"{repo / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(repo / "src"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+    }
+
+
 def run_one(
     variant: str,
     seed: int,
@@ -177,12 +187,15 @@ def run_one(
     target: str = "ensemble",
     keep: bool = False,
     extra: dict[str, Any] | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """One pipeline run of ``variant`` with ``train.loop.seed`` = ``seed`` in a fresh clone of ``commit`` under
     ``work`` on the task folder ``task``; ``keep`` leaves the run's build/ and data/ in place; ``extra``: dotted
-    overrides on top of the variant's (``--set``)."""
+    overrides on top of the variant's (``--set``); ``label``: the run's name (its folder ``<label>_s<seed>`` and the
+    report's ``variant``; default: ``variant``), for several runs of one variant with different ``extra``."""
     started = time.perf_counter()
-    run_dir = work / f"{variant}_s{seed}"
+    label = label or variant
+    run_dir = work / f"{label}_s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -191,7 +204,7 @@ def run_one(
     overrides, notes = variant_overrides(variant, repo, params)
     if overrides is None:
         shutil.rmtree(run_dir)
-        return {"variant": variant, "seed": seed, "skipped": True, "notes": notes}
+        return {"variant": label, "seed": seed, "skipped": True, "notes": notes}
     overrides = {"tracking.enabled": False, "train.loop.seed": seed, **overrides, **(extra or {})}
     if budget_epochs:
         overrides["train.loop.epochs"] = budget_epochs
@@ -200,12 +213,7 @@ def run_one(
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.rmtree(repo / "data", ignore_errors=True)
     shutil.copytree(task, repo / "data")
-    env = {
-        **os.environ,
-        "PATH": f"{repo / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(repo / "src"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-    }
+    env = run_env(repo, work)
     log = run_dir / "dvc.log"
     setup = [["dvc", "config", "--local", "cache.dir", str(work / "dvc-cache")], ["dvc", "add", "-q", "data"]]
     rc, failed = _run_cmds(log, repo, env, [*setup, ["dvc", "repro", target]], json.dumps(overrides))
@@ -221,7 +229,7 @@ def run_one(
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         rc, failed = _run_cmds(log, repo, env, [["dvc", "repro", target]], "ensemble.teacher.enabled: false", "a")
     result: dict[str, Any] = {
-        "variant": variant,
+        "variant": label,
         "seed": seed,
         "overrides": overrides,
         "notes": notes,
