@@ -91,7 +91,7 @@ def retrain(variant: str, seed: int, sets: dict[str, Any], *, work: Path, commit
 def reuse(variant: str, seed: int, sets: dict[str, Any], *, work: Path, commit: str,
           extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """``variant``'s ensemble of the kept baseline run of ``seed`` (only the ensemble stage reruns), its predictions
-    saved beside its result; the baseline's params.yaml is restored afterwards."""
+    saved beside its result; the baseline's params.yaml and ensemble outputs are restored afterwards."""
     run_dir = work / f"{variant}_s{seed}"
     overrides = base_overrides(seed, extra, sets)
     found = _done(run_dir, commit, overrides)
@@ -123,6 +123,10 @@ def reuse(variant: str, seed: int, sets: dict[str, Any], *, work: Path, commit: 
             result["predictions"] = str(save_predictions(repo, run_dir))
     finally:
         (repo / "params.yaml").write_text(original)
+    with log.open("a") as f:  # the baseline's own ensemble back in its build/ (DVC's run cache restores it)
+        back = subprocess.run(["dvc", "repro", "ensemble"], cwd=repo, env=run_env(repo, work), stdout=f,
+                              stderr=subprocess.STDOUT).returncode  # fmt: skip
+    result["baseline_restored"] = back == 0
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return _save(run_dir, result)
 
