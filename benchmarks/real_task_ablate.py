@@ -17,7 +17,7 @@ Runs go ``--jobs`` at a time; a run whose ``result.json`` holds a score for the 
 run again, so an interrupted benchmark resumes where it stopped.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_task_ablate.py --work /tmp/rt \\
-        --variants sumix,ce,mixup,no_specaugment,topk_boost --seeds 0,1,2 --out real_task_ablate.json \\
+        --variants sumix,ce,mixup,no_specaugment,soft_auc,topk_boost --seeds 0,1,2 --out real_task_ablate.json \\
         --markdown real_task_ablate.md --set train.threads=1 --set pseudo.threads=1 --set ensemble.threads=1
 """
 
