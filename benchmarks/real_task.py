@@ -102,6 +102,21 @@ def variant_overrides(variant: str, repo: Path, params: dict[str, Any]) -> tuple
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=YAML`` arguments as ``{dotted key: value}``.
+
+    Raises:
+        ValueError: an item without ``=`` or without a key, named in the message.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=YAML")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _clone(work: Path, commit: str) -> Path:
     """A clone of this repository at ``commit`` (every run of a benchmark on the same code) with its .venv linked."""
     repo = work / "repo"
@@ -303,12 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    extra = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            ap.error(f"--set {item!r}: expected KEY=YAML")
-        extra[key.strip()] = yaml.safe_load(value)
+    try:
+        extra = parse_sets(args.set)
+    except ValueError as err:
+        ap.error(str(err))
     work = args.work or Path(tempfile.mkdtemp(prefix="real-task-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True, check=True)

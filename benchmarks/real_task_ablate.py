@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_task import REPO, _set_dotted, _tail, run_env, run_one  # noqa: E402
+from real_task import REPO, _set_dotted, _tail, parse_sets, run_env, run_one  # noqa: E402
 from real_task_build import AUDIO, build_task  # noqa: E402
 from real_task_stats import per_class, save_predictions  # noqa: E402
 
@@ -205,12 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"variant(s) {unknown} are not in {args.spec}: {', '.join(spec.variants)}")
     variants = [v for v in variants if v != spec.baseline]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [int(s) for s in spec.seeds or [0]]
-    extra = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            ap.error(f"--set {item!r}: expected KEY=YAML")
-        extra[key.strip()] = yaml.safe_load(value)
+    try:
+        extra = parse_sets(args.set)
+    except ValueError as err:
+        ap.error(str(err))
     commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True,
                             check=True).stdout.strip()  # fmt: skip
     work = args.work.resolve()

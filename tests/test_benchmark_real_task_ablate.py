@@ -98,3 +98,10 @@ def test_reuse_without_a_kept_baseline_build_says_which_folder(tmp_path: Path):
                        commit="abc", extra={})  # fmt: skip
     assert "baseline_s0" in result["error"] and "build/ensemble" in result["error"]
     assert json.loads((tmp_path / "topk_boost_s0" / "result.json").read_text())["error"] == result["error"]
+
+
+def test_set_arguments_parse_as_yaml_and_a_malformed_one_is_named():
+    assert rta.parse_sets(["train.threads=1", "a.b=[1, 2]", "c= true"]) == {"train.threads": 1, "a.b": [1, 2],
+                                                                           "c": True}  # fmt: skip
+    with pytest.raises(ValueError, match="'train.threads'"):
+        rta.parse_sets(["train.threads"])
