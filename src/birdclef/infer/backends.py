@@ -80,6 +80,10 @@ class _OvGraph:
             # OpenVINO silently picks bf16 on CPUs that have it; parity with torch needs fp32 unless asked otherwise.
             "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": "LATENCY",
+            # OpenVINO pins its threads to cores counted from the first one, so every worker process of the runner
+            # (one thread each) would be pinned to the same core: four Kaggle workers would share one core. The OS
+            # scheduler spreads unpinned workers over the cores.
+            "ENABLE_CPU_PINNING": False,
         }
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
