@@ -266,6 +266,12 @@ def test_the_teacher_weight_fitted_on_val_never_sees_test(splits, monkeypatch):
     entry = {"weight": 0.2, "method": "rank", "index": [0, 1]}
     with pytest.raises(ValueError, match="ensemble.teacher.fit: true needs labelled validation soundscapes"):
         S.build_spec(config, splits["train"], splits["test"], TWO, level_factory, teacher=entry, val=None)
+    # per_class: each species fitted on its own val column; both are alike here, so both keep the global 0.6
+    config["teacher"]["per_class"] = True
+    spec, metrics, _ = S.build_spec(config, splits["train"], splits["test"], TWO, level_factory, teacher=entry,
+                                    val=splits["val"])  # fmt: skip
+    assert spec["teacher"]["class_weights"] == [0.6, 0.6] and metrics["teacher_class_weights_fitted"] == 0
+    assert metrics["fit_score_val_teacher_per_class"] == metrics["val_score"] == 1.0 and metrics["score"] == 0.0
 
 
 # ---------------------------------------------------------------- files that cannot be scored (ensemble.on_bad)

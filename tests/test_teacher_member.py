@@ -69,6 +69,23 @@ def test_blend_rows_blends_covered_species_over_all_rows_and_keeps_the_others():
     np.testing.assert_allclose(pct[:, 0], [0.25, 0.2, 0.2, 0.325], atol=1e-6)
 
 
+def test_class_weights_from_a_per_class_fit_replace_the_one_weight_in_both_blends():
+    entry = {"index": [0, 1], "weight": 0.2, "method": "rank", "class_weights": [1.0, 0.0]}
+    students = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]], np.float32)
+    teacher = np.array([[0.9, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4]], np.float32)
+    out = M.blend_rows(entry, students, teacher)
+    np.testing.assert_allclose(out[:, 0], [1.0, 0.25, 0.5, 0.75], atol=1e-6)  # the teacher's ranks alone
+    np.testing.assert_allclose(out[:, 1], [1.0, 0.75, 0.5, 0.25], atol=1e-6)  # the students' ranks alone
+    one = M.blend_rows({**entry, "class_weights": None}, students, teacher)
+    np.testing.assert_allclose(one[:, 0], [0.4, 0.45, 0.7, 0.95], atol=1e-6)  # no per-class fit: 0.2 everywhere
+    ref = {"columns": [0, 1], "students": [[0, 0.5, 1], [0, 0.5, 1]], "teacher": [[0, 0.5, 1], [0, 0.5, 1]]}
+    file_out = M.blend_file({**entry, "reference": ref}, students, teacher)
+    np.testing.assert_allclose(file_out[:, 0], teacher[:, 0].clip(0, 1), atol=1e-6)  # w 1: Q_s(F_t(t)) = t here
+    np.testing.assert_allclose(file_out[:, 1], students[:, 1], atol=1e-6)  # w 0: the students
+    with pytest.raises(ValueError, match="class_weights hold 3 values for 2 classes"):
+        M.blend_rows({**entry, "class_weights": [0.1, 0.2, 0.3]}, students, teacher)
+
+
 def test_blend_file_reads_the_teachers_percentile_off_the_reference():
     # teacher reference with a tie block at 0: levels 0, .25, .5, .75, 1; the students' reference is Q_s(p) = p
     entry = {"index": [0, -1], "weight": 0.5, "reference": {"columns": [0], "students": [[0, 0.25, 0.5, 0.75, 1]],

@@ -21,7 +21,8 @@ TAXONOMY = pd.DataFrame({"primary_label": ["frog1", "sp_q1", "sp_all"], "class_n
 
 def test_ensemble_teacher_params_are_strict_and_off_in_params_yaml():
     committed = yaml.safe_load((REPO / "params.yaml").read_text())["ensemble"]["teacher"]
-    assert S.check_cfg(committed) == {"enabled": False, "weight": 0.2, "method": "rank", "fit": False, "grid": S.GRID}
+    assert S.check_cfg(committed) == {"enabled": False, "weight": 0.2, "method": "rank", "fit": False, "grid": S.GRID,
+                                      "per_class": False}  # fmt: skip
     assert S.describe(committed, None, CLASSES, TAXONOMY) is None  # off: no teacher section needed
     with pytest.raises(ValueError) as err:
         S.check_cfg({"enabled": "yes", "weight": 1.5, "method": "mean", "weights": 0.1})
@@ -96,6 +97,43 @@ def test_the_teacher_weight_is_fitted_on_val_and_the_tie_goes_to_the_hand_weight
     assert S.fit_weight(flat, students, good, lambda s: 0.5, [0.0, 0.3, 1.0])["teacher_weight"] == 0.3
 
 
+def test_a_per_class_fit_gives_the_teacher_the_species_the_students_cannot_rank():
+    """ensemble.teacher.per_class: species 0 the students rank well and the teacher backwards, species 1 the other way
+    round: one global weight must compromise, the per-class fit takes each species' best (0 and 1), the species with
+    no val positive and the one every weight ties on keep the global weight, and the val score rises."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = np.zeros((200, 4), int)
+    y[:, :2] = rng.random((200, 2)) < 0.3
+    y[:100, 3] = 1  # species 3: the students and the teacher both rank it perfectly: every weight ties
+    good, bad = lambda c: y[:, c] + rng.normal(0, 0.3, 200), lambda c: -y[:, c] + rng.normal(0, 0.3, 200)
+    students = np.column_stack([good(0), bad(1), rng.random(200), y[:, 3] + 0.1 * rng.random(200)])
+    teacher = np.column_stack([bad(0), good(1), rng.random(200), y[:, 3] + 0.1 * rng.random(200)])
+    scored = [0, 1, 3]
+
+    def macro(s):
+        return float(np.mean([roc_auc_score(y[:, c], s[:, c]) for c in scored]))
+
+    entry = {"weight": 0.2, "method": "rank", "index": [0, 1, 2, 3]}
+    found = S.fit_weight(entry, students, teacher, macro, S.GRID, labels=y, classes=["a", "b", "c", "d"])
+    w = found["teacher_weight"]
+    assert entry["class_weights"] == [0.0, 1.0, w, w]
+    assert found["teacher_class_weights_fitted"] == 2 - (w in (0.0, 1.0))
+    assert found["teacher_class_weight_mean"] == pytest.approx((1.0 + 2 * w) / 4)
+    assert found["fit_score_val_teacher_per_class"] > found["fit_score_val_teacher"] + 0.1
+    assert "teacher_class_weight_c" not in found and "teacher_class_weight_d" not in found
+    # the per-class blend is each column's own best: species 0 as the students rank it, species 1 as the teacher
+    final = S.blend_rows(entry, students, teacher)
+    assert roc_auc_score(y[:, 0], final[:, 0]) == pytest.approx(roc_auc_score(y[:, 0], students[:, 0]))
+    assert roc_auc_score(y[:, 1], final[:, 1]) == pytest.approx(roc_auc_score(y[:, 1], teacher[:, 1]))
+    uncovered = {"weight": 0.2, "method": "rank", "index": [0, -1, 2, 3]}  # no teacher signal: the global weight
+    S.fit_weight(uncovered, students, teacher, macro, S.GRID, labels=y)
+    assert uncovered["class_weights"][1] == uncovered["weight"]
+    refit = S.fit_weight(entry, students, teacher, macro, S.GRID)  # without labels: one weight again
+    assert "class_weights" not in entry and "teacher_class_weights_fitted" not in refit
+
+
 def test_the_teacher_fit_params_are_strict():
     assert S.check_cfg({"enabled": True, "fit": True, "grid": [0, 0.5, 1]})["grid"] == [0.0, 0.5, 1.0]
     with pytest.raises(ValueError, match="ensemble.teacher.fit must be true or false"):
@@ -104,3 +142,8 @@ def test_the_teacher_fit_params_are_strict():
         S.check_cfg({"fit": True, "grid": [0.5, 2]})
     with pytest.raises(ValueError, match="grid is only read with ensemble.teacher.fit: true"):
         S.check_cfg({"grid": [0.5]})
+    assert S.check_cfg({"fit": True, "per_class": True})["per_class"] is True
+    with pytest.raises(ValueError, match="per_class: true fits a weight per species on val: it needs .*fit: true"):
+        S.check_cfg({"per_class": True})
+    with pytest.raises(ValueError, match="ensemble.teacher.per_class must be true or false"):
+        S.check_cfg({"fit": True, "per_class": "yes"})

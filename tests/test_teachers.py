@@ -227,6 +227,21 @@ def test_rank_blend_with_values():
                                                                     0.8 + 0.2 * 2 / 3])  # fmt: skip
 
 
+def test_a_weight_per_column_blends_each_column_with_its_own_weight():
+    student = np.array([[0.1, 0.9, 0.5], [0.2, 0.8, 0.4], [0.3, 0.7, 0.3], [0.4, 0.6, 0.2]])
+    teacher = student[::-1].copy()
+    for method in ("rank", "percentile"):
+        out = blend(student, teacher, np.array([0.0, 1.0, 0.3]), method)
+        for c, w in enumerate((0.0, 1.0, 0.3)):
+            np.testing.assert_allclose(out[:, c], blend(student[:, [c]], teacher[:, [c]], w, method)[:, 0])
+    # rank, column 1 with weight 1: the teacher's ranks (it reverses the students' order)
+    np.testing.assert_allclose(blend(student, teacher, np.array([0.0, 1.0, 0.3]))[:, 1], [0.25, 0.5, 0.75, 1.0])
+    with pytest.raises(ValueError, match="one or one per column \\(3\\)"):
+        blend(student, teacher, np.array([0.2, 0.2]))
+    with pytest.raises(ValueError, match="weight must be in \\[0, 1\\]"):
+        blend(student, teacher, np.array([0.2, 0.2, 1.2]))
+
+
 def test_percentile_blend_keeps_the_students_scale():
     student = np.array([[0.1], [0.2], [0.3], [0.5]])
     teacher = np.array([[0.9], [0.1], [0.2], [0.3]])

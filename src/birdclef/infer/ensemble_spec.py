@@ -193,9 +193,11 @@ def build_spec(
         val_teacher = teacher_member.predict_files(
             teacher, on_val.split.files, on_val.preds.n_windows, workers=int(cfg["workers"]), threads=cfg["threads"]
         ).probs
+        teacher_cfg = teacher_spec.check_cfg(cfg["teacher"])
         metrics.update(teacher_spec.fit_weight(
             teacher, on_val.finish(weights, member_classes, combination), val_teacher,
-            lambda s: on_val.score(s, classes)["score"], teacher_spec.check_cfg(cfg["teacher"])["grid"],
+            lambda s: on_val.score(s, classes)["score"], teacher_cfg["grid"],
+            on_val.solution[list(classes)].to_numpy() if teacher_cfg["per_class"] else None, classes,
         ))  # fmt: skip
     if teacher is not None:  # T2: the foundation teacher, blended in per class over all these rows
         final, found, extra = teacher_spec.in_ensemble(

@@ -247,13 +247,27 @@ def predict_files(
     )
 
 
+def class_weights(entry: Mapping[str, Any]) -> np.ndarray:
+    """(C,) the teacher's weight per class: ``entry["class_weights"]`` where a per-class fit wrote them, else the
+    one ``weight`` for every class."""
+    n = len(entry["index"])
+    if entry.get("class_weights") is None:
+        return np.full(n, float(entry["weight"]))
+    weights = np.asarray(entry["class_weights"], dtype=np.float64)
+    if weights.shape != (n,):
+        raise ValueError(f"the teacher's class_weights hold {weights.size} values for {n} classes")
+    return weights
+
+
 def blend_rows(entry: Mapping[str, Any], students: np.ndarray, teacher: np.ndarray) -> np.ndarray:
-    """The run's final scores: covered columns ``blend(students, teacher, weight, method)`` over all rows,
-    uncovered columns the students' scores unchanged. Returns (rows, C) float32 in [0, 1]."""
+    """The run's final scores: covered columns ``blend(students, teacher, weight, method)`` over all rows (the
+    weight per class: :func:`class_weights`), uncovered columns the students' scores unchanged.
+    Returns (rows, C) float32 in [0, 1]."""
     covered = np.asarray(entry["index"]) >= 0
     students = np.asarray(students, dtype=np.float32)
     out = students.copy()
-    mixed = runtime.blend(students[:, covered], teacher[:, covered], float(entry["weight"]), entry["method"])
+    w = class_weights(entry)[covered]
+    mixed = runtime.blend(students[:, covered], teacher[:, covered], w, entry["method"])
     out[:, covered] = np.clip(mixed, 0.0, 1.0)
     return out
 
@@ -265,9 +279,10 @@ def blend_file(entry: Mapping[str, Any], students: np.ndarray, teacher: np.ndarr
     ref = entry.get("reference")
     if not ref:
         raise ValueError("the ensemble spec's teacher has no reference distribution (rerun the ensemble stage)")
-    w = float(entry["weight"])
+    weights = class_weights(entry)
     out = np.asarray(students, dtype=np.float64).copy()
     for c, q_s, q_t in zip(ref["columns"], ref["students"], ref["teacher"], strict=True):
+        w = float(weights[c])
         have = np.isfinite(teacher[:, c])
         if not q_t or not have.any():
             continue

@@ -20,9 +20,11 @@ from birdclef.infer.teacher_member import blend_rows, predict_files, sha256
 from birdclef.teachers import TeacherParams, create_teacher, map_labels, runtime
 
 GRID = [round(0.1 * i, 1) for i in range(11)]
-DEFAULTS: dict[str, Any] = {"enabled": False, "weight": 0.2, "method": "rank", "fit": False, "grid": GRID}
+DEFAULTS: dict[str, Any] = {
+    "enabled": False, "weight": 0.2, "method": "rank", "fit": False, "grid": GRID, "per_class": False,
+}  # fmt: skip
 """``ensemble.teacher`` in params.yaml (2026 winner: 0.8 students + 0.2 Perch, rank blend; ``fit``: the weight
-chosen on the labelled validation soundscapes from ``grid`` instead)."""
+chosen on the labelled validation soundscapes from ``grid`` instead; ``per_class``: then one weight per species)."""
 REFERENCE_POINTS = 51
 """Quantiles per covered species stored for ``birdclef predict`` (every 2nd percentile)."""
 
@@ -50,6 +52,11 @@ def check_cfg(section: Mapping[str, Any] | None) -> dict[str, Any]:
         errors.append(f"ensemble.teacher.grid must be a non-empty list of weights in [0, 1], got {grid!r}")
     elif cfg["grid"] != DEFAULTS["grid"] and not cfg["fit"]:
         errors.append("ensemble.teacher.grid is only read with ensemble.teacher.fit: true")
+    if not isinstance(cfg["per_class"], bool):
+        errors.append(f"ensemble.teacher.per_class must be true or false, got {cfg['per_class']!r}")
+    elif cfg["per_class"] and not cfg["fit"]:
+        errors.append("ensemble.teacher.per_class: true fits a weight per species on val: it needs "
+                      "ensemble.teacher.fit: true")
     if errors:
         raise ValueError("; ".join(errors) + f" (ensemble.teacher takes: {', '.join(DEFAULTS)})")
     return {**cfg, "weight": float(w), "grid": [float(g) for g in grid] if isinstance(grid, list) else grid}
@@ -131,6 +138,8 @@ def fit_weight(
     teacher: np.ndarray,
     score_of: Callable[[np.ndarray], float],
     grid: Sequence[float],
+    labels: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The teacher's blend weight chosen on labelled rows the test score never sees (``ensemble.teacher.fit``).
 
@@ -145,18 +154,79 @@ def fit_weight(
         teacher: (rows, C) the teacher's probabilities on the same rows.
         score_of: the competition score of (rows, C) final scores on those rows.
         grid: candidate weights in [0, 1].
+        labels: (rows, C) 0/1 validation labels: given, a weight per species follows the global one
+            (:func:`fit_class_weights`, ``ensemble.teacher.per_class``).
+        classes: the C species labels, with ``labels``.
 
     Returns:
         ``{"teacher_weight_hand", "teacher_weight", "fit_score_val_teacher"}`` and the score per grid value
-        (``fit_val_teacher_w<w>``).
+        (``fit_val_teacher_w<w>``); with ``labels``, :func:`fit_class_weights`'s figures too.
     """
     hand = float(entry["weight"])
+    entry.pop("class_weights", None)
     found = {float(w): float(score_of(blend_rows({**entry, "weight": float(w)}, students, teacher))) for w in grid}
     best = max(found.values())
     weight = min((w for w, v in found.items() if v >= best - 1e-12), key=lambda w: (abs(w - hand), w))
     entry["weight"] = weight
-    return {"teacher_weight_hand": hand, "teacher_weight": weight, "fit_score_val_teacher": best,
-            **{f"fit_val_teacher_w{w:g}": v for w, v in found.items()}}
+    out = {"teacher_weight_hand": hand, "teacher_weight": weight, "fit_score_val_teacher": best,
+           **{f"fit_val_teacher_w{w:g}": v for w, v in found.items()}}  # fmt: skip
+    if labels is not None:
+        names = list(classes) if classes is not None else [str(i) for i in range(labels.shape[1])]
+        out |= fit_class_weights(entry, students, teacher, labels, grid, names)
+        out["fit_score_val_teacher_per_class"] = float(score_of(blend_rows(entry, students, teacher)))
+    return out
+
+
+def fit_class_weights(
+    entry: dict[str, Any],
+    students: np.ndarray,
+    teacher: np.ndarray,
+    labels: np.ndarray,
+    grid: Sequence[float],
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """A teacher weight per species, each the grid value with the best validation AUC of its own column.
+
+    A student set is not equally good on every species next to the teacher: with few focal recordings of a
+    species (or calls unlike its focal ones) the students rank it near chance where the teacher knows it, and a
+    share that suits the other species wastes the teacher there. The rank blend and the metric are both per
+    column, so each covered species' weight is fitted on its own AUC; ties, and species with no positive (or no
+    negative) validation window, keep the global ``entry["weight"]``, so a species is moved off it only by
+    evidence. ``entry["class_weights"]`` (C,) is set.
+
+    Args:
+        entry: the spec entry, its ``weight`` already the global fit.
+        students, teacher: (rows, C) the validation rows' student scores and teacher probabilities.
+        labels: (rows, C) their 0/1 labels.
+        grid: candidate weights in [0, 1].
+        classes: the C species labels (metric names).
+
+    Returns:
+        ``teacher_class_weights_fitted`` (species moved off the global weight), ``teacher_class_weight_mean`` (over
+        the covered species) and ``teacher_class_weight_<species>`` for each species moved.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if labels.shape != np.shape(students):
+        raise ValueError(f"fit_class_weights: labels {labels.shape} and scores {np.shape(students)} differ")
+    base = float(entry["weight"])
+    weights = np.full(len(entry["index"]), base)
+    covered = np.flatnonzero(np.asarray(entry["index"]) >= 0)
+    for c in covered:
+        y, t = labels[:, c], np.asarray(teacher[:, c], dtype=np.float64)
+        have = np.isfinite(t)
+        if not have.any() or y[have].min() == y[have].max():
+            continue  # nothing on val to choose by: the global weight
+        col = {float(w): runtime.blend(students[:, [c]], t[:, None], float(w), entry["method"])[:, 0] for w in grid}
+        auc = {w: float(roc_auc_score(y, v)) for w, v in col.items()}
+        best = max(auc.values())
+        weights[c] = min((w for w, v in auc.items() if v >= best - 1e-12), key=lambda w: (abs(w - base), w))
+    entry["class_weights"] = [float(w) for w in weights]
+    moved = [int(c) for c in covered if weights[c] != base]
+    return {"teacher_class_weights_fitted": len(moved),
+            "teacher_class_weight_mean": float(weights[covered].mean()) if covered.size else base,
+            **{f"teacher_class_weight_{classes[c]}": float(weights[c]) for c in moved}}  # fmt: skip
 
 
 def in_ensemble(

@@ -331,7 +331,9 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
 
 
-def blend(student: np.ndarray, teacher: np.ndarray, weight: float = 0.2, method: str = "rank") -> np.ndarray:
+def blend(
+    student: np.ndarray, teacher: np.ndarray, weight: float | np.ndarray = 0.2, method: str = "rank"
+) -> np.ndarray:
     """Blend student and teacher scores per class (column) over the rows (windows) given.
 
     ``rank``: each column becomes ``(1 - w) * r_s + w * r_t``, with ``r`` the rank of a row within the column
@@ -348,7 +350,7 @@ def blend(student: np.ndarray, teacher: np.ndarray, weight: float = 0.2, method:
     Args:
         student: (rows, C) student probabilities (the ensemble's).
         teacher: (rows, C) teacher probabilities in the same species order, NaN where the teacher has no signal.
-        weight: the teacher's weight w in [0, 1].
+        weight: the teacher's weight w in [0, 1], one for every column or (C,) one per column (a per-class fit).
         method: ``rank`` | ``percentile``.
 
     Returns:
@@ -361,8 +363,13 @@ def blend(student: np.ndarray, teacher: np.ndarray, weight: float = 0.2, method:
     teacher = np.asarray(teacher, dtype=np.float64)
     if student.ndim != 2 or student.shape != teacher.shape:
         raise ValueError(f"blend: student {student.shape} and teacher {teacher.shape} must be the same (rows, C)")
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"blend: the teacher weight must be in [0, 1], got {weight}")
+    weights = np.asarray(weight, dtype=np.float64)
+    if weights.ndim == 0:
+        weights = np.full(student.shape[1], float(weights))
+    if weights.shape != student.shape[1:] or not ((weights >= 0.0) & (weights <= 1.0)).all():
+        raise ValueError(
+            f"blend: the teacher weight must be in [0, 1], one or one per column ({student.shape[1]}), got {weight}"
+        )
     if method not in METHODS:
         raise ValueError(f"blend: method must be one of {METHODS}, not {method!r}")
     if not np.isfinite(student).all():
@@ -373,7 +380,7 @@ def blend(student: np.ndarray, teacher: np.ndarray, weight: float = 0.2, method:
     out = student.copy()
     for c in range(student.shape[1]):
         have = np.isfinite(teacher[:, c])
-        n = int(have.sum())
+        n, weight = int(have.sum()), float(weights[c])
         r_s = average_ranks(student[:, c]) / rows if method == "rank" else None
         if r_s is not None:
             out[:, c] = r_s
