@@ -272,6 +272,7 @@ def test_the_teacher_weight_fitted_on_val_never_sees_test(splits, monkeypatch):
                                     val=splits["val"])  # fmt: skip
     assert spec["teacher"]["class_weights"] == [0.6, 0.6] and metrics["teacher_class_weights_fitted"] == 0
     assert metrics["fit_score_val_teacher_per_class"] == metrics["val_score"] == 1.0 and metrics["score"] == 0.0
+    assert metrics["score_teacher_one_weight"] == 0.0  # the same weights: the same test score
 
 
 # ---------------------------------------------------------------- files that cannot be scored (ensemble.on_bad)

@@ -244,7 +244,8 @@ def in_ensemble(
     """The ensemble stage's side: the teacher over the labelled soundscapes, blended into the students' ``final``.
 
     Scores the students alone (``students_score``), the teacher alone and the students on the covered species
-    (``teacher_score``, ``students_covered_score``), and stores the reference distribution in ``entry``.
+    (``teacher_score``, ``students_covered_score``), with per-class weights the blend with the one fitted weight
+    (``score_teacher_one_weight``), and stores the reference distribution in ``entry``.
 
     Args:
         entry: from :func:`describe`; gets its ``reference``.
@@ -268,4 +269,7 @@ def in_ensemble(
     plain = ensemble.combine(preds.members, weights, classes, [m["classes"] for m in members], "mean")
     entry["reference"] = reference(entry, plain, run.probs)  # what `birdclef predict` blends against
     tables = {"teacher": table(run.probs[:, cov], names), "students": table(final, classes)}
+    if entry.get("class_weights") is not None:  # per_class: the one fitted weight's score beside it, paired
+        one = blend_rows({**entry, "class_weights": None}, final, run.probs)
+        metrics["score_teacher_one_weight"] = score_of(one, classes)["score"]
     return blend_rows(entry, final, run.probs), metrics, tables
