@@ -146,6 +146,10 @@ def _teacher_scores(repo: Path, ensemble: dict[str, Any]) -> dict[str, Any]:
     if "students_score" in ensemble:  # the committed T2 member ran inside the ensemble stage
         out["teacher_recipe"] = ensemble["score"]
         out["teacher_students_only"] = ensemble["students_score"]
+        # the fitted share(s) and, with per-class shares, the same run blended with the one share (paired)
+        out["teacher_fit"] = {k: v for k, v in ensemble.items() if k.startswith(("teacher_weight", "teacher_class_"))
+                              or k in ("score_teacher_one_weight", "fit_score_val_teacher",
+                                       "fit_score_val_teacher_per_class")}  # fmt: skip
         out["teacher_source"] = "metrics/ensemble.json score (students + member) and students_score"
         return out
     students = pd.read_parquet(repo / "build" / "ensemble" / "member_scores" / "ensemble.parquet")
