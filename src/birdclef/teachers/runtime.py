@@ -380,16 +380,16 @@ def blend(
     out = student.copy()
     for c in range(student.shape[1]):
         have = np.isfinite(teacher[:, c])
-        n, weight = int(have.sum()), float(weights[c])
+        n, w = int(have.sum()), float(weights[c])
         r_s = average_ranks(student[:, c]) / rows if method == "rank" else None
         if r_s is not None:
             out[:, c] = r_s
-        if n == 0 or weight == 0.0:
+        if n == 0 or w == 0.0:
             continue
         r_t = average_ranks(teacher[have, c])
         if r_s is not None:
-            out[have, c] = (1 - weight) * r_s[have] + weight * r_t / n
+            out[have, c] = (1 - w) * r_s[have] + w * r_t / n
         else:
             pct = (r_t - 1) / (n - 1) if n > 1 else np.full(1, 0.5)
-            out[have, c] = (1 - weight) * student[have, c] + weight * np.quantile(student[:, c], pct)
+            out[have, c] = (1 - w) * student[have, c] + w * np.quantile(student[:, c], pct)
     return out
