@@ -131,6 +131,7 @@ def teacher_export(built, tmp_path_factory):
     """The export with a teacher member: the stand-in ONNX teacher (48 kHz, 3-s windows) covering sp_a and ins1."""
     root = tmp_path_factory.mktemp("teacher_export")
     entry = stand_in_entry(root / "stand_in", CLASSES, {"sp_a": "Omnia sonora", "ins1": "Gamma tertia"})
+    entry["class_weights"] = [0.9, 0.2, 0.2, 0.0]  # a per-class fit's shares travel in the spec too
     export = root / "export"
     shutil.copytree(built["export"], export)
     spec = json.loads((export / "export_spec.json").read_text())
@@ -175,6 +176,10 @@ def test_bundled_script_without_torch_or_birdclef_reproduces_the_runner_submissi
     preds, scores = infer(spec, files, factory, workers=1, threads=1, on_error="fallback")
     assert preds.failed.keys() == {"S03_broken"}
     assert (preds.teacher is not None) == with_teacher
+    if with_teacher:  # the per-class shares are what the runner blends with, not the one weight
+        one = {**spec, "teacher": {**spec["teacher"], "class_weights": None}}
+        _, one_scores = infer(one, files, factory, workers=1, threads=1, on_error="fallback")
+        assert np.abs(one_scores[:, 0] - scores[:, 0]).max() > 1e-3
     sample = read_sample(tmp_path / "sample_submission.csv")
     expected = build_submission(preds.stems, preds.n_windows, scores, CLASSES, sample)
     write_submission(expected, tmp_path / "expected.csv")
