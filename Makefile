@@ -27,7 +27,7 @@ data: $(STAMP)
 	fi
 
 repro: data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
