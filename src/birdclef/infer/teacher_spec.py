@@ -166,7 +166,7 @@ def fit_weight(
     entry.pop("class_weights", None)
     found = {float(w): float(score_of(blend_rows({**entry, "weight": float(w)}, students, teacher))) for w in grid}
     best = max(found.values())
-    weight = min((w for w, v in found.items() if v >= best - 1e-12), key=lambda w: (abs(w - hand), w))
+    weight = _best_nearest(found, hand)
     entry["weight"] = weight
     out = {"teacher_weight_hand": hand, "teacher_weight": weight, "fit_score_val_teacher": best,
            **{f"fit_val_teacher_w{w:g}": v for w, v in found.items()}}  # fmt: skip
@@ -175,6 +175,12 @@ def fit_weight(
         out |= fit_class_weights(entry, students, teacher, labels, grid, names)
         out["fit_score_val_teacher_per_class"] = float(score_of(blend_rows(entry, students, teacher)))
     return out
+
+
+def _best_nearest(scores: Mapping[float, float], anchor: float) -> float:
+    """The weight with the best score; among ties (to 1e-12) the one nearest ``anchor``, then the smaller."""
+    best = max(scores.values())
+    return min((w for w, v in scores.items() if v >= best - 1e-12), key=lambda w: (abs(w - anchor), w))
 
 
 def fit_class_weights(
@@ -219,9 +225,7 @@ def fit_class_weights(
         if not have.any() or y[have].min() == y[have].max():
             continue  # nothing on val to choose by: the global weight
         col = {float(w): runtime.blend(students[:, [c]], t[:, None], float(w), entry["method"])[:, 0] for w in grid}
-        auc = {w: float(roc_auc_score(y, v)) for w, v in col.items()}
-        best = max(auc.values())
-        weights[c] = min((w for w, v in auc.items() if v >= best - 1e-12), key=lambda w: (abs(w - base), w))
+        weights[c] = _best_nearest({w: float(roc_auc_score(y, v)) for w, v in col.items()}, base)
     entry["class_weights"] = [float(w) for w in weights]
     moved = [int(c) for c in covered if weights[c] != base]
     return {"teacher_class_weights_fitted": len(moved),
