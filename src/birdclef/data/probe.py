@@ -10,7 +10,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from birdclef.audio.decode import id3_problem, ogg_tail_problem, wav_declared_frames
+from birdclef.audio.container import id3_problem, ogg_tail_problem, wav_declared_frames
 
 _BLOCK_FRAMES = 1 << 16
 _MP3_SLACK = 0.01
