@@ -15,8 +15,9 @@ Prints one JSON object (times are medians of ``--repeats`` runs, after one warm-
   front end) on the same 12 mel windows; ``member_bound_ms_per_min`` = decode + numpy front end + 1.2 x that, the
   bound the member's end-to-end onnxruntime time should stay under (``member_within_bound``);
 - per ``--precisions`` entry P (``fp16``: OpenVINO IR with FP16 weights; ``int8``: static QDQ calibrated on
-  ``--calibration-audio``): ``e2e_ms_per_min_<P>_<backend>`` and ``body_ms_per_min_<P>_<backend>`` on each backend
-  that serves it, ``parity_<P>_<backend>`` (max abs probability diff vs fp32 on the export's test audio) and
+  ``--calibration-audio``; ``int8_nncf``: NNCF's INT8 OpenVINO IR, calibrated on the same):
+  ``e2e_ms_per_min_<P>_<backend>`` and ``body_ms_per_min_<P>_<backend>`` on each backend that serves it,
+  ``parity_<P>_<backend>`` (max abs probability diff vs fp32 on the export's test audio) and
   ``speedup_e2e_<P>`` = the fastest fp32 end to end / the fastest P end to end;
 - ``kaggle_mode_ms_per_min_[<P>_]<backend>``: throughput as the Kaggle bundle runs (``runner.infer`` in a fresh
   process over ``--kaggle-files`` soundscapes, one worker per core with one thread each: wall ms per soundscape
@@ -166,7 +167,9 @@ def main() -> None:
     ap.add_argument("--rss-files", default="50,700", help="comma-separated soundscape counts; empty to skip")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distinct", type=int, default=40, help="distinct soundscapes (more than a worker's mel cache)")
-    ap.add_argument("--precisions", default="fp16,int8", help="reduced-precision exports to time (empty: none)")
+    ap.add_argument(
+        "--precisions", default="fp16,int8,int8_nncf", help="reduced-precision exports to time (empty: none)"
+    )
     ap.add_argument(
         "--kaggle-files",
         type=int,

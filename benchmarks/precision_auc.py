@@ -1,5 +1,5 @@
-"""AUC change of reduced-precision exports on the demo: the same checkpoints exported in fp32, fp16 and int8, each
-run over a labelled split as the infer stage runs it, scored like the infer stage.
+"""AUC change of reduced-precision exports on the demo: the same checkpoints exported in fp32, fp16, int8 and
+int8_nncf, each run over a labelled split as the infer stage runs it, scored like the infer stage.
 
 Prints one JSON object: per precision ``auc_<P>`` (macro ROC-AUC over the labelled soundscapes), ``auc_change_<P>``
 (``auc_<P> - auc_fp32``), ``max_abs_score_diff_<P>`` (largest |score - fp32 score| over every window and class
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--split", choices=["test", "val"], default="test")
-    ap.add_argument("--precisions", default="fp32,fp16,int8")
+    ap.add_argument("--precisions", default="fp32,fp16,int8,int8_nncf")
     ap.add_argument("--calibration-audio", type=Path, default=None, help="default: DATA/train_soundscapes")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()

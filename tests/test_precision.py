@@ -1,8 +1,9 @@
-"""Tests for birdclef.infer.precision: INT8 (static QDQ) and OpenVINO FP16 member bodies, their parity with the
-fp32 graphs, and the refusal of settings that cannot apply."""
+"""Tests for birdclef.infer.precision: INT8 (static QDQ, and NNCF's OpenVINO IR) and OpenVINO FP16 member bodies,
+their parity with the fp32 graphs, and the refusal of settings that cannot apply."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -25,6 +26,7 @@ from birdclef.infer.precision import (
 from export_fixtures import EXPORT_PARAMS, SR, ensemble_spec, make_members, write_soundscapes
 
 needs_openvino = pytest.mark.skipif("openvino" not in available_backends(), reason="openvino not installed")
+HAS_NNCF = importlib.util.find_spec("nncf") is not None
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,13 @@ def fp16(members):
     if "openvino" not in available_backends():
         pytest.skip("openvino not installed")
     return _export(members, "fp16")
+
+
+@pytest.fixture(scope="module")
+def int8_nncf(members):
+    if "openvino" not in available_backends() or not HAS_NNCF:
+        pytest.skip("openvino or nncf not installed")
+    return _export(members, "int8_nncf")
 
 
 def test_int8_bodies_are_quantised_graphs_served_on_onnxruntime_next_to_the_fp32_ones(int8):
@@ -116,12 +125,43 @@ def test_fp16_export_falls_back_to_the_fp32_body_on_onnxruntime(fp16):
         load_graph("onnxruntime", folder / spec["members"][0]["body"])
 
 
+def test_nncf_bodies_are_int8_openvino_irs_next_to_the_fp32_ones(int8_nncf):
+    folder, metrics = int8_nncf
+    spec = json.loads((folder / "export_spec.json").read_text())
+    assert spec["precision"] == "int8_nncf" and spec["backend"] == "openvino" == metrics["backend"]
+    for member in spec["members"]:
+        name = member["name"]
+        assert member["body"] == f"member_{name}_int8_nncf.xml" and member["body_fp32"] == f"member_{name}.onnx"
+        assert (folder / member["body"]).with_suffix(".bin").is_file()
+        # every Conv and MatMul input gets a quantiser: dozens of FakeQuantize ops in the tiny model
+        assert quantized_nodes(folder / member["body"]) == metrics[f"int8_nodes_{name}"] > 10
+        assert 0 < metrics[f"parity_int8_nncf_openvino_{name}"] <= 0.05
+    assert not any(k.startswith("parity_int8_nncf_onnxruntime") for k in metrics)  # onnxruntime cannot load an IR
+
+
+def test_nncf_outputs_follow_fp32_but_are_not_the_fp32_numbers(int8_nncf):
+    folder, _ = int8_nncf
+    wave = synthetic_audio(2, seed=7)
+    served = ExportedEnsemble(folder, "openvino").member_outputs(wave)
+    fp32 = ExportedEnsemble(folder, "onnxruntime", precision="fp32").member_outputs(wave)
+    for name, want in fp32.items():
+        diff = max(float(np.abs(want[k] - served[name][k]).max()) for k in ("clip", "frame"))
+        assert 1e-6 < diff < 0.05, (name, diff)  # quantised (not the fp32 numbers), yet close
+    # the fp32 fallback on onnxruntime is the fp32 body, bit for bit
+    fallback = ExportedEnsemble(folder, "onnxruntime").member_outputs(wave)
+    for name in fp32:
+        np.testing.assert_array_equal(fallback[name]["clip"], fp32[name]["clip"])
+
+
 @pytest.mark.parametrize(
     ("cfg", "installed", "match"),
     [
         ({"precision": "bf16"}, ["onnxruntime"], "must be one of"),
         ({"precision": "fp16", "backend": "onnxruntime"}, ["onnxruntime", "openvino"], "cannot serve"),
         ({"precision": "fp16"}, ["onnxruntime"], "install openvino"),
+        ({"precision": "int8_nncf", "calibration_audio": "x"}, ["onnxruntime"], "install openvino"),
+        ({"precision": "int8_nncf", "backend": "onnxruntime"}, ["onnxruntime", "openvino"], "cannot serve"),
+        ({"precision": "int8_nncf", "calibration_audio": None}, ["openvino"], "calibration_audio"),
         ({"precision": "int8", "calibration_audio": None}, ["onnxruntime"], "calibration_audio"),
         ({"precision": "int8", "calibration_audio": "x", "calibration_windows": 0}, ["onnxruntime"], ">= 1"),
         ({"precision": "int8", "calibration_audio": "x", "precision_tolerance": 0}, ["onnxruntime"], r"\(0, 1\]"),
@@ -130,6 +170,13 @@ def test_fp16_export_falls_back_to_the_fp32_body_on_onnxruntime(fp16):
 def test_impossible_precision_settings_are_refused(cfg, installed, match):
     with pytest.raises(ValueError, match=match):
         check_precision_params(cfg, installed)
+
+
+def test_int8_nncf_without_nncf_names_the_package(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    with pytest.raises(ValueError, match=r"pip install nncf"):
+        check_precision_params({"precision": "int8_nncf", "calibration_audio": "x"}, ["openvino"])
 
 
 def test_valid_precision_settings_pass():

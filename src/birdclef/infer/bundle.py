@@ -238,7 +238,9 @@ def bundle_command(
         if plan["over_limit"]:
             why = f"projected {plan['projected_minutes']:.1f} minutes, past the {limit_minutes:g}-minute limit"
             if over_budget == "refuse":
-                raise click.ClickException(f"{why}: drop members or export them in fp16/int8 (--over-budget warn)")
+                raise click.ClickException(
+                    f"{why}: drop members or export them in fp16/int8/int8_nncf (--over-budget warn)"
+                )
             click.echo(f"WARNING: {why}", err=True)
     manifest = build_bundle(export_dir, out, root)
     size = sum(f["bytes"] for f in manifest["files"].values()) / 2**20

@@ -30,6 +30,7 @@ from birdclef.infer.onnx_graphs import (  # body_wrapper: benchmarks/inference.p
 )
 from birdclef.infer.parity import audio_windows, check_backends, choose_backend, member_seconds, synthetic_audio
 from birdclef.infer.precision import (
+    CALIBRATED,
     calibration_windows,
     check_precision_params,
     choose_reduced_backend,
@@ -49,11 +50,12 @@ DEFAULTS: dict[str, Any] = {
     "bench_windows": 12,  # 5-s windows per timed call (one soundscape)
     "bench_repeats": 3,
     "backend": "auto",  # auto (parity.AUTO_PREFERENCE: the first backend whose parity holds) | onnxruntime | openvino
-    # Kaggle budget (precision.py): fp32 | fp16 (OpenVINO IR, FP16 weights) | int8 (static QDQ, onnxruntime)
+    # Kaggle budget (precision.py): fp32 | fp16 (OpenVINO IR, FP16 weights) | int8 (static QDQ, onnxruntime) |
+    # int8_nncf (NNCF, OpenVINO IR)
     "precision": "fp32",
-    "calibration_audio": None,  # int8: a recording or folder of them to calibrate on
-    "calibration_windows": 48,  # int8: 5-s calibration windows (precision.WINDOWS_PER_FILE per recording)
-    "precision_tolerance": 0.05,  # fp16 / int8: max |p_reduced - p_fp32| over clip and frame probabilities
+    "calibration_audio": None,  # int8, int8_nncf: a recording or folder of them to calibrate on
+    "calibration_windows": 48,  # int8, int8_nncf: 5-s calibration windows (precision.WINDOWS_PER_FILE per recording)
+    "precision_tolerance": 0.05,  # reduced precisions: max |p_reduced - p_fp32| over clip and frame probabilities
 }
 _SPEC_VERSION = 1
 
@@ -131,7 +133,7 @@ def export_ensemble(
         raise ValueError(f"export params: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     check_precision_params(cfg)
     calibration = None
-    if cfg["precision"] == "int8":
+    if cfg["precision"] in CALIBRATED:
         calibration = calibration_windows(cfg["calibration_audio"], int(cfg["calibration_windows"]))
     loaded = load_members(members)
     if not loaded:
