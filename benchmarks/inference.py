@@ -56,7 +56,6 @@ from birdclef.infer import ensemble, postprocess
 from birdclef.infer.backends import (
     ExportedEnsemble,
     OrtPredictor,
-    TorchPredictor,
     available_backends,
     load_graph,
     read_spec,
@@ -66,6 +65,7 @@ from birdclef.infer.melspec import NumpyFrontEnd
 from birdclef.infer.onnx_graphs import export_graph
 from birdclef.infer.precision import SERVES
 from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT
+from birdclef.infer.torch_backend import TorchPredictor
 from birdclef.infer.windows import predict_file, predict_file_group, stack_predictors
 from birdclef.models import create_model, save_checkpoint
 

@@ -1,4 +1,4 @@
-"""Tests for birdclef.infer.backends: torch/onnxruntime/OpenVINO predictors and the exported ensemble."""
+"""Tests for birdclef.infer.backends: onnxruntime/OpenVINO predictors (against torch) and the exported ensemble."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from birdclef.infer.backends import (
     ExportedEnsemble,
     OpenVinoPredictor,
     OrtPredictor,
-    TorchPredictor,
     available_backends,
     load_graph,
     make_predictor,
     read_spec,
 )
 from birdclef.infer.parity import synthetic_audio
+from birdclef.infer.torch_backend import TorchPredictor
 
 from export_fixtures import CLASSES, GROUP, exported
 
@@ -30,13 +30,6 @@ def built(tmp_path_factory):
 
 def _chain(built, member: str) -> list:
     return [built["export"] / "frontend_mel_tiny.onnx", built["export"] / f"member_{member}.onnx"]
-
-
-def test_torch_predictor_gives_probabilities_of_the_checkpoint(built):
-    member = built["spec"]["members"][0]
-    out = TorchPredictor(member["checkpoint"], threads=1)(synthetic_audio(3))
-    assert out["clip"].shape == (3, len(CLASSES)) and out["frame"].shape[0] == 3 and out["frame"].shape[2] == 4
-    assert out["clip"].dtype == np.float32 and out["clip"].min() >= 0 and out["clip"].max() <= 1
 
 
 @pytest.mark.parametrize("cls", [OrtPredictor, OpenVinoPredictor])
@@ -139,38 +132,6 @@ def test_exported_ensemble_numpy_and_onnx_front_ends_agree(built):
     for name in fast:
         for key in ("clip", "frame"):
             assert np.abs(fast[name][key] - graph[name][key]).max() <= 1e-4
-
-
-def _tiny(mel: dict, seed: int):
-    import torch
-
-    from birdclef.models import create_model
-
-    torch.manual_seed(seed)
-    cfg = {"head": "sed", "backbone": "test_efficientnet", "pretrained": False, "mel": "m", "freq_pool": "mean",
-           "drop_rate": 0.0, "drop_path_rate": 0.0}
-    return create_model(cfg, 3, mel)
-
-
-def test_torch_group_runs_each_mel_config_once_and_matches_each_member_alone(monkeypatch):
-    from birdclef.features.frontend import MelFrontEnd
-    from birdclef.infer.backends import TorchGroup
-
-    mel_a = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000, "top_db": 80, "norm": "ref_max"}
-    mel_b = {**mel_a, "n_mels": 48}
-    models = [_tiny(mel_a, 0), _tiny(mel_b, 1), _tiny(mel_a, 2)]
-    wave = synthetic_audio(3, seed=5)
-    want = [TorchPredictor(m)(wave) for m in models]
-    calls = []
-    forward = MelFrontEnd.forward
-    monkeypatch.setattr(MelFrontEnd, "forward", lambda self, x: calls.append(self.cfg.n_mels) or forward(self, x))
-    got = TorchGroup(models)(wave)
-    assert calls == [32, 48]  # members 0 and 2 share one front end pass; member 1 has its own
-    assert len(got) == 3
-    for g, w in zip(got, want, strict=True):
-        for key in ("clip", "frame"):
-            np.testing.assert_array_equal(g[key], w[key])
-    assert not np.array_equal(got[0]["clip"], got[2]["clip"])  # same mel, different weights: different outputs
 
 
 def test_openvino_graphs_are_not_pinned_so_single_thread_workers_spread_over_the_cores(built):

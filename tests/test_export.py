@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from birdclef.infer.backends import TorchPredictor, available_backends, make_predictor
+from birdclef.infer.backends import available_backends, make_predictor
 from birdclef.infer.onnx_graphs import export_fused
 from birdclef.infer.parity import synthetic_audio
+from birdclef.infer.torch_backend import TorchPredictor
 from birdclef.models import load_checkpoint
 
 from export_fixtures import CLASSES, GROUP, exported

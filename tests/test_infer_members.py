@@ -63,7 +63,7 @@ def test_the_torch_factory_groups_members_behind_one_front_end_per_mel_config(tm
 
     import torch
 
-    from birdclef.infer.backends import TorchGroup, TorchPredictor
+    from birdclef.infer.torch_backend import TorchGroup, TorchPredictor
     from birdclef.models import create_model, save_checkpoint
 
     mel = {"n_fft": 512, "hop_length": 320, "n_mels": 32, "fmin": 40, "fmax": 15000, "top_db": 80, "norm": "ref_max"}

@@ -62,13 +62,13 @@ class TorchFactory:
 
     def __call__(self, member: Mapping[str, Any], threads: int) -> Predictor:
         # Imported here: onnxruntime workers never need torch.
-        from birdclef.infer.backends import TorchPredictor
+        from birdclef.infer.torch_backend import TorchPredictor
 
         return TorchPredictor(member["checkpoint"], threads)
 
     def group(self, members: Sequence[Mapping[str, Any]], threads: int) -> GroupPredictor:
         """The members as one group predictor sharing the front end of each mel config."""
-        from birdclef.infer.backends import TorchGroup
+        from birdclef.infer.torch_backend import TorchGroup
 
         return TorchGroup([m["checkpoint"] for m in members], threads)
 

@@ -15,7 +15,8 @@ import numpy as np
 from torch import nn
 
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
-from birdclef.infer.backends import ExportedEnsemble, TorchPredictor, available_backends, make_predictor
+from birdclef.infer.backends import ExportedEnsemble, available_backends, make_predictor
+from birdclef.infer.torch_backend import TorchPredictor
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from tqdm import tqdm
 from birdclef import SAMPLE_RATE, WINDOW_SECONDS
 from birdclef.audio.decode import AudioError, StreamStats, stream_audio
 from birdclef.infer import blockwise, ensemble, postprocess, teacher_member
-from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble, TorchPredictor
+from birdclef.infer.backends import SPEC_FILE, ExportedEnsemble
 from birdclef.infer.members import member_predict_cfg
 from birdclef.infer.runner import AUDIO_SUFFIXES
+from birdclef.infer.torch_backend import TorchPredictor
 from birdclef.infer.windows import group_by_chunking, predict_members, stack_predictors
 from birdclef.io import write_csv
 
