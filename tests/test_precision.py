@@ -139,6 +139,27 @@ def test_nncf_bodies_are_int8_openvino_irs_next_to_the_fp32_ones(int8_nncf):
     assert not any(k.startswith("parity_int8_nncf_onnxruntime") for k in metrics)  # onnxruntime cannot load an IR
 
 
+@pytest.mark.skipif(not HAS_NNCF or "openvino" not in available_backends(), reason="openvino or nncf not installed")
+def test_nncf_keeps_stdout_clean(members, tmp_path, capfd):
+    from birdclef.infer.precision import quantize_nncf
+
+    root, entries = members
+    folder, _ = _export(members, "fp32") if not (root / "export_fp32").exists() else (root / "export_fp32", None)
+    body = folder / json.loads((folder / "export_spec.json").read_text())["members"][0]["body"]
+    capfd.readouterr()
+    calibration = np.random.default_rng(0).standard_normal((2, *_mel_shape(folder))).astype(np.float32)
+    quantize_nncf(body, tmp_path / "q.xml", calibration)
+    assert capfd.readouterr().out == ""  # a benchmark's JSON or a stage's stdout stays parseable
+
+
+def _mel_shape(folder: Path) -> tuple[int, ...]:
+    import onnx
+
+    spec = json.loads((folder / "export_spec.json").read_text())
+    graph = onnx.load(str(folder / spec["members"][0]["body"]), load_external_data=False).graph
+    return tuple(d.dim_value or 1 for d in graph.input[0].type.tensor_type.shape.dim)[1:]
+
+
 def test_nncf_outputs_follow_fp32_but_are_not_the_fp32_numbers(int8_nncf):
     folder, _ = int8_nncf
     wave = synthetic_audio(2, seed=7)

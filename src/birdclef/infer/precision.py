@@ -14,10 +14,12 @@ that cannot load the reduced graph.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -190,7 +192,9 @@ def quantize_nncf(onnx_path: str | os.PathLike[str], xml_path: str | os.PathLike
     xml_path = Path(xml_path)
     windows = [np.ascontiguousarray(calibration[i : i + 1], dtype=np.float32) for i in range(len(calibration))]
     model = ov.convert_model(str(onnx_path))
-    quantised = nncf.quantize(model, nncf.Dataset(windows), subset_size=len(windows))
+    # NNCF draws its progress bars on stdout, which belongs to the caller (a stage's log, a benchmark's JSON).
+    with contextlib.redirect_stdout(sys.stderr):
+        quantised = nncf.quantize(model, nncf.Dataset(windows), subset_size=len(windows))
     ov.save_model(quantised, str(xml_path), compress_to_fp16=False)
     return xml_path
 
