@@ -1,5 +1,7 @@
-"""AUC change of reduced-precision exports on the demo: the same checkpoints exported in fp32, fp16, int8 and
-int8_nncf, each run over a labelled split as the infer stage runs it, scored like the infer stage.
+"""AUC change of reduced-precision exports (fp16, int8, int8_nncf) against fp32 on a labelled demo split.
+
+The same checkpoints are exported in each precision, run over the split as the infer stage runs them and scored
+like the infer stage.
 
 Prints one JSON object: per precision ``auc_<P>`` (macro ROC-AUC over the labelled soundscapes), ``auc_change_<P>``
 (``auc_<P> - auc_fp32``), ``max_abs_score_diff_<P>`` (largest |score - fp32 score| over every window and class
