@@ -7,7 +7,9 @@ Prints one JSON object: per precision ``auc_<P>`` (macro ROC-AUC over the labell
 (``auc_<P> - auc_fp32``), ``max_abs_score_diff_<P>`` (largest |score - fp32 score| over every window and class
 of the post-processed submission), ``backend_<P>`` (the backend the export serves on), ``seconds_per_soundscape_
 minute_<P>`` (the runner's own timing; a busy machine makes it noisy: ``benchmarks/inference.py`` times speed),
-the export's parity metrics and the INT8 graphs' QDQ node counts.
+the export's parity metrics and the INT8 graphs' QDQ node counts, and the bundle planner's verdict on that export
+(``projected_kaggle_minutes_<P>``: 700 soundscapes on 4 cores; ``fit_alone_<P>``: how many members of the first
+checkpoint's kind fit alone in 90 minutes), from the export's and this run's timings as ``birdclef bundle`` plans.
 
 Run: ``python benchmarks/precision_auc.py --checkpoint build/train/it2/sed_mnv3s/model.pt`` (several
 ``--checkpoint`` make an equal-weight ensemble).
@@ -25,6 +27,8 @@ import pandas as pd
 import yaml
 
 from birdclef.infer import postprocess
+from birdclef.infer.backends import read_spec
+from birdclef.infer.budget import plan_bundle
 from birdclef.infer.export import export_ensemble
 from birdclef.infer.members import ExportFactory
 from birdclef.infer.runner import PREDICT_DEFAULTS, SPEC_FORMAT, infer, list_soundscapes
@@ -83,7 +87,11 @@ def main() -> None:
             subs[precision] = sub
             result[f"auc_{precision}"] = round(float(found["score"]), 5)
             result[f"backend_{precision}"] = metrics["backend"]
-            result[f"seconds_per_soundscape_minute_{precision}"] = preds.speed()["seconds_per_soundscape_minute"]
+            speed = preds.speed()
+            result[f"seconds_per_soundscape_minute_{precision}"] = speed["seconds_per_soundscape_minute"]
+            plan = plan_bundle(read_spec(folder), metrics, speed)
+            result[f"projected_kaggle_minutes_{precision}"] = plan["projected_minutes"]
+            result[f"fit_alone_{precision}"] = plan["kinds"][plan["members"][members[0]["name"]]["kind"]]["fit_alone"]
     if "fp32" in subs:
         base = subs["fp32"].set_index("row_id")
         for precision, sub in subs.items():
